@@ -53,7 +53,7 @@ class Table:
 
 
 SEX = ("M", "F", "I", "U")
-ETHNIC_CATEGORIES = tuple("ABCDEFGHJKLMNPRS") + ("Z", "99")
+ETHNIC_CATEGORIES = (*tuple("ABCDEFGHJKLMNPRS"), "Z", "99")
 APPOINTMENT_STATUS = (
     "attended",
     "did_not_attend",
@@ -73,11 +73,11 @@ STAFF_ROLES = (
 )
 APPOINTMENT_MODES = ("face_to_face", "telephone", "video", "home_visit")
 ADMISSION_METHODS = (
-    ("11", "12", "13")  # elective
-    + tuple(str(x) for x in range(21, 29))  # emergency 21-28
-    + ("31", "32")  # maternity
-    + ("81", "82", "83")  # other
-)
+    "11", "12", "13",  # elective
+    *(str(x) for x in range(21, 29)),  # emergency 21-28
+    "31", "32",  # maternity
+    "81", "82", "83",  # other
+)  # fmt: skip
 EMERGENCY_ADMISSION_METHODS = tuple(str(x) for x in range(21, 29))
 ELECTIVE_ADMISSION_METHODS = ("11", "12", "13")
 DEPARTMENT_TYPES = ("01", "02", "03", "04")
@@ -183,7 +183,12 @@ TABLES: dict[str, Table] = {
                 C("nhs_number", "str"),
                 C("issue_date", "date"),
                 C("dmd_code", "str", description="dm+d concept id, digits"),
-                C("bnf_code", "str", nullable=True, description="BNF presentation code, <= 15 chars"),
+                C(
+                    "bnf_code",
+                    "str",
+                    nullable=True,
+                    description="BNF presentation code, <= 15 chars",
+                ),
                 C("quantity", "float", nullable=True),
             ),
         ),

@@ -69,7 +69,11 @@ def write_manifest(folder: Path, extract_date: str, files: dict[str, Path]) -> P
         table: {"file": path.name, "rows": count_rows(path), "sha256": sha256_file(path)}
         for table, path in sorted(files.items())
     }
-    manifest = {"extract_date": extract_date, "contract_version": CONTRACT_VERSION, "files": entries}
+    manifest = {
+        "extract_date": extract_date,
+        "contract_version": CONTRACT_VERSION,
+        "files": entries,
+    }
     target = folder / MANIFEST_NAME
     tmp = folder / (MANIFEST_NAME + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")

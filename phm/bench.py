@@ -1,0 +1,131 @@
+"""``phm bench``: wall time and peak memory of each pipeline stage at a given size.
+
+Each stage runs in its own child process (``python -m phm.bench STAGE ...``) so its peak
+resident memory (max RSS from ``wait4``) is its own. Results are printed and written to
+``<results>/bench-<patients>.json`` and ``.md``. Speed is measured here, never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+EXTRACT_DATE = date(2026, 11, 1)
+
+
+def _paths(workdir: Path, patients: int) -> tuple[Path, Path]:
+    root = Path(workdir) / f"n{patients}"
+    return root / "extracts", root / "home"
+
+
+def stage_generate(workdir: Path, patients: int, seed: int) -> dict:
+    from phm.synth import generate
+
+    extracts, _ = _paths(workdir, patients)
+    result = generate(extracts, patients=patients, seed=seed, extract_date=EXTRACT_DATE)
+    return {"rows": sum(result.rows.values())}
+
+
+def stage_ingest(workdir: Path, patients: int, seed: int) -> dict:
+    from phm.delivery import open_delivery
+    from phm.ingest import load_raw
+    from phm.paths import warehouse_path
+    from phm.warehouse import session
+
+    extracts, home = _paths(workdir, patients)
+    wh = warehouse_path(home)
+    wh.unlink(missing_ok=True)
+    delivery = open_delivery(extracts, EXTRACT_DATE.isoformat())
+    with session(wh) as con:
+        counts = load_raw(con, delivery)
+    return {"rows": sum(counts.values())}
+
+
+def stage_pipeline(workdir: Path, patients: int, seed: int) -> dict:
+    """The whole Dagster run (every asset) over the generated delivery."""
+    from phm.runner import run_pipeline
+
+    extracts, home = _paths(workdir, patients)
+    summary = run_pipeline(extracts, home, delivery=EXTRACT_DATE.isoformat())
+    return {"assets": len(summary.materialized)}
+
+
+STAGES = {
+    "generate": stage_generate,
+    "ingest": stage_ingest,
+    "pipeline": stage_pipeline,
+}
+
+
+def _run_stage(stage: str, workdir: Path, patients: int, seed: int) -> dict:
+    cmd = [sys.executable, "-m", "phm.bench", stage, str(workdir), str(patients), str(seed)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"bench stage {stage} failed (exit {proc.returncode})")
+    detail = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+    return {
+        "stage": stage,
+        "seconds": round(seconds, 1),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 0),
+        **detail,
+    }
+
+
+def run_bench(
+    patients: int, seed: int, workdir: Path, results: Path, stages: list[str] | None = None
+) -> list[dict]:
+    stages = stages or list(STAGES)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise SystemExit(f"unknown bench stage(s) {unknown}; known: {list(STAGES)}")
+    rows = []
+    print(f"phm bench: {patients:,} patients, seed {seed}, {os.cpu_count()} cores")
+    print(f"{'stage':<12} {'wall s':>8} {'peak MiB':>10}  detail")
+    for stage in stages:
+        row = _run_stage(stage, Path(workdir), patients, seed)
+        rows.append(row)
+        detail = {k: v for k, v in row.items() if k not in ("stage", "seconds", "peak_rss_mib")}
+        print(f"{stage:<12} {row['seconds']:>8.1f} {row['peak_rss_mib']:>10.0f}  {detail}")
+    results = Path(results)
+    results.mkdir(parents=True, exist_ok=True)
+    record = {
+        "patients": patients,
+        "seed": seed,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "stages": rows,
+    }
+    (results / f"bench-{patients}.json").write_text(json.dumps(record, indent=2) + "\n")
+    md = [
+        f"# phm bench: {patients:,} patients",
+        "",
+        "| stage | wall time (s) | peak memory (MiB) |",
+        "|---|---:|---:|",
+        *[f"| {r['stage']} | {r['seconds']:.1f} | {r['peak_rss_mib']:.0f} |" for r in rows],
+    ]
+    (results / f"bench-{patients}.md").write_text("\n".join(md) + "\n")
+    print(f"results: {results / f'bench-{patients}.json'}")
+    return rows
+
+
+def _child(argv: list[str]) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    stage, workdir, patients, seed = argv[0], Path(argv[1]), int(argv[2]), int(argv[3])
+    detail = STAGES[stage](workdir, patients, seed)
+    print(json.dumps(detail))
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1:])

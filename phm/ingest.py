@@ -1,0 +1,63 @@
+"""Load a verified delivery into the warehouse's ``raw`` schema, all tables or none."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import duckdb
+import polars as pl
+
+from phm.contract import TABLE_NAMES
+from phm.delivery import Delivery, read_table
+from phm.warehouse import DELIVERY_TABLE, ensure_schemas, write_table
+
+log = logging.getLogger("phm.ingest")
+
+
+def load_raw(con: duckdb.DuckDBPyConnection, delivery: Delivery) -> dict[str, int]:
+    """Replace every ``raw.<table>`` with the delivery's files in one transaction.
+
+    Any file-level fault (unreadable, wrong encoding, missing column) raises
+    :class:`phm.delivery.DeliveryError` and rolls back: the warehouse keeps the last good state.
+    Returns rows loaded per table.
+    """
+    ensure_schemas(con)
+    counts: dict[str, int] = {}
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for table in TABLE_NAMES:
+            t0 = time.perf_counter()
+            entry = delivery.entries[table]
+            df = read_table(entry)
+            counts[table] = write_table(con, f"raw.{table}", df)
+            del df
+            log.info(
+                "raw.%s: %d rows from %s (%.1fs)",
+                table,
+                counts[table],
+                entry.file.name,
+                time.perf_counter() - t0,
+            )
+        meta = pl.DataFrame(
+            {
+                "extract_date": [delivery.extract_date],
+                "folder": [str(delivery.folder)],
+                "manifest": [
+                    json.dumps(
+                        {
+                            t: {"file": e.file.name, "rows": e.rows, "sha256": e.sha256}
+                            for t, e in delivery.entries.items()
+                        },
+                        sort_keys=True,
+                    )
+                ],
+            }
+        )
+        write_table(con, DELIVERY_TABLE, meta)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return counts

@@ -1,0 +1,95 @@
+"""Run the whole pipeline through Dagster, in process, with the instance under ``HOME/dagster``.
+
+This is what ``phm run`` and the tests call: the same Definitions, job and assets as the UI
+and the nightly schedule, so there is one orchestration path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from phm.paths import REPO_ROOT, dagster_home
+
+log = logging.getLogger("phm.runner")
+
+
+class PipelineFailed(Exception):
+    """A run failed; the message says which step and why (e.g. a delivery's file-level fault)."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    success: bool
+    seconds: float
+    materialized: list[str]
+
+
+def prepare_dagster_home(home: Path) -> Path:
+    """Create ``HOME/dagster`` with the repository's dagster.yaml (run concurrency, logging)."""
+    dh = dagster_home(home)
+    dh.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(REPO_ROOT / "dagster.yaml", dh / "dagster.yaml")
+    return dh
+
+
+def run_pipeline(
+    extracts_root: Path,
+    home: Path,
+    delivery: str | None = None,
+    selection: list[str] | None = None,
+) -> RunSummary:
+    """Materialise every asset (or the ``selection`` of asset key paths like ``raw/gp_patients``)
+    over the latest complete delivery (or ``delivery``). Raises PipelineFailed on failure."""
+    from dagster import AssetKey, DagsterInstance
+
+    from pipelines.definitions import NIGHTLY_JOB, build_definitions
+    from pipelines.resources import Settings
+
+    home = Path(home).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    dh = prepare_dagster_home(home)
+    settings = Settings(Path(extracts_root).resolve(), home, delivery)
+    # the same settings for anything that reads the environment (e.g. a UI started later)
+    os.environ["PHM_EXTRACTS"], os.environ["PHM_HOME"] = str(settings.extracts_root), str(home)
+    defs = build_definitions(settings)
+    job = defs.resolve_job_def(NIGHTLY_JOB)
+    instance = DagsterInstance.from_config(str(dh))
+    t0 = time.perf_counter()
+    try:
+        kwargs = {}
+        if selection:
+            kwargs["asset_selection"] = [AssetKey(s.split("/")) for s in selection]
+        result = job.execute_in_process(instance=instance, raise_on_error=False, **kwargs)
+    finally:
+        instance.dispose()
+    seconds = time.perf_counter() - t0
+    if not result.success:
+        raise PipelineFailed(_failure_message(result))
+    materialized = sorted(
+        e.asset_key.to_user_string()
+        for e in result.get_asset_materialization_events()
+        if e.asset_key is not None
+    )
+    log.info("run %s materialised %d assets in %.1fs", result.run_id, len(materialized), seconds)
+    return RunSummary(result.run_id, True, seconds, materialized)
+
+
+def _failure_message(result) -> str:
+    lines = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            err = event.step_failure_data.error
+            # the domain error is the innermost cause (Dagster wraps it)
+            while err is not None and err.cause is not None:
+                err = err.cause
+            message = err.message.strip() if err is not None else "unknown error"
+            lines.append(f"step {event.step_key} failed: {message}")
+    if not lines:
+        lines.append(f"run {result.run_id} failed")
+    return "\n".join(lines)

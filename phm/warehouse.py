@@ -1,0 +1,88 @@
+"""The warehouse: one DuckDB file, one schema per stage.
+
+``raw`` (as delivered), ``staging`` (valid, typed), ``quarantine`` (invalid rows with reasons),
+``reference`` (code lists, IMD), ``marts`` (measures, cohorts), ``geo`` (need by area),
+``reports`` (data quality).
+
+DuckDB allows one writing process at a time. A pipeline run holds the write connection only
+while an asset computes; analysts, notebooks and the Dagster UI open the file read-only
+(:func:`connect` with ``read_only=True``), retrying briefly while a run is writing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+log = logging.getLogger("phm.warehouse")
+
+SCHEMAS = ("raw", "staging", "quarantine", "reference", "marts", "geo", "reports")
+DELIVERY_TABLE = "raw._delivery"
+
+
+def connect(path: Path | str, read_only: bool = False, wait_seconds: float = 30.0):
+    """Open the warehouse; waits up to ``wait_seconds`` while another process holds the lock."""
+    path = Path(path)
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    elif not path.exists():
+        raise FileNotFoundError(f"{path}: no warehouse yet; materialise the pipeline first")
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as e:
+            if "lock" not in str(e).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+@contextmanager
+def session(path: Path | str, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = connect(path, read_only=read_only)
+    try:
+        if not read_only:
+            ensure_schemas(con)
+        yield con
+    finally:
+        con.close()
+
+
+def ensure_schemas(con: duckdb.DuckDBPyConnection) -> None:
+    for s in SCHEMAS:
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+
+
+def write_table(con: duckdb.DuckDBPyConnection, name: str, df: pl.DataFrame) -> int:
+    """Replace ``schema.table`` with ``df`` (in the caller's transaction, if any)."""
+    view = "__phm_df"
+    con.register(view, df)
+    try:
+        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM {view}")
+    finally:
+        con.unregister(view)
+    return df.height
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    schema, table = name.split(".")
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema=? AND table_name=?",
+            [schema, table],
+        ).fetchone()[0]
+    )
+
+
+def current_extract_date(con: duckdb.DuckDBPyConnection) -> date:
+    """The extract date of the delivery now in ``raw`` (the as-of date of every measure)."""
+    if not table_exists(con, DELIVERY_TABLE):
+        raise RuntimeError("no delivery has been ingested yet (raw._delivery is missing)")
+    return con.execute(f"SELECT extract_date FROM {DELIVERY_TABLE}").fetchone()[0]

@@ -1,0 +1,46 @@
+"""The Dagster code location: assets, checks, resources, the nightly job and its schedule.
+
+``dagster dev`` run from the repository root finds this module through ``[tool.dagster]`` in
+pyproject.toml. ``phm run`` builds the same Definitions with its own settings.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from pipelines.assets import ingest
+from pipelines.resources import Settings, build_resources
+
+ASSET_MODULES = [ingest]
+
+NIGHTLY_JOB = "phm_nightly"
+
+
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    settings = settings or Settings.from_env()
+    assets = dg.load_assets_from_modules(ASSET_MODULES)
+    checks = dg.load_asset_checks_from_modules(ASSET_MODULES)
+    job = dg.define_asset_job(
+        NIGHTLY_JOB,
+        selection=dg.AssetSelection.all(),
+        description="Materialise every asset over the latest complete delivery.",
+    )
+    schedule = dg.ScheduleDefinition(
+        name="nightly_0200",
+        job=job,
+        cron_schedule="0 2 * * *",
+        execution_timezone="Europe/London",
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description="Every night at 02:00 UK time (Europe/London, so BST is respected).",
+    )
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=checks,
+        jobs=[job],
+        schedules=[schedule],
+        resources=build_resources(settings),
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions()

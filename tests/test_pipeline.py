@@ -1,0 +1,97 @@
+"""The Dagster code location loads, and `phm run` materialises everything through it."""
+
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+from factory import NHS, make_delivery
+
+from phm.contract import TABLE_NAMES
+from phm.runner import PipelineFailed, run_pipeline
+from phm.warehouse import SCHEMAS
+from pipelines.definitions import NIGHTLY_JOB, build_definitions
+from pipelines.resources import Settings
+
+
+def test_definitions_load_with_job_schedule_and_resources(tmp_path):
+    defs = build_definitions(Settings(tmp_path / "x", tmp_path / "home"))
+    job = defs.resolve_job_def(NIGHTLY_JOB)
+    assert job.executor_def.name == "in_process"
+    schedule = defs.resolve_schedule_def("nightly_0200")
+    assert schedule.cron_schedule == "0 2 * * *"
+    assert schedule.execution_timezone == "Europe/London"
+    keys = {k.path[0] for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    # an asset key's prefix is its warehouse schema (or an export)
+    assert keys <= set(SCHEMAS) | {"exports"}
+    for table in TABLE_NAMES:
+        assert f"raw/{table}" in {
+            k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()
+        }
+
+
+def test_dagster_finds_the_code_location_from_the_repo_root():
+    repo = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _scan_for(folder: Path, needles: list[str]) -> list[str]:
+    hits = []
+    for path in folder.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            hits += [f"{path}: {n}" for n in needles if n.encode() in data]
+    return hits
+
+
+def test_phm_run_materialises_everything_and_keeps_last_good_state(tmp_path):
+    extracts, home = tmp_path / "extracts", tmp_path / "home"
+    make_delivery(extracts)
+    summary = run_pipeline(extracts, home)
+    assert {f"raw/{t}" for t in TABLE_NAMES} <= set(summary.materialized)
+    defs = build_definitions(Settings(extracts, home))
+    all_keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert set(summary.materialized) == all_keys
+    # the run is recorded in HOME/dagster, where the UI looks
+    assert (home / "dagster" / "dagster.yaml").exists()
+    assert any((home / "dagster").rglob("*.db"))
+    # no NHS number or date of birth in the event log or compute logs
+    assert _scan_for(home / "dagster", [*NHS[:2], "1950-03-04", "1980-07-21"]) == []
+
+    # a newer delivery with a file-level fault: the run fails naming the file...
+    bad = make_delivery(extracts, extract_date=date(2026, 11, 8))
+    (bad / "gp_events.csv").write_text("nhs_number,event_date\n")
+    with pytest.raises(PipelineFailed, match=r"gp_events\.csv: sha256 differs"):
+        run_pipeline(extracts, home)
+    # ...and the warehouse still answers with the good delivery
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    assert con.execute("select extract_date from raw._delivery").fetchone()[0] == date(2026, 11, 1)
+    assert con.execute("select count(*) from raw.gp_events").fetchone()[0] == 2
+    con.close()
+
+
+def test_cli_help_and_run_failure_exit_code(tmp_path):
+    phm = str(Path(sys.executable).parent / "phm")
+    for sub in ([], ["generate"], ["run"], ["bench"]):
+        out = subprocess.run([phm, *sub, "--help"], capture_output=True, text=True)
+        assert out.returncode == 0 and "usage: phm" in out.stdout
+    out = subprocess.run(
+        [phm, "run", "--extracts", str(tmp_path / "none"), "--home", str(tmp_path / "h")],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 1
+    assert "extracts folder does not exist" in out.stderr
+    out = subprocess.run(
+        [phm, "generate", "--patients", "0", "--out", str(tmp_path)], capture_output=True, text=True
+    )
+    assert out.returncode == 2 and "must be at least 1" in out.stderr
