@@ -1,0 +1,111 @@
+"""Pseudonymisation: ``person_id`` = HMAC-SHA256 of the NHS number under a secret key.
+
+Analytic tables are keyed by ``person_id``; NHS numbers live only in the identity table
+(``marts.person_identity``) and in the PCN exports, which are for direct care.
+
+The key comes from configuration, never from the repository:
+
+- ``PHM_PSEUDONYMISATION_KEY``: the key itself (a long random string), or
+- ``PHM_PSEUDONYMISATION_KEY_FILE``: a file holding it.
+
+With ``PHM_MODE=production`` a missing key is an error. Otherwise (development) a random
+key is generated on first use and kept in ``~/.config/phm/pseudonymisation.key`` (outside
+the repository; ``PHM_DEV_KEY_FILE`` moves it), so person ids are stable between runs.
+
+The HMAC is computed inside DuckDB (RFC 2104 over its ``sha256``) so that a million
+patients are pseudonymised as one set operation; :func:`person_id` is the same function in
+Python, used by tests to prove the two agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from pathlib import Path
+
+import duckdb
+
+log = logging.getLogger("phm.pseudonymise")
+
+_BLOCK = 64  # SHA-256 block size in bytes
+
+
+class KeyMissing(RuntimeError):
+    pass
+
+
+def _dev_key_file() -> Path:
+    return Path(
+        os.environ.get("PHM_DEV_KEY_FILE")
+        or Path.home() / ".config" / "phm" / "pseudonymisation.key"
+    )
+
+
+def load_key() -> bytes:
+    """The pseudonymisation key from configuration (see the module docstring)."""
+    value = os.environ.get("PHM_PSEUDONYMISATION_KEY")
+    if value:
+        return value.encode("utf-8")
+    key_file = os.environ.get("PHM_PSEUDONYMISATION_KEY_FILE")
+    if key_file:
+        path = Path(key_file)
+        if not path.is_file():
+            raise KeyMissing(f"PHM_PSEUDONYMISATION_KEY_FILE={path} does not exist")
+        key = path.read_text(encoding="utf-8").strip()
+        if len(key) < 16:
+            raise KeyMissing(f"{path}: the pseudonymisation key must be at least 16 characters")
+        return key.encode("utf-8")
+    if os.environ.get("PHM_MODE", "development").lower() == "production":
+        raise KeyMissing(
+            "PHM_MODE=production needs a pseudonymisation key: set PHM_PSEUDONYMISATION_KEY "
+            "or PHM_PSEUDONYMISATION_KEY_FILE (a file outside the repository)"
+        )
+    path = _dev_key_file()
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(secrets.token_hex(32), encoding="utf-8")
+        tmp.chmod(0o600)
+        tmp.replace(path)
+        log.warning("generated a local development pseudonymisation key at %s", path)
+    return path.read_text(encoding="utf-8").strip().encode("utf-8")
+
+
+def _pads(key: bytes) -> tuple[bytes, bytes]:
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_BLOCK, b"\0")
+    return bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)
+
+
+def person_id(nhs_number: str, key: bytes) -> str:
+    """HMAC-SHA256 of one NHS number, hex (the reference implementation)."""
+    return hmac.new(key, nhs_number.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def person_id_sql(column: str) -> str:
+    """A DuckDB expression for ``person_id`` of ``column``; bind ``$ipad`` and ``$opad``
+    from :func:`sql_params`."""
+    return f"sha256($opad || unhex(sha256($ipad || encode({column}))))"
+
+
+def sql_params(key: bytes) -> dict[str, bytes]:
+    ipad, opad = _pads(key)
+    return {"ipad": ipad, "opad": opad}
+
+
+def build_identity(con: duckdb.DuckDBPyConnection, key: bytes, source: str) -> int:
+    """Create ``marts.person_identity(person_id, nhs_number)`` for the distinct NHS numbers
+    of ``source`` (a table or query). Returns the number of people."""
+    con.execute("CREATE SCHEMA IF NOT EXISTS marts")
+    con.execute(
+        f"""CREATE OR REPLACE TABLE marts.person_identity AS
+            SELECT {person_id_sql("nhs_number")} AS person_id, nhs_number
+            FROM (SELECT DISTINCT nhs_number FROM {source} WHERE nhs_number IS NOT NULL)
+            ORDER BY person_id""",
+        sql_params(key),
+    )
+    return con.execute("SELECT count(*) FROM marts.person_identity").fetchone()[0]
