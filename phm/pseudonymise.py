@@ -109,3 +109,46 @@ def build_identity(con: duckdb.DuckDBPyConnection, key: bytes, source: str) -> i
         sql_params(key),
     )
     return con.execute("SELECT count(*) FROM marts.person_identity").fetchone()[0]
+
+
+#: staging tables whose nhs_number column names a person
+PERSON_TABLES = (
+    "gp_patients",
+    "gp_events",
+    "gp_medications",
+    "gp_appointments",
+    "sus_apc",
+    "sus_ecds",
+    "sus_op",
+    "ppn",
+    "sp_referrals",
+)
+
+
+def pseudonymise_marts(con: duckdb.DuckDBPyConnection, key: bytes) -> dict[str, int]:
+    """Key every ``marts`` table by ``person_id`` instead of ``nhs_number``.
+
+    Builds ``marts.person_identity`` over every NHS number in the staging tables, then
+    replaces the ``nhs_number`` column of each marts table (first column: ``person_id``).
+    Afterwards the identity table is the only marts table holding NHS numbers.
+    """
+    union = " UNION ".join(f"SELECT nhs_number FROM staging.{t}" for t in PERSON_TABLES)
+    people = build_identity(con, key, f"({union})")
+    tables = [
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM information_schema.columns WHERE table_schema = 'marts' "
+            "AND column_name = 'nhs_number' AND table_name <> 'person_identity' ORDER BY 1"
+        ).fetchall()
+    ]
+    rows = {}
+    for table in tables:
+        con.execute(
+            f"""CREATE OR REPLACE TABLE marts.{table} AS
+                SELECT i.person_id, t.* EXCLUDE (nhs_number)
+                FROM marts.{table} t JOIN marts.person_identity i USING (nhs_number)
+                ORDER BY i.person_id"""
+        )
+        rows[table] = con.execute(f"SELECT count(*) FROM marts.{table}").fetchone()[0]
+    log.info("pseudonymised %d marts tables over %d people", len(tables), people)
+    return rows

@@ -1,0 +1,259 @@
+"""Per-PCN exports for direct care, and a disclosure-controlled summary for publication.
+
+Under ``<home>/exports/<extract_date>/``:
+
+- ``<pcn_code>/cohorts/<cohort_id>.csv``: the cohort's members registered with that PCN's
+  practices, most in need first, with ``nhs_number`` (for direct care), the standard
+  columns, ``reasons`` and the cohort's own columns;
+- ``<pcn_code>/cohorts.xlsx``: the same, one formatted sheet per cohort, plus a sheet
+  defining each cohort;
+- ``<pcn_code>/risk_register.csv``: every currently registered patient of that PCN;
+- ``<pcn_code>/manifest.json``: the files with their row counts and sha256;
+- ``summary.csv``: cohort sizes per PCN and practice, every count through
+  :func:`phm.disclosure.protect_count` (meant for publication beyond the PCNs).
+
+Every file is written to a temporary name and renamed into place. Outputs are
+byte-identical for the same warehouse contents.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from phm.disclosure import DisclosurePolicy, protect_count
+from phm.warehouse import table_exists
+
+log = logging.getLogger("phm.exports")
+
+STANDARD = ["nhs_number", "practice_code", "age", "sex", "lsoa11_code", "imd_decile"]
+RISK_REGISTER = [
+    *STANDARD,
+    "ltc_count",
+    "mental_ltc_count",
+    "physical_ltc_count",
+    "ltc_names",
+    "efi_score",
+    "efi_category",
+    "hfrs_score",
+    "hfrs_category",
+    "gp_appointments_attended_12m",
+    "gp_appointments_dna_12m",
+    "days_since_last_gp_attendance",
+    "ae_attendances_12m",
+    "ae_type1_attendances_12m",
+    "emergency_admissions_12m",
+    "elective_admissions_12m",
+    "bed_days_12m",
+    "op_attendances_12m",
+    "op_dna_12m",
+]
+#: added to the risk register when the risk model has scored the population
+RISK_COLUMNS = ["risk_score", "risk_tier", "risk_factors"]
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _csv_bytes(df: pl.DataFrame) -> bytes:
+    return df.write_csv(float_precision=4, datetime_format="%Y-%m-%dT%H:%M:%S").encode("utf-8")
+
+
+def _patients_sql(columns: list[str], has_risk: bool) -> str:
+    select = []
+    for c in columns:
+        if c == "nhs_number":
+            select.append("i.nhs_number")
+        elif c == "imd_decile":
+            select.append("pm.imd2019_decile AS imd_decile")
+        elif c in RISK_COLUMNS:
+            select.append(f"r.{c}")
+        else:
+            select.append(f"pm.{c}")
+    risk_join = "LEFT JOIN marts.risk_scores r USING (person_id)" if has_risk else ""
+    return (
+        f"SELECT {', '.join(select)} FROM marts.patient_measures pm "
+        f"JOIN marts.person_identity i USING (person_id) {risk_join}"
+    )
+
+
+def _xlsx_bytes(
+    sheets: list[tuple[str, pl.DataFrame]], definitions: pl.DataFrame, created: dt.datetime
+) -> bytes:
+    import io
+
+    import xlsxwriter
+
+    buffer = io.BytesIO()
+    wb = xlsxwriter.Workbook(buffer, {"in_memory": True, "strings_to_numbers": False})
+    wb.set_properties({"created": created, "title": "PHM cohorts", "author": "phm-pipeline"})
+    header = wb.add_format({"bold": True, "bg_color": "#DCE6F1", "border": 1, "text_wrap": True})
+    wrap = wb.add_format({"text_wrap": True, "valign": "top"})
+
+    def write_sheet(name: str, df: pl.DataFrame, wide: set[str]) -> None:
+        ws = wb.add_worksheet(name[:31])
+        for j, col in enumerate(df.columns):
+            ws.write(0, j, col, header)
+            values = df[col].to_list()
+            for i, v in enumerate(values, start=1):
+                if v is None:
+                    continue
+                if isinstance(v, (dt.date, dt.datetime)):
+                    ws.write_string(i, j, v.isoformat())
+                elif isinstance(v, bool):
+                    ws.write_boolean(i, j, v)
+                elif isinstance(v, (int, float)):
+                    ws.write_number(i, j, v)
+                else:
+                    ws.write_string(i, j, str(v))
+            longest = max([len(col), *(len(str(v)) for v in values[:500] if v is not None)])
+            width = 60 if col in wide else min(max(10, longest + 2), 30)
+            ws.set_column(j, j, width, wrap if col in wide else None)
+        ws.freeze_panes(1, 0)
+        if df.width:
+            ws.autofilter(0, 0, max(df.height, 1), df.width - 1)
+
+    for name, df in sheets:
+        write_sheet(name, df, {"reasons", "ltc_names"})
+    write_sheet("Definitions", definitions, {"description", "source"})
+    wb.close()
+    return buffer.getvalue()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def export_pcns(
+    con: duckdb.DuckDBPyConnection, out_dir: Path, extract_date: dt.date
+) -> dict[str, dict[str, int]]:
+    """Write every PCN's folder. Returns rows per file per PCN (for metadata and tests)."""
+    out_dir = Path(out_dir)
+    has_risk = table_exists(con, "marts.risk_scores")
+    definitions = con.execute(
+        "SELECT cohort_id, title, description, source, columns FROM marts.cohort_definitions "
+        "ORDER BY cohort_id"
+    ).pl()
+    pcns = [
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT pcn_code FROM marts.patient_measures WHERE pcn_code IS NOT NULL "
+            "ORDER BY pcn_code"
+        ).fetchall()
+    ]
+    created = dt.datetime.combine(extract_date, dt.time())
+    written: dict[str, dict[str, int]] = {}
+    register_cols = RISK_REGISTER + (RISK_COLUMNS if has_risk else [])
+    for pcn in pcns:
+        folder = out_dir / pcn
+        files: dict[str, tuple[int, bytes]] = {}
+        sheets = []
+        for cohort_id, cols in definitions.select("cohort_id", "columns").iter_rows():
+            extra = [c for c in (cols.split(",") if cols else []) if c not in STANDARD]
+            sql = _patients_sql([*STANDARD, *extra], has_risk).replace(
+                "SELECT ", "SELECT m.reasons, m.rank, ", 1
+            )
+            df = con.execute(
+                sql.replace(
+                    "FROM marts.patient_measures pm",
+                    "FROM marts.cohort_members m JOIN marts.patient_measures pm USING (person_id)",
+                )
+                + " WHERE m.cohort_id = ? AND pm.pcn_code = ? ORDER BY m.rank",
+                [cohort_id, pcn],
+            ).pl()
+            df = df.select(*STANDARD, "reasons", *extra)
+            files[f"cohorts/{cohort_id}.csv"] = (df.height, _csv_bytes(df))
+            sheets.append((cohort_id, df))
+        register = con.execute(
+            _patients_sql(register_cols, has_risk)
+            + " WHERE pm.pcn_code = ? ORDER BY "
+            + ("r.risk_score DESC NULLS LAST, " if has_risk else "")
+            + "pm.ltc_count DESC, pm.efi_score DESC, i.nhs_number",
+            [pcn],
+        ).pl()
+        files["risk_register.csv"] = (register.height, _csv_bytes(register))
+        defs_sheet = definitions.rename({"columns": "cohort_columns"})
+        files["cohorts.xlsx"] = (
+            sum(df.height for _, df in sheets),
+            _xlsx_bytes(sheets, defs_sheet, created),
+        )
+        # remove cohort files of cohorts that no longer exist
+        stale = folder / "cohorts"
+        if stale.is_dir():
+            for old in stale.glob("*.csv"):
+                if f"cohorts/{old.name}" not in files:
+                    old.unlink()
+        for name, (_, data) in files.items():
+            _atomic_write_bytes(folder / name, data)
+        manifest = {
+            "extract_date": extract_date.isoformat(),
+            "pcn_code": pcn,
+            "files": {
+                name: {"rows": rows, "sha256": _sha256(data)}
+                for name, (rows, data) in sorted(files.items())
+            },
+        }
+        _atomic_write_bytes(
+            folder / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode()
+        )
+        written[pcn] = {name: rows for name, (rows, _) in files.items()}
+        log.info("exported PCN %s: %d files", pcn, len(files) + 1)
+    return written
+
+
+def cohort_summary(
+    con: duckdb.DuckDBPyConnection, policy: DisclosurePolicy | None = None
+) -> pl.DataFrame:
+    """Cohort sizes per PCN and per practice, every count disclosure-controlled."""
+    raw = con.execute(
+        """
+        WITH reg AS (
+            SELECT pcn_code, practice_code, count(*) AS registered
+            FROM marts.patient_measures GROUP BY ALL),
+        mem AS (
+            SELECT pm.pcn_code, pm.practice_code, m.cohort_id, count(*) AS members
+            FROM marts.cohort_members m JOIN marts.patient_measures pm USING (person_id)
+            GROUP BY ALL),
+        grid AS (
+            SELECT r.pcn_code, r.practice_code, r.registered, d.cohort_id
+            FROM reg r CROSS JOIN marts.cohort_definitions d),
+        practice AS (
+            SELECT 'practice' AS level, g.pcn_code, g.practice_code, g.cohort_id,
+                   g.registered, coalesce(m.members, 0) AS members
+            FROM grid g LEFT JOIN mem m USING (pcn_code, practice_code, cohort_id)),
+        pcn AS (
+            SELECT 'pcn' AS level, pcn_code, NULL AS practice_code, cohort_id,
+                   sum(registered) AS registered, sum(members) AS members
+            FROM practice GROUP BY pcn_code, cohort_id)
+        SELECT s.level, s.pcn_code, pn.pcn_name, s.practice_code, pr.practice_name, s.cohort_id,
+               CAST(s.registered AS BIGINT) AS registered, CAST(s.members AS BIGINT) AS members
+        FROM (SELECT * FROM pcn UNION ALL SELECT * FROM practice) s
+        LEFT JOIN (SELECT pcn_code, min(pcn_name) AS pcn_name
+                   FROM staging.practices GROUP BY pcn_code) pn USING (pcn_code)
+        LEFT JOIN (SELECT practice_code, min(practice_name) AS practice_name
+                   FROM staging.practices GROUP BY practice_code) pr
+          ON pr.practice_code = s.practice_code
+        ORDER BY s.pcn_code, s.level, s.practice_code NULLS FIRST, s.cohort_id
+        """
+    ).pl()
+    return raw.with_columns(
+        protect_count(pl.col("registered"), policy), protect_count(pl.col("members"), policy)
+    )
+
+
+def write_summary(con: duckdb.DuckDBPyConnection, out_dir: Path) -> Path:
+    df = cohort_summary(con)
+    path = Path(out_dir) / "summary.csv"
+    _atomic_write_bytes(path, _csv_bytes(df))
+    return path

@@ -1,0 +1,173 @@
+"""Validation: every raw row goes to ``staging.<table>`` (valid, typed) or
+``quarantine.<table>`` (as delivered, with every rule it broke); nothing is lost.
+
+One asset pair per contract table, a blocking check per table that raw = staging +
+quarantine, and a data-quality report over all of them.
+"""
+
+import dagster as dg
+import polars as pl
+from dagster_duckdb import DuckDBResource
+
+from phm.contract import TABLE_NAMES, TABLES
+from phm.validate import data_quality_markdown, data_quality_summary, validate_table
+from phm.warehouse import current_extract_date, write_table
+from pipelines.resources import PHMSettings
+
+#: tables whose delivered keys another table's rows must reference
+REFERENCED = {
+    "gp_patients": ("practices",),
+    "gp_events": ("practices",),
+    "gp_appointments": ("practices",),
+    "sp_outcomes": ("sp_referrals",),
+}
+REF_KEYS = {"practices": "practice_code", "sp_referrals": "referral_id"}
+
+
+def _refs(con, table: str) -> dict[str, set[str]]:
+    refs = {}
+    for ref_table in REFERENCED.get(table, ()):
+        column = REF_KEYS[ref_table]
+        refs[ref_table] = {
+            r[0]
+            for r in con.execute(
+                f"SELECT DISTINCT {column} FROM raw.{ref_table} WHERE {column} IS NOT NULL"
+            ).fetchall()
+        }
+    return refs
+
+
+def _validation_asset(table: str):
+    deps = [dg.AssetKey(["raw", table])] + [
+        dg.AssetKey(["raw", r]) for r in REFERENCED.get(table, ())
+    ]
+
+    @dg.multi_asset(
+        name=f"validate_{table}",
+        specs=[
+            dg.AssetSpec(
+                ["staging", table],
+                deps=deps,
+                group_name="staging",
+                kinds={"duckdb", "pandera"},
+                description=(
+                    f"`staging.{table}`: the valid rows of `raw.{table}`, typed per the data "
+                    "contract (codes trimmed, ICD-10 normalised)."
+                ),
+            ),
+            dg.AssetSpec(
+                ["quarantine", table],
+                deps=deps,
+                group_name="staging",
+                kinds={"duckdb", "pandera"},
+                description=(
+                    f"`quarantine.{table}`: every invalid row of `raw.{table}` as delivered, "
+                    "with the delivery date and the names of every rule it broke."
+                ),
+            ),
+        ],
+        can_subset=False,
+    )
+    def _asset(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+        with warehouse.get_connection() as con:
+            extract_date = current_extract_date(con)
+            raw = con.execute(f"SELECT * FROM raw.{table}").pl()
+            result = validate_table(table, raw, extract_date, _refs(con, table))
+            con.execute("BEGIN TRANSACTION")
+            write_table(con, f"staging.{table}", result.staging)
+            write_table(con, f"quarantine.{table}", result.quarantine)
+            con.execute("COMMIT")
+        context.log.info(
+            f"{table}: {raw.height} delivered, {result.staging.height} accepted, "
+            f"{result.quarantine.height} quarantined"
+        )
+        rules = dg.MetadataValue.md(
+            "\n".join(
+                ["| rule | rows |", "|---|---:|"]
+                + [f"| {k} | {v} |" for k, v in sorted(result.rule_counts.items())]
+            )
+        )
+        yield dg.MaterializeResult(
+            asset_key=["staging", table],
+            metadata={"rows": result.staging.height, "delivered": raw.height},
+        )
+        yield dg.MaterializeResult(
+            asset_key=["quarantine", table],
+            metadata={"rows": result.quarantine.height, "broken_rules": rules},
+        )
+
+    return _asset
+
+
+def _conservation_check(table: str):
+    @dg.asset_check(
+        asset=dg.AssetKey(["staging", table]),
+        name="rows_conserved",
+        blocking=True,
+        additional_deps=[dg.AssetKey(["quarantine", table]), dg.AssetKey(["raw", table])],
+        description=f"Rows in raw.{table} = rows in staging.{table} + rows in quarantine.{table}.",
+    )
+    def _check(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+        with warehouse.get_connection() as con:
+            raw, staged, quarantined = con.execute(
+                f"SELECT (SELECT count(*) FROM raw.{table}), (SELECT count(*) FROM staging.{table}),"
+                f" (SELECT count(*) FROM quarantine.{table})"
+            ).fetchone()
+            # every raw row number appears exactly once across staging and quarantine
+            unmatched = con.execute(
+                f"""SELECT count(*) FROM raw.{table} r FULL OUTER JOIN (
+                        SELECT _row_number FROM staging.{table}
+                        UNION ALL SELECT _row_number FROM quarantine.{table}) s
+                    USING (_row_number) WHERE r._row_number IS NULL OR s._row_number IS NULL"""
+            ).fetchone()[0]
+        return dg.AssetCheckResult(
+            passed=bool(raw == staged + quarantined and unmatched == 0),
+            metadata={
+                "raw": raw,
+                "staging": staged,
+                "quarantine": quarantined,
+                "unmatched_row_numbers": unmatched,
+            },
+        )
+
+    return _check
+
+
+validation_assets = [_validation_asset(t) for t in TABLE_NAMES]
+conservation_checks = [_conservation_check(t) for t in TABLE_NAMES]
+
+
+@dg.asset(
+    key=["reports", "data_quality"],
+    group_name="staging",
+    deps=[dg.AssetKey(["staging", t]) for t in TABLE_NAMES]
+    + [dg.AssetKey(["quarantine", t]) for t in TABLE_NAMES],
+    kinds={"duckdb", "markdown"},
+    description=(
+        "Data quality of the delivery: per table rows delivered, accepted and quarantined, "
+        "counts per broken rule, completeness of key fields. No patient identifiers. Also "
+        "written to exports/<extract_date>/data_quality.md."
+    ),
+)
+def data_quality(
+    context: dg.AssetExecutionContext, settings: PHMSettings, warehouse: DuckDBResource
+) -> dg.MaterializeResult:
+    with warehouse.get_connection() as con:
+        extract_date = current_extract_date(con)
+        summary = data_quality_summary(con)
+        write_table(con, "reports.data_quality", summary)
+    md = data_quality_markdown(summary, extract_date)
+    path = settings.exports(extract_date.isoformat()) / "data_quality.md"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(md, encoding="utf-8")
+    tmp.replace(path)
+    delivered = int(summary.filter(pl.col("metric") == "rows_delivered")["value"].sum() or 0)
+    return dg.MaterializeResult(
+        metadata={
+            "report": dg.MetadataValue.md(md),
+            "path": dg.MetadataValue.path(str(path)),
+            "rows_delivered": delivered,
+        }
+    )
+
+
