@@ -172,7 +172,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         faults=args.faults,
         fmt=args.format,
     )
-    print(f"delivery written: {result.folder}")
+    print(f"delivery written: {result.delivery}")
     for table, rows in result.rows.items():
         print(f"  {table:<18} {rows:>12,} rows")
     return 0
@@ -181,6 +181,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from phm.delivery import DeliveryError
     from phm.runner import PipelineFailed, run_pipeline
+
+    # inside the run, Dagster prints the domain code's log records (dagster.yaml captures the
+    # "phm" logger); stop them reaching the root handler a second time
+    logging.getLogger("phm").propagate = False
+    runner_log = logging.getLogger("phm.runner")
+    runner_log.addHandler(logging.getLogger().handlers[0])
 
     try:
         summary = run_pipeline(
