@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from phm.contract import TABLE_NAMES, TABLES
+from phm.contract import TABLE_NAMES
 from phm.validate import data_quality_markdown, data_quality_summary, validate_table
 from phm.warehouse import current_extract_date, write_table
 from pipelines.resources import PHMSettings
