@@ -1,0 +1,458 @@
+"""Clinical definitions as data: reading, validating and loading them into the warehouse.
+
+The definitions live in ``data/definitions/`` (LTC conditions, eFI deficits, measure texts)
+and ``data/reference/hfrs/`` (HFRS weights); nothing clinical is a constant in code. This
+module reads them, checks them against the code-list catalogue, writes them as
+``reference.*`` tables for the SQL in the sibling modules, and renders the definition text
+that asset descriptions show (:func:`describe`).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+import yaml
+
+from phm.codelists import CodelistSpec, read_catalogue, write_frame
+from phm.paths import DATA_DIR, REFERENCE_DIR
+
+DEFINITIONS_DIR = DATA_DIR / "definitions"
+LTC_PATH = DEFINITIONS_DIR / "ltc_conditions.yaml"
+EFI_PATH = DEFINITIONS_DIR / "efi_deficits.yaml"
+MEASURES_PATH = DEFINITIONS_DIR / "measures.yaml"
+HFRS_PATH = REFERENCE_DIR / "hfrs" / "hfrs_gilbert2018.csv"
+IMD_PATH = REFERENCE_DIR / "imd2019" / "imd2019_lsoa11_england_tidy.csv.gz"
+
+CONDITION_TYPES = ("mental", "physical")
+_IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
+_BNF_PREFIX = re.compile(r"^[0-9A-Z]{2,15}$")
+_ICD3 = re.compile(r"^[A-Z][0-9]{2}$")
+
+
+class DefinitionError(Exception):
+    """A clinical definition file is missing, malformed or refers to an unknown code list."""
+
+
+# --------------------------------------------------------------------------------------
+# LTC conditions
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    on: str  # "latest" | "first"
+    days: int
+
+
+@dataclass(frozen=True)
+class MedicationRule:
+    bnf_prefixes: tuple[str, ...]
+    days: int
+    min_issues: int
+    combine: str  # "and" | "or"
+
+
+@dataclass(frozen=True)
+class LtcCondition:
+    id: str
+    name: str
+    type: str
+    barnett_2012: str | None
+    diagnosis: tuple[str, ...]
+    resolved: tuple[str, ...]
+    window: Window | None
+    medication: MedicationRule | None
+    rule_source: str
+    note: str
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise DefinitionError(f"definition file not found: {path}")
+    with path.open(encoding="utf-8") as fh:
+        data = yaml.safe_load(fh)
+    if not isinstance(data, dict):
+        raise DefinitionError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _need(d: dict, key: str, where: str) -> Any:
+    if key not in d or d[key] is None:
+        raise DefinitionError(f"{where}: missing {key!r}")
+    return d[key]
+
+
+def _check_codelists(ids: tuple[str, ...], catalogue: dict[str, CodelistSpec], where: str) -> None:
+    unknown = [i for i in ids if i not in catalogue]
+    if unknown:
+        raise DefinitionError(
+            f"{where}: code list(s) {', '.join(unknown)} not in the code-list catalogue"
+        )
+
+
+def load_ltc_conditions(
+    path: Path | None = None, catalogue: dict[str, CodelistSpec] | None = None
+) -> list[LtcCondition]:
+    """Read and validate ``ltc_conditions.yaml``."""
+    path = Path(path) if path is not None else LTC_PATH
+    catalogue = catalogue if catalogue is not None else read_catalogue()
+    data = _read_yaml(path)
+    out: list[LtcCondition] = []
+    seen: set[str] = set()
+    for i, c in enumerate(_need(data, "conditions", str(path))):
+        where = f"{path}: condition #{i + 1} ({c.get('id', '?')})"
+        cid = str(_need(c, "id", where))
+        if not _IDENT.match(cid):
+            raise DefinitionError(f"{where}: id must match {_IDENT.pattern} (used in column names)")
+        if cid in seen:
+            raise DefinitionError(f"{where}: duplicate id")
+        seen.add(cid)
+        ctype = _need(c, "type", where)
+        if ctype not in CONDITION_TYPES:
+            raise DefinitionError(f"{where}: type {ctype!r} not one of {CONDITION_TYPES}")
+        diagnosis = tuple(_need(c, "diagnosis", where))
+        if not diagnosis:
+            raise DefinitionError(f"{where}: needs at least one diagnosis code list")
+        resolved = tuple(c.get("resolved") or ())
+        _check_codelists(diagnosis + resolved, catalogue, where)
+        if set(diagnosis) & set(resolved):
+            raise DefinitionError(f"{where}: a code list is both diagnosis and resolved")
+        window = None
+        if c.get("window"):
+            w = c["window"]
+            if w.get("applies_to") not in ("latest", "first") or int(w.get("days", 0)) < 1:
+                raise DefinitionError(
+                    f"{where}: window needs applies_to: latest|first and days >= 1"
+                )
+            window = Window(on=w["applies_to"], days=int(w["days"]))
+        medication = None
+        if c.get("medication"):
+            m = c["medication"]
+            prefixes = tuple(str(p) for p in _need(m, "bnf_prefixes", where))
+            bad = [p for p in prefixes if not _BNF_PREFIX.match(p)]
+            if bad or not prefixes:
+                raise DefinitionError(f"{where}: bad BNF prefix(es) {bad}")
+            for p in prefixes:
+                if any(q != p and q.startswith(p) for q in prefixes):
+                    raise DefinitionError(f"{where}: overlapping BNF prefixes ({p})")
+            combine = _need(m, "combine", where)
+            if combine not in ("and", "or"):
+                raise DefinitionError(f"{where}: medication combine must be 'and' or 'or'")
+            medication = MedicationRule(
+                bnf_prefixes=prefixes,
+                days=int(_need(m, "days", where)),
+                min_issues=int(_need(m, "min_issues", where)),
+                combine=combine,
+            )
+        out.append(
+            LtcCondition(
+                id=cid,
+                name=str(_need(c, "name", where)),
+                type=ctype,
+                barnett_2012=c.get("barnett_2012"),
+                diagnosis=diagnosis,
+                resolved=resolved,
+                window=window,
+                medication=medication,
+                rule_source=str(c.get("rule_source") or "").strip(),
+                note=str(c.get("note") or "").strip(),
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# eFI
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EfiDeficit:
+    id: str
+    name: str
+    codelist: str | None  # None for polypharmacy
+
+
+@dataclass(frozen=True)
+class Polypharmacy:
+    id: str
+    name: str
+    min_distinct: int
+    days: int
+    bnf_chapters: tuple[str, ...]
+    rule: str
+
+
+@dataclass(frozen=True)
+class EfiDefinition:
+    deficits: tuple[EfiDeficit, ...]  # the 35 coded deficits
+    polypharmacy: Polypharmacy
+    denominator: int
+    #: (category, min_count, max_count), in order
+    categories: tuple[tuple[str, int, int], ...]
+    deviations: tuple[str, ...]
+    source: tuple[str, ...]
+
+    @property
+    def all_deficits(self) -> tuple[EfiDeficit, ...]:
+        return (*self.deficits, EfiDeficit(self.polypharmacy.id, self.polypharmacy.name, None))
+
+
+def load_efi_definition(
+    path: Path | None = None, catalogue: dict[str, CodelistSpec] | None = None
+) -> EfiDefinition:
+    """Read and validate ``efi_deficits.yaml``."""
+    path = Path(path) if path is not None else EFI_PATH
+    catalogue = catalogue if catalogue is not None else read_catalogue()
+    data = _read_yaml(path)
+    deficits = []
+    for i, d in enumerate(_need(data, "deficits", str(path))):
+        where = f"{path}: deficit #{i + 1}"
+        did = str(_need(d, "id", where))
+        if not _IDENT.match(did):
+            raise DefinitionError(f"{where}: id must match {_IDENT.pattern}")
+        cl = str(_need(d, "codelist", where))
+        _check_codelists((cl,), catalogue, where)
+        deficits.append(EfiDeficit(did, str(_need(d, "name", where)), cl))
+    p = _need(data, "polypharmacy", str(path))
+    poly = Polypharmacy(
+        id=str(_need(p, "id", f"{path}: polypharmacy")),
+        name=str(_need(p, "name", f"{path}: polypharmacy")),
+        min_distinct=int(_need(p, "min_distinct", f"{path}: polypharmacy")),
+        days=int(_need(p, "days", f"{path}: polypharmacy")),
+        bnf_chapters=tuple(str(c) for c in _need(p, "bnf_chapters", f"{path}: polypharmacy")),
+        rule=str(p.get("rule") or "").strip(),
+    )
+    ids = [d.id for d in deficits] + [poly.id]
+    if len(set(ids)) != len(ids):
+        raise DefinitionError(f"{path}: duplicate deficit ids")
+    denominator = int(_need(data, "denominator", str(path)))
+    if denominator != len(ids):
+        raise DefinitionError(f"{path}: denominator {denominator} but {len(ids)} deficits defined")
+    cats = tuple(
+        (str(c["category"]), int(c["min_count"]), int(c["max_count"]))
+        for c in _need(data, "categories", str(path))
+    )
+    expected_min = 0
+    for name, lo, hi in cats:
+        if lo != expected_min or hi < lo:
+            raise DefinitionError(f"{path}: categories must tile 0..{denominator} ({name})")
+        expected_min = hi + 1
+    if expected_min != denominator + 1:
+        raise DefinitionError(f"{path}: categories must end at {denominator}")
+    return EfiDefinition(
+        deficits=tuple(deficits),
+        polypharmacy=poly,
+        denominator=denominator,
+        categories=cats,
+        deviations=tuple(str(x).strip() for x in data.get("deviations") or ()),
+        source=tuple(str(x).strip() for x in data.get("source") or ()),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# HFRS
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HfrsWeight:
+    icd10_code: str
+    weight: Decimal
+    icd10_title: str
+
+
+def load_hfrs_weights(path: Path | None = None) -> list[HfrsWeight]:
+    """Read the Gilbert et al. 2018 table (``data/reference/hfrs/hfrs_gilbert2018.csv``)."""
+    path = Path(path) if path is not None else HFRS_PATH
+    if not path.is_file():
+        raise DefinitionError(f"HFRS weights file not found: {path}")
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        for col in ("icd10_code", "weight", "icd10_title"):
+            if col not in (reader.fieldnames or []):
+                raise DefinitionError(f"{path}: missing column {col!r}")
+        out = []
+        for row in reader:
+            code = row["icd10_code"].strip()
+            if not _ICD3.match(code):
+                raise DefinitionError(f"{path}, line {reader.line_num}: bad ICD-10 code {code!r}")
+            out.append(HfrsWeight(code, Decimal(row["weight"].strip()), row["icd10_title"].strip()))
+    if len({w.icd10_code for w in out}) != len(out):
+        raise DefinitionError(f"{path}: duplicate ICD-10 codes")
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Loading into the warehouse
+# --------------------------------------------------------------------------------------
+
+
+def required_codelists(
+    conditions: list[LtcCondition] | None = None, efi: EfiDefinition | None = None
+) -> list[str]:
+    """Every code-list id the measures use, in a stable order."""
+    conditions = conditions if conditions is not None else load_ltc_conditions()
+    efi = efi if efi is not None else load_efi_definition()
+    ids: list[str] = []
+    for c in conditions:
+        ids.extend(c.diagnosis + c.resolved)
+    ids.extend(d.codelist for d in efi.deficits if d.codelist)
+    return list(dict.fromkeys(ids))
+
+
+def write_definition_tables(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    conditions: list[LtcCondition] | None = None,
+    efi: EfiDefinition | None = None,
+    hfrs: list[HfrsWeight] | None = None,
+    schema: str = "reference",
+) -> None:
+    """Create (or replace) the definition tables the measure SQL reads.
+
+    * ``reference.ltc_conditions(condition_id, condition_name, condition_type, barnett_2012,
+      window_on, window_days, medication_bnf_prefixes, medication_days, medication_min_issues,
+      medication_combine, rule_source, note)``
+    * ``reference.ltc_condition_codelists(condition_id, role, codelist_id)`` — role
+      ``diagnosis`` or ``resolved``
+    * ``reference.efi_deficit_definitions(deficit_id, deficit_name, codelist_id)`` — 36 rows,
+      polypharmacy with a null code list
+    * ``reference.hfrs_weights(icd10_code, weight DECIMAL(3,1), icd10_title)``
+    """
+    conditions = conditions if conditions is not None else load_ltc_conditions()
+    efi = efi if efi is not None else load_efi_definition()
+    hfrs = hfrs if hfrs is not None else load_hfrs_weights()
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+
+    cond_df = pl.DataFrame(
+        [
+            {
+                "condition_id": c.id,
+                "condition_name": c.name,
+                "condition_type": c.type,
+                "barnett_2012": c.barnett_2012,
+                "window_on": c.window.on if c.window else None,
+                "window_days": c.window.days if c.window else None,
+                "medication_bnf_prefixes": list(c.medication.bnf_prefixes)
+                if c.medication
+                else None,
+                "medication_days": c.medication.days if c.medication else None,
+                "medication_min_issues": c.medication.min_issues if c.medication else None,
+                "medication_combine": c.medication.combine if c.medication else None,
+                "rule_source": c.rule_source,
+                "note": c.note,
+            }
+            for c in conditions
+        ],
+        schema={
+            "condition_id": pl.String,
+            "condition_name": pl.String,
+            "condition_type": pl.String,
+            "barnett_2012": pl.String,
+            "window_on": pl.String,
+            "window_days": pl.Int32,
+            "medication_bnf_prefixes": pl.List(pl.String),
+            "medication_days": pl.Int32,
+            "medication_min_issues": pl.Int32,
+            "medication_combine": pl.String,
+            "rule_source": pl.String,
+            "note": pl.String,
+        },
+    )
+    write_frame(con, f"{schema}.ltc_conditions", cond_df)
+    links = [
+        {"condition_id": c.id, "role": role, "codelist_id": cl}
+        for c in conditions
+        for role, lists in (("diagnosis", c.diagnosis), ("resolved", c.resolved))
+        for cl in lists
+    ]
+    write_frame(
+        con,
+        f"{schema}.ltc_condition_codelists",
+        pl.DataFrame(
+            links, schema={"condition_id": pl.String, "role": pl.String, "codelist_id": pl.String}
+        ),
+    )
+    write_frame(
+        con,
+        f"{schema}.efi_deficit_definitions",
+        pl.DataFrame(
+            [
+                {"deficit_id": d.id, "deficit_name": d.name, "codelist_id": d.codelist}
+                for d in efi.all_deficits
+            ],
+            schema={"deficit_id": pl.String, "deficit_name": pl.String, "codelist_id": pl.String},
+        ),
+    )
+    hfrs_df = pl.DataFrame(
+        [
+            {"icd10_code": w.icd10_code, "weight": str(w.weight), "icd10_title": w.icd10_title}
+            for w in hfrs
+        ],
+        schema={"icd10_code": pl.String, "weight": pl.String, "icd10_title": pl.String},
+    )
+    write_frame(con, f"{schema}.hfrs_weights", hfrs_df)
+    # exact decimals: weights are published to one decimal place
+    con.execute(
+        f"CREATE OR REPLACE TABLE {schema}.hfrs_weights AS "
+        f"SELECT icd10_code, CAST(weight AS DECIMAL(3,1)) AS weight, icd10_title "
+        f"FROM {schema}.hfrs_weights ORDER BY weight DESC, icd10_code"
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Definition text
+# --------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _measures_yaml() -> dict[str, Any]:
+    return _read_yaml(MEASURES_PATH)
+
+
+def measure_tables() -> list[str]:
+    """The measures tables that have a definition text."""
+    return list(_measures_yaml()["tables"])
+
+
+def describe(table: str) -> str:
+    """Markdown definition of a measures table (e.g. for a Dagster asset description)."""
+    tables = _measures_yaml()["tables"]
+    if table not in tables:
+        raise KeyError(f"no definition text for {table!r}; known: {', '.join(tables)}")
+    t = tables[table]
+    parts = [f"**{t['title']}**", "", " ".join(str(t["description"]).split())]
+    if table in ("marts.ltc_registers", "marts.patient_measures"):
+        conds = load_ltc_conditions()
+        parts += ["", "Conditions:"]
+        for c in conds:
+            extra = []
+            if c.window:
+                extra.append(f"{c.window.on} code within {c.window.days} days")
+            if c.medication:
+                m = c.medication
+                extra.append(
+                    f"{m.combine} >= {m.min_issues} issue(s) of BNF "
+                    f"{'/'.join(m.bnf_prefixes)} within {m.days} days"
+                )
+            lists = ", ".join(c.diagnosis) + (
+                f"; resolved: {', '.join(c.resolved)}" if c.resolved else ""
+            )
+            parts.append(
+                f"- `{c.id}` {c.name} ({c.type}): {lists}"
+                + (f" [{'; '.join(extra)}]" if extra else "")
+            )
+    if table in ("marts.efi_deficits", "marts.efi", "marts.patient_measures"):
+        efi = load_efi_definition()
+        parts += ["", "eFI deficits: " + ", ".join(f"`{d.id}`" for d in efi.all_deficits) + "."]
+    parts += ["", f"Definition source: `{t['source']}`; full documentation: `docs/measures.md`."]
+    return "\n".join(parts)
