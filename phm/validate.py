@@ -1,0 +1,495 @@
+"""Validate raw tables against the data contract: staging (valid, typed) and quarantine.
+
+Pure functions, no Dagster. For one table::
+
+    result = validate_table("gp_events", raw, extract_date, {"practices": practice_codes})
+    result.staging      # valid rows, typed per the contract, contract columns + _row_number
+    result.quarantine   # invalid rows as delivered + table_name, delivery_date, failed_rules
+    result.rule_counts  # rule name -> rows that broke it (every rule of the table, 0 included)
+
+How: the raw strings are parsed once, vectorised (:func:`schemas.check_frame`); the table's
+pandera polars schema (:func:`schemas.schema_for`, one named ``Check`` per contract rule)
+validates that eager frame lazily (every check runs over the data, with validation depth
+forced to ``SCHEMA_AND_DATA`` whatever the environment says); ``SchemaErrors.failure_cases``
+gives (row index, rule) for every failure, which becomes each quarantined row's
+``failed_rules``. Every raw row ends up in exactly one of staging and quarantine.
+
+Cross-table rules (``practice_code exists in practices``, ``referral_id exists in
+sp_referrals``) are checked against the keys *delivered* in the referenced raw table
+(:func:`reference_keys`), so a bad row in one table never cascades into another.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+
+import numpy as np
+import pandera.polars as pa
+import polars as pl
+from pandera.config import ValidationDepth, config_context
+from pandera.errors import SchemaErrors
+
+import schemas
+from phm.contract import TABLE_NAMES, TABLES
+from schemas._base import (
+    ROW_NUMBER,
+    MissingColumnsError,
+    check_frame,
+    normalise_keys,
+    staging_columns,
+)
+from schemas._base import normalise_icd10 as _normalise_icd10
+
+__all__ = [
+    "QUARANTINE_COLUMNS",
+    "MissingColumnsError",
+    "ValidationResult",
+    "data_quality_markdown",
+    "data_quality_summary",
+    "normalise_icd10",
+    "reference_keys",
+    "validate_delivery",
+    "validate_table",
+]
+
+#: the columns quarantine adds in front of the delivered columns
+QUARANTINE_COLUMNS = ("table_name", "delivery_date", ROW_NUMBER, "failed_rules")
+
+
+def normalise_icd10(code: pl.Expr | str) -> pl.Expr:
+    """ICD-10 in any form SUS sends (``I50.0``, ``I50X``, ``F00.0*``, ``E119-``) -> the
+    contract's 4-character form without dot or marks (``I500``, ``I50``, ``F000``, ``E119``);
+    3-character codes stay 3 characters; null for anything that is not an ICD-10 code.
+    """
+    return _normalise_icd10(pl.col(code) if isinstance(code, str) else code)
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    table: str
+    extract_date: date
+    staging: pl.DataFrame
+    quarantine: pl.DataFrame
+    #: rule name -> number of rows that broke it (all rules of the table, in rule order)
+    rule_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rows_delivered(self) -> int:
+        return self.staging.height + self.quarantine.height
+
+    @property
+    def rows_accepted(self) -> int:
+        return self.staging.height
+
+    @property
+    def rows_quarantined(self) -> int:
+        return self.quarantine.height
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {
+            "rows_delivered": self.rows_delivered,
+            "rows_accepted": self.rows_accepted,
+            "rows_quarantined": self.rows_quarantined,
+        }
+
+
+# --------------------------------------------------------------------------------------
+# references
+# --------------------------------------------------------------------------------------
+
+
+def reference_keys(raw_tables: Mapping[str, pl.DataFrame]) -> dict[str, pl.Series]:
+    """The keys delivered in each referenced table (trimmed, distinct), from the raw frames.
+
+    Returns e.g. ``{"practices": <practice codes>, "sp_referrals": <referral ids>}`` for the
+    referenced tables present in ``raw_tables``.
+    """
+    out: dict[str, pl.Series] = {}
+    for ref, key in schemas.REFERENCED_KEYS.items():
+        if ref in raw_tables and key in raw_tables[ref].columns:
+            out[ref] = normalise_keys(raw_tables[ref][key])
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------
+
+
+def _run_pandera(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> pl.DataFrame:
+    """(index, rule) for every failing check; raises on anything that is not a row failure."""
+    empty = pl.DataFrame(schema={"index": pl.Int64, "rule": pl.String})
+    # An eager DataFrame gets data checks by default, but a PANDERA_VALIDATION_DEPTH or
+    # PANDERA_VALIDATION_ENABLED in the environment would silently turn them off.
+    with config_context(validation_enabled=True, validation_depth=ValidationDepth.SCHEMA_AND_DATA):
+        try:
+            schema.validate(frame, lazy=True)
+        except SchemaErrors as err:
+            fc, message = err.failure_cases, str(err)
+        else:
+            return empty
+    not_rows = fc.filter(pl.col("index").is_null())
+    if not_rows.height:
+        # a wrong dtype, a missing column or a check that raised: a bug, not a bad row
+        raise RuntimeError(
+            f"{schema.name}: validation failed outside the row rules:\n{not_rows}\n{message}"
+        )
+    return fc.select(pl.col("index").cast(pl.Int64), pl.col("check").alias("rule"))
+
+
+def validate_table(
+    table: str,
+    raw: pl.DataFrame,
+    extract_date: date,
+    refs: Mapping[str, object] | None = None,
+) -> ValidationResult:
+    """Split a raw table into staging (valid, typed) and quarantine (as delivered + rules).
+
+    ``raw``: every delivered column as strings (empty = null), ``_row_number`` (1-based
+    data row in the file; numbered in frame order if absent), maybe extra columns.
+    ``refs``: keys delivered in the tables this one references (:data:`schemas.REFERENCES`),
+    e.g. ``{"practices": {...}}`` for ``gp_events``; see :func:`reference_keys`.
+
+    Raises :class:`MissingColumnsError` when a contract column is missing.
+    """
+    if table not in TABLES:
+        raise KeyError(f"unknown table {table!r}; tables: {', '.join(TABLE_NAMES)}")
+    clash = {"table_name", "delivery_date", "failed_rules"} & set(raw.columns)
+    if clash:
+        raise ValueError(f"{table}: delivered columns clash with quarantine's: {sorted(clash)}")
+    if ROW_NUMBER in raw.columns and raw[ROW_NUMBER].null_count():
+        raise ValueError(f"{table}: {ROW_NUMBER} has nulls")
+    frame = check_frame(table, raw)
+    rules = schemas.rules_for(table, extract_date, refs)
+    schema = schemas.schema_for(table, extract_date, refs)
+    failures = _run_pandera(schema, frame)
+
+    order = {r.name: i for i, r in enumerate(rules)}
+    unknown = set(failures["rule"].unique()) - set(order)
+    if unknown:
+        raise RuntimeError(f"{table}: pandera reported checks that are not rules: {unknown}")
+    failures = failures.unique()
+
+    counts = dict(failures.group_by("rule").len().iter_rows())
+    rule_counts = {r.name: int(counts.get(r.name, 0)) for r in rules}
+
+    per_row = (
+        failures.with_columns(
+            pl.col("rule").replace_strict(order, return_dtype=pl.Int32).alias("_order")
+        )
+        .sort("index", "_order")
+        .group_by("index", maintain_order=True)
+        .agg(pl.col("rule").alias("failed_rules"))
+    )
+    bad_idx = per_row["index"]
+    mask = np.zeros(frame.height, dtype=bool)
+    mask[bad_idx.to_numpy()] = True
+
+    staging = frame.filter(~pl.Series(mask)).select(staging_columns(table))
+
+    delivered = [c for c in raw.columns if c != ROW_NUMBER]
+    quarantine = (
+        raw.select(delivered)
+        .select(pl.all().gather(bad_idx))
+        .with_columns(
+            pl.lit(table, dtype=pl.String).alias("table_name"),
+            pl.lit(extract_date, dtype=pl.Date).alias("delivery_date"),
+            frame[ROW_NUMBER].gather(bad_idx).alias(ROW_NUMBER),
+            per_row["failed_rules"].alias("failed_rules"),
+        )
+        .select(*QUARANTINE_COLUMNS, *delivered)
+    )
+    return ValidationResult(table, extract_date, staging, quarantine, rule_counts)
+
+
+def validate_delivery(
+    raw_tables: Mapping[str, pl.DataFrame], extract_date: date
+) -> dict[str, ValidationResult]:
+    """Validate every table given, with references taken from the raw frames themselves."""
+    refs = reference_keys(raw_tables)
+    return {
+        t: validate_table(t, raw_tables[t], extract_date, refs)
+        for t in TABLE_NAMES
+        if t in raw_tables
+    }
+
+
+# --------------------------------------------------------------------------------------
+# data quality summary
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Completeness:
+    """Share of ``among`` rows (None = all accepted rows) for which ``has`` holds."""
+
+    table: str
+    label: str
+    columns: tuple[str, ...]
+    has: pl.Expr
+    among: pl.Expr | None = None
+
+
+_CURRENT = pl.col("registration_end").is_null()
+
+#: completeness of key fields, measured on the accepted (staging) rows
+COMPLETENESS: tuple[Completeness, ...] = (
+    Completeness("practices", "icb_code recorded", ("icb_code",), pl.col("icb_code").is_not_null()),
+    Completeness(
+        "gp_patients",
+        "current patients with an LSOA (lsoa11_code)",
+        ("registration_end", "lsoa11_code"),
+        pl.col("lsoa11_code").is_not_null(),
+        _CURRENT,
+    ),
+    Completeness(
+        "gp_patients",
+        "current patients with an ethnic_category recorded",
+        ("registration_end", "ethnic_category"),
+        pl.col("ethnic_category").is_not_null(),
+        _CURRENT,
+    ),
+    Completeness(
+        "gp_patients",
+        "current patients with a known ethnic_category (not Z or 99)",
+        ("registration_end", "ethnic_category"),
+        pl.col("ethnic_category").is_not_null() & ~pl.col("ethnic_category").is_in(["Z", "99"]),
+        _CURRENT,
+    ),
+    Completeness(
+        "gp_patients",
+        "current patients with a known sex (not U)",
+        ("registration_end", "sex"),
+        pl.col("sex") != "U",
+        _CURRENT,
+    ),
+    Completeness(
+        "gp_events",
+        "events with a numeric_value",
+        ("numeric_value",),
+        pl.col("numeric_value").is_not_null(),
+    ),
+    Completeness(
+        "gp_medications", "issues with a bnf_code", ("bnf_code",), pl.col("bnf_code").is_not_null()
+    ),
+    Completeness(
+        "gp_medications", "issues with a quantity", ("quantity",), pl.col("quantity").is_not_null()
+    ),
+    Completeness(
+        "gp_appointments", "appointments with a mode", ("mode",), pl.col("mode").is_not_null()
+    ),
+    Completeness(
+        "sus_apc",
+        "spells with a discharge_date",
+        ("discharge_date",),
+        pl.col("discharge_date").is_not_null(),
+    ),
+    Completeness(
+        "sus_apc",
+        "spells with secondary_diagnoses",
+        ("secondary_diagnoses",),
+        pl.col("secondary_diagnoses").is_not_null(),
+    ),
+    Completeness(
+        "sus_ecds",
+        "attendances with a chief_complaint_snomed",
+        ("chief_complaint_snomed",),
+        pl.col("chief_complaint_snomed").is_not_null(),
+    ),
+    Completeness(
+        "sp_referrals",
+        "referrals with a first_contact_date",
+        ("first_contact_date",),
+        pl.col("first_contact_date").is_not_null(),
+    ),
+    Completeness(
+        "community_assets",
+        "assets with an lsoa11_code",
+        ("lsoa11_code",),
+        pl.col("lsoa11_code").is_not_null(),
+    ),
+)
+
+_SUMMARY_SCHEMA = {
+    "table": pl.String,
+    "metric": pl.String,
+    "detail": pl.String,
+    "value": pl.Int64,
+    "denominator": pl.Int64,
+    "share": pl.Float64,
+}
+
+
+def _completeness_rows(table: str, staging: pl.DataFrame) -> list[dict]:
+    rows = []
+    for c in COMPLETENESS:
+        if c.table != table or any(col not in staging.columns for col in c.columns):
+            continue
+        if c.among is None:
+            num_e, den_e = c.has.fill_null(False).sum(), pl.len()
+        else:
+            num_e = (c.among & c.has).fill_null(False).sum()
+            den_e = c.among.fill_null(False).sum()
+        num, den = staging.select(num_e.alias("n"), den_e.alias("d")).row(0)
+        rows.append(
+            {
+                "table": table,
+                "metric": "completeness",
+                "detail": c.label,
+                "value": int(num),
+                "denominator": int(den),
+                "share": (num / den) if den else None,
+            }
+        )
+    return rows
+
+
+def _table_rows(
+    table: str,
+    delivered: int,
+    accepted: int,
+    quarantined: int,
+    rule_counts: Mapping[str, int],
+    staging: pl.DataFrame,
+) -> list[dict]:
+    base = {"table": table, "detail": None, "denominator": None, "share": None}
+    rows = [
+        {**base, "metric": "rows_delivered", "value": delivered},
+        {**base, "metric": "rows_accepted", "value": accepted},
+        {**base, "metric": "rows_quarantined", "value": quarantined},
+    ]
+    rows += [
+        {**base, "metric": "rule_broken", "detail": rule, "value": int(n)}
+        for rule, n in rule_counts.items()
+        if n
+    ]
+    return rows + _completeness_rows(table, staging)
+
+
+def data_quality_summary(source) -> pl.DataFrame:
+    """Data quality of a delivery, one row per measure; counts only, no patient identifiers.
+
+    ``source``: validation results (a mapping table -> :class:`ValidationResult` or an
+    iterable of them), or a DuckDB connection whose ``raw``, ``staging`` and ``quarantine``
+    schemas hold the tables (as the pipeline writes them).
+
+    Columns: ``table``; ``metric`` (``rows_delivered``, ``rows_accepted``,
+    ``rows_quarantined``, ``rule_broken``, ``completeness``); ``detail`` (the rule or the
+    completeness measure); ``value`` (a row count; for completeness the rows that have the
+    field); ``denominator`` and ``share`` (completeness only).
+    """
+    rows: list[dict] = []
+    if hasattr(source, "execute"):
+        rows = _summary_from_warehouse(source)
+    else:
+        results = list(source.values()) if isinstance(source, Mapping) else list(source)
+        for r in sorted(results, key=lambda r: TABLE_NAMES.index(r.table)):
+            rows += _table_rows(
+                r.table,
+                r.rows_delivered,
+                r.rows_accepted,
+                r.rows_quarantined,
+                r.rule_counts,
+                r.staging,
+            )
+    return pl.DataFrame(rows, schema=_SUMMARY_SCHEMA)
+
+
+def _summary_from_warehouse(con) -> list[dict]:
+    existing = {
+        (s, t)
+        for s, t in con.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables"
+        ).fetchall()
+    }
+    rows: list[dict] = []
+    for t in TABLE_NAMES:
+        if not {("raw", t), ("staging", t), ("quarantine", t)} <= existing:
+            continue
+        delivered = con.execute(f'SELECT count(*) FROM raw."{t}"').fetchone()[0]
+        accepted = con.execute(f'SELECT count(*) FROM staging."{t}"').fetchone()[0]
+        quarantined = con.execute(f'SELECT count(*) FROM quarantine."{t}"').fetchone()[0]
+        broken = dict(
+            con.execute(
+                f'SELECT rule, count(*) FROM (SELECT unnest(failed_rules) AS rule FROM quarantine."{t}") '
+                "GROUP BY rule"
+            ).fetchall()
+        )
+        names = schemas.rule_names(t)
+        rule_counts = {n: broken.pop(n, 0) for n in names} | broken
+        cols = sorted({c for m in COMPLETENESS if m.table == t for c in m.columns})
+        staging = (
+            con.execute(f'SELECT {", ".join(cols)} FROM staging."{t}"').pl()
+            if cols
+            else pl.DataFrame()
+        )
+        rows += _table_rows(t, delivered, accepted, quarantined, rule_counts, staging)
+    return rows
+
+
+def _pct(x: float | None) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def data_quality_markdown(source, extract_date: date | None = None) -> str:
+    """The data-quality summary as markdown: rows per table, broken rules, completeness.
+
+    ``source``: a frame from :func:`data_quality_summary`, or anything it accepts.
+    """
+    s = source if isinstance(source, pl.DataFrame) else data_quality_summary(source)
+    title = "# Data quality" + (f": delivery of {extract_date.isoformat()}" if extract_date else "")
+    out = [title, ""]
+
+    counts = (
+        s.filter(pl.col("metric").str.starts_with("rows_"))
+        .pivot(on="metric", index="table", values="value")
+        .fill_null(0)
+    )
+    out += [
+        "## Rows",
+        "",
+        "| table | delivered | accepted | quarantined | quarantined % |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in counts.iter_rows(named=True):
+        d, a, q = (
+            r.get("rows_delivered", 0),
+            r.get("rows_accepted", 0),
+            r.get("rows_quarantined", 0),
+        )
+        out.append(f"| {r['table']} | {d:,} | {a:,} | {q:,} | {_pct(q / d if d else None)} |")
+    if counts.height:
+        tot = counts.select(pl.exclude("table").sum()).row(0, named=True)
+        d, a, q = (
+            tot.get("rows_delivered", 0),
+            tot.get("rows_accepted", 0),
+            tot.get("rows_quarantined", 0),
+        )
+        out.append(f"| **all** | {d:,} | {a:,} | {q:,} | {_pct(q / d if d else None)} |")
+
+    broken = s.filter(pl.col("metric") == "rule_broken")
+    out += ["", "## Broken rules", ""]
+    if broken.height:
+        out += ["| table | rule | rows |", "|---|---|---:|"]
+        out += [
+            f"| {r['table']} | `{r['detail']}` | {r['value']:,} |"
+            for r in broken.iter_rows(named=True)
+        ]
+    else:
+        out.append("No rule was broken: every delivered row was accepted.")
+
+    comp = s.filter(pl.col("metric") == "completeness")
+    out += ["", "## Completeness of key fields (accepted rows)", ""]
+    if comp.height:
+        out += ["| table | measure | rows | of | share |", "|---|---|---:|---:|---:|"]
+        out += [
+            f"| {r['table']} | {r['detail']} | {r['value']:,} | {r['denominator']:,} | {_pct(r['share'])} |"
+            for r in comp.iter_rows(named=True)
+        ]
+    else:
+        out.append("No completeness measures (no accepted rows).")
+    return "\n".join(out) + "\n"

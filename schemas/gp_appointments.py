@@ -1,0 +1,51 @@
+"""gp_appointments: GP practice appointments (booked ones may lie after the extract date)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date
+
+import pandera.polars as pa
+
+from phm.contract import TABLES
+from schemas._base import (
+    Rule,
+    RuleContext,
+    build,
+    nhs_number_rules,
+    ok_when,
+    practice_code_rules,
+)
+
+TABLE = TABLES["gp_appointments"]
+
+
+def extra_rules(ctx: RuleContext) -> list[Rule]:
+    when = ctx.val("appointment_date")
+    status = ctx.val("status")
+    known_status = status.is_in(list(TABLE.column("status").allowed or ()))
+    # judged only once the status is a known one, so a bad status is one fault, not two
+    future_ok = ok_when(
+        [when.is_not_null(), known_status], (when <= ctx.extract_lit) | (status == "booked")
+    )
+    return [
+        *nhs_number_rules(ctx),
+        Rule(
+            "appointment_date: not after extract_date unless status is booked",
+            "appointment_date",
+            "future_date",
+            future_ok,
+            detail="judged once status is one of the allowed values",
+        ),
+        *practice_code_rules(ctx),
+    ]
+
+
+def rules(extract_date: date, refs: Mapping[str, object] | None = None) -> list[Rule]:
+    """Every rule of this table, in contract column order."""
+    return build(TABLE, extra_rules, extract_date, refs)[0]
+
+
+def schema(extract_date: date, refs: Mapping[str, object] | None = None) -> pa.DataFrameSchema:
+    """The pandera polars schema over this table's check frame."""
+    return build(TABLE, extra_rules, extract_date, refs)[1]

@@ -1,0 +1,44 @@
+"""gp_medications: issues of prescribed items."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date
+
+import pandera.polars as pa
+
+from phm.contract import TABLES
+from schemas._base import (
+    Rule,
+    RuleContext,
+    build,
+    nhs_number_rules,
+    not_after_extract,
+    pattern_rule,
+)
+
+TABLE = TABLES["gp_medications"]
+
+#: BNF presentation code: 4-digit section (chapter + section), then letters/digits, <= 15 chars
+BNF_CODE = r"^[0-9]{4}[0-9A-Z]{0,11}$"
+
+
+def extra_rules(ctx: RuleContext) -> list[Rule]:
+    return [
+        *nhs_number_rules(ctx),
+        *not_after_extract(ctx, "issue_date"),
+        *pattern_rule(ctx, "dmd_code", r"^[0-9]{1,18}$", "dm+d id (digits)"),
+        *pattern_rule(
+            ctx, "bnf_code", BNF_CODE, "BNF code (4-digit section, letters/digits, <= 15 chars)"
+        ),
+    ]
+
+
+def rules(extract_date: date, refs: Mapping[str, object] | None = None) -> list[Rule]:
+    """Every rule of this table, in contract column order."""
+    return build(TABLE, extra_rules, extract_date, refs)[0]
+
+
+def schema(extract_date: date, refs: Mapping[str, object] | None = None) -> pa.DataFrameSchema:
+    """The pandera polars schema over this table's check frame."""
+    return build(TABLE, extra_rules, extract_date, refs)[1]

@@ -1,0 +1,58 @@
+"""gp_patients: one row per registration, current and recently ended."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date
+
+import pandera.polars as pa
+
+from phm.contract import TABLES
+from schemas._base import (
+    Rule,
+    RuleContext,
+    build,
+    date_order,
+    lsoa_rule,
+    nhs_number_rules,
+    not_after_extract,
+    not_before,
+    practice_code_rules,
+    unique_first_wins,
+)
+
+TABLE = TABLES["gp_patients"]
+
+EARLIEST_BIRTH = date(1900, 1, 1)
+
+
+def extra_rules(ctx: RuleContext) -> list[Rule]:
+    current = ctx.raw("registration_end").is_null()
+    return [
+        *nhs_number_rules(ctx),
+        *unique_first_wins(
+            ctx,
+            "nhs_number",
+            among=current,
+            what="at most one current registration",
+            among_label=" with an empty registration_end",
+        ),
+        *not_after_extract(ctx, "date_of_birth"),
+        *not_before(ctx, "date_of_birth", EARLIEST_BIRTH),
+        *lsoa_rule(ctx),
+        *practice_code_rules(ctx),
+        *not_after_extract(ctx, "registration_start"),
+        *not_after_extract(ctx, "registration_end"),
+        *date_order(ctx, "registration_end", "registration_start"),
+        *not_after_extract(ctx, "date_of_death"),
+    ]
+
+
+def rules(extract_date: date, refs: Mapping[str, object] | None = None) -> list[Rule]:
+    """Every rule of this table, in contract column order."""
+    return build(TABLE, extra_rules, extract_date, refs)[0]
+
+
+def schema(extract_date: date, refs: Mapping[str, object] | None = None) -> pa.DataFrameSchema:
+    """The pandera polars schema over this table's check frame."""
+    return build(TABLE, extra_rules, extract_date, refs)[1]
