@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.assets import cohorts, exports, ingest, marts, staging
+from pipelines.assets import cohorts, exports, geo, ingest, marts, staging
 from pipelines.resources import Settings, build_resources
 
-ASSET_MODULES = [ingest, staging, marts, cohorts, exports]
+ASSET_MODULES = [ingest, staging, marts, cohorts, exports, geo]
 
 NIGHTLY_JOB = "phm_nightly"
 

@@ -1,0 +1,504 @@
+"""Need by area: population, cohorts, prevalence and service-use rates per LSOA and IMD group.
+
+For every PCN, and for all PCNs together (``pcn_code = 'ALL'``), per LSOA 2011, per IMD 2019
+decile and per IMD 2019 quintile, from ``marts.patient_measures`` (one row per currently
+registered patient) and ``marts.cohort_members``:
+
+* ``population`` — registered patients;
+* ``cohort_<id>_n`` — members of each cohort (patients in ``marts.cohort_members`` who are
+  in ``marts.patient_measures``; distinct people);
+* each :data:`PREVALENCES` measure: ``<id>_n`` (numerator), ``<id>_denominator``,
+  ``<id>_pct`` with Wilson 95% limits ``<id>_pct_lcl95`` / ``<id>_pct_ucl95``;
+* each :data:`EVENT_RATES` measure: ``<id>_n`` (events in the last 12 months),
+  ``<id>_crude_per_1000`` with Poisson limits (Byar's, exact below 10 events),
+  ``<id>_dsr_per_1000`` directly age-standardised to ESP 2013 with Dobson limits — see
+  :mod:`geo.rates` for the methods and citations.
+
+Raw tables (internal, exact numbers): ``geo.need_by_lsoa``, ``geo.need_by_imd_decile``,
+``geo.need_by_imd_quintile``. Published tables (``..._published``): every count through
+:func:`phm.disclosure.protect_count` (text: ``*`` or rounded), every rate, percentage and
+limit through :func:`phm.disclosure.protect_rate` on its numerator (null when fewer than 10
+events) and rounded to 1 decimal place. Only published values leave the warehouse
+(GeoPackages, maps).
+
+Patients with no LSOA (or an LSOA outside England's IMD file) are counted in a row with a
+null ``lsoa11_code`` / IMD group, so totals add up; those rows are never mapped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import geopandas as gpd
+import polars as pl
+
+from geo.rates import age_standardised_rates, with_crude_rate, with_proportion
+from geo.reference import load_imd2019, load_lsoa_boundaries
+from phm.disclosure import DisclosurePolicy, protect_count, protect_rate
+
+PATIENTS_TABLE = "marts.patient_measures"
+COHORTS_TABLE = "marts.cohort_members"
+IDENTITY_TABLE = "marts.person_identity"
+PRACTICES_TABLE = "staging.practices"
+#: the person key, in order of preference (patient_measures may still be keyed by nhs_number)
+PERSON_KEYS = ("person_id", "nhs_number")
+ALL_PCNS = "ALL"
+UNKNOWN_PCN = "UNKNOWN"
+RATE_MULTIPLIER = 1000
+RATE_DECIMALS = 1
+
+
+@dataclass(frozen=True)
+class Prevalence:
+    """People meeting ``numerator_sql`` among those meeting ``denominator_sql`` (percent).
+
+    Both are SQL boolean expressions over ``marts.patient_measures`` columns."""
+
+    id: str
+    label: str
+    numerator_sql: str
+    denominator_sql: str
+    definition: str
+
+
+@dataclass(frozen=True)
+class EventRate:
+    """Events per 1,000 registered patients per year from an integer count ``column``."""
+
+    id: str
+    label: str
+    column: str
+    definition: str
+
+
+#: Prevalence measures (edit here to add one or to follow a renamed column).
+PREVALENCES: tuple[Prevalence, ...] = (
+    Prevalence(
+        "ltc2",
+        "2+ long-term conditions",
+        "ltc_count >= 2",
+        "TRUE",
+        "Registered patients with 2 or more long-term conditions (Barnett 2012 list), "
+        "% of all registered patients.",
+    ),
+    Prevalence(
+        "ltc5",
+        "5+ long-term conditions",
+        "ltc_count >= 5",
+        "TRUE",
+        "Registered patients with 5 or more long-term conditions (Barnett 2012 list), "
+        "% of all registered patients.",
+    ),
+    Prevalence(
+        "frailty",
+        "Moderate or severe frailty (eFI), 65+",
+        "efi_category IN ('moderate', 'severe')",
+        "age >= 65",
+        "Registered patients aged 65+ with moderate or severe frailty by the electronic "
+        "Frailty Index (Clegg 2016), % of registered patients aged 65+.",
+    ),
+)
+
+#: Service-use rates (edit here to follow renamed count columns).
+EVENT_RATES: tuple[EventRate, ...] = (
+    EventRate(
+        "emergency_admissions",
+        "Emergency admissions",
+        "emergency_admissions_12m",
+        "Emergency hospital admissions (admission method 21-28) in the last 12 months per "
+        "1,000 registered patients.",
+    ),
+    EventRate(
+        "ae_attendances",
+        "A&E attendances",
+        "ae_attendances_12m",
+        "A&E attendances (all department types) in the last 12 months per 1,000 registered "
+        "patients.",
+    ),
+)
+
+#: area level -> (column in marts.patient_measures, table stem)
+LEVELS: dict[str, tuple[str, str]] = {
+    "lsoa": ("lsoa11_code", "geo.need_by_lsoa"),
+    "imd_decile": ("imd2019_decile", "geo.need_by_imd_decile"),
+    "imd_quintile": ("imd2019_quintile", "geo.need_by_imd_quintile"),
+}
+PUBLISHED_SUFFIX = "_published"
+
+
+def published_table(level: str) -> str:
+    return LEVELS[level][1] + PUBLISHED_SUFFIX
+
+
+# ------------------------------------------------------------------------------ columns
+
+
+def rate_columns(r: EventRate) -> dict[str, tuple[str, str, str]]:
+    return {
+        "crude": (f"{r.id}_crude_per_1000", f"{r.id}_crude_lcl95", f"{r.id}_crude_ucl95"),
+        "dsr": (f"{r.id}_dsr_per_1000", f"{r.id}_dsr_lcl95", f"{r.id}_dsr_ucl95"),
+    }
+
+
+def prevalence_columns(p: Prevalence) -> tuple[str, str, str]:
+    return (f"{p.id}_pct", f"{p.id}_pct_lcl95", f"{p.id}_pct_ucl95")
+
+
+def cohort_column(cohort_id: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "_", str(cohort_id).lower()).strip("_")
+    return f"cohort_{slug or 'unnamed'}_n"
+
+
+def count_columns(
+    df: pl.DataFrame,
+    prevalences: Sequence[Prevalence] = PREVALENCES,
+    rates: Sequence[EventRate] = EVENT_RATES,
+) -> list[str]:
+    """Every count column of a need table (the ones published through protect_count)."""
+    cols = ["population"]
+    cols += [c for c in df.columns if c.startswith("cohort_") and c.endswith("_n")]
+    for p in prevalences:
+        cols += [f"{p.id}_n", f"{p.id}_denominator"]
+    cols += [f"{r.id}_n" for r in rates]
+    return cols
+
+
+def rate_events(
+    prevalences: Sequence[Prevalence] = PREVALENCES, rates: Sequence[EventRate] = EVENT_RATES
+) -> dict[str, str]:
+    """Every rate-like column -> the count column it rests on (for protect_rate)."""
+    out: dict[str, str] = {}
+    for p in prevalences:
+        for c in prevalence_columns(p):
+            out[c] = f"{p.id}_n"
+    for r in rates:
+        for names in rate_columns(r).values():
+            for c in names:
+                out[c] = f"{r.id}_n"
+    return out
+
+
+# ------------------------------------------------------------------------------ compute
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    schema, name = table.split(".")
+    rows = con.execute(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+        [schema, name],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def cohort_member_keys(con: duckdb.DuckDBPyConnection) -> tuple[str, str]:
+    """SQL giving distinct ``(cohort_id, <key>)`` rows, and the key it shares with
+    ``marts.patient_measures``: ``person_id`` or ``nhs_number`` when both tables have it,
+    else cohort ``person_id`` mapped to ``nhs_number`` through ``marts.person_identity``."""
+    pm = set(_columns(con, PATIENTS_TABLE))
+    cm = set(_columns(con, COHORTS_TABLE))
+    for k in PERSON_KEYS:
+        if k in pm and k in cm:
+            return (
+                f"SELECT DISTINCT CAST(cohort_id AS VARCHAR) AS cohort_id, {k} "
+                f"FROM {COHORTS_TABLE}",
+                k,
+            )
+    ident = set(_columns(con, IDENTITY_TABLE))
+    if "person_id" in cm and "nhs_number" in pm and {"person_id", "nhs_number"} <= ident:
+        return (
+            "SELECT DISTINCT CAST(c.cohort_id AS VARCHAR) AS cohort_id, i.nhs_number "
+            f"FROM {COHORTS_TABLE} c JOIN {IDENTITY_TABLE} i USING (person_id)",
+            "nhs_number",
+        )
+    raise LookupError(
+        f"{COHORTS_TABLE} and {PATIENTS_TABLE} share no person key ({', '.join(PERSON_KEYS)})"
+    )
+
+
+def _check_inputs(con, prevalences, rates) -> None:
+    cols = set(_columns(con, PATIENTS_TABLE))
+    if not cols:
+        raise LookupError(f"{PATIENTS_TABLE} is missing; build the measures first")
+    need = {"age", "pcn_code", "lsoa11_code", "imd2019_decile", "imd2019_quintile"}
+    need |= {r.column for r in rates}
+    missing = sorted(need - cols)
+    if missing:
+        raise LookupError(
+            f"{PATIENTS_TABLE} lacks column(s) {', '.join(missing)}; adjust geo.need.EVENT_RATES"
+        )
+
+
+def _sql_str(s: str) -> str:
+    return "'" + str(s).replace("'", "''") + "'"
+
+
+def cohort_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
+    if not _columns(con, COHORTS_TABLE):
+        return []
+    return [
+        r[0]
+        for r in con.execute(
+            f"SELECT DISTINCT CAST(cohort_id AS VARCHAR) FROM {COHORTS_TABLE} ORDER BY 1"
+        ).fetchall()
+    ]
+
+
+def _patients_cte(area_col: str, prevalences, rates) -> str:
+    cols = [
+        f"coalesce(CAST(pcn_code AS VARCHAR), {_sql_str(UNKNOWN_PCN)}) AS pcn_code",
+        f"{area_col} AS area",
+        "CASE WHEN age IS NULL OR age < 0 THEN NULL "
+        "ELSE CAST(least(floor(age / 5), 18) AS INTEGER) END AS band",
+    ]
+    for p in prevalences:
+        den = f"coalesce(({p.denominator_sql}), false)"
+        num = f"coalesce(({p.numerator_sql}), false)"
+        cols += [
+            f"CAST({num} AND {den} AS INTEGER) AS {p.id}_n",
+            f"CAST({den} AS INTEGER) AS {p.id}_denominator",
+        ]
+    cols += [f"CAST(coalesce({r.column}, 0) AS BIGINT) AS {r.id}_n" for r in rates]
+    return f"SELECT * EXCLUDE (pcn_code), {', '.join(cols)} FROM {PATIENTS_TABLE}"
+
+
+def _grouped_pcn() -> str:
+    return f"CASE WHEN grouping(pcn_code) = 1 THEN {_sql_str(ALL_PCNS)} ELSE pcn_code END"
+
+
+def compute_need(
+    con: duckdb.DuckDBPyConnection,
+    level: str,
+    *,
+    prevalences: Sequence[Prevalence] = PREVALENCES,
+    rates: Sequence[EventRate] = EVENT_RATES,
+) -> pl.DataFrame:
+    """The raw need table of one ``level`` (``lsoa``, ``imd_decile``, ``imd_quintile``).
+
+    One row per (``pcn_code``, area), PCN rows first then ``ALL``, sorted; exact numbers."""
+    area_col, _ = LEVELS[level]
+    _check_inputs(con, prevalences, rates)
+    cte = _patients_cte(area_col, prevalences, rates)
+    sums = ["count(*) AS population"]
+    for p in prevalences:
+        sums += [f"sum({p.id}_n) AS {p.id}_n", f"sum({p.id}_denominator) AS {p.id}_denominator"]
+    sums += [f"sum({r.id}_n) AS {r.id}_n" for r in rates]
+    strata = con.execute(
+        f"""
+        WITH pm AS ({cte})
+        SELECT {_grouped_pcn()} AS pcn_code, area, band, {", ".join(sums)}
+        FROM pm
+        GROUP BY GROUPING SETS ((pcn_code, area, band), (area, band))
+        """
+    ).pl()
+    keys = ["pcn_code", "area"]
+    count_cols = [c for c in strata.columns if c not in (*keys, "band")]
+    strata = strata.with_columns(pl.col(c).cast(pl.Int64) for c in count_cols)
+    totals = strata.group_by(keys).agg(pl.col(c).sum() for c in count_cols)
+
+    # cohorts
+    ids = cohort_ids(con)
+    if ids:
+        members_sql, key = cohort_member_keys(con)
+        names = [cohort_column(i) for i in ids]
+        if len(set(names)) != len(names):
+            raise ValueError(f"cohort ids collide as column names: {ids}")
+        filt = ", ".join(
+            f"count(DISTINCT pm.{key}) FILTER (WHERE c.cohort_id = {_sql_str(i)}) AS {n}"
+            for i, n in zip(ids, names, strict=True)
+        )
+        coh = con.execute(
+            f"""
+            WITH pm AS ({cte}),
+                 c AS ({members_sql})
+            SELECT {_grouped_pcn()} AS pcn_code, area, {filt}
+            FROM c JOIN pm USING ({key})
+            GROUP BY GROUPING SETS ((pcn_code, area), (area))
+            """
+        ).pl()
+        coh = coh.with_columns(pl.col(n).cast(pl.Int64) for n in names)
+        totals = totals.join(coh, on=keys, how="left", nulls_equal=True).with_columns(
+            pl.col(n).fill_null(0) for n in names
+        )
+
+    for p in prevalences:
+        totals = with_proportion(totals, f"{p.id}_n", f"{p.id}_denominator", prevalence_columns(p))
+    for r in rates:
+        totals = with_crude_rate(
+            totals, f"{r.id}_n", "population", rate_columns(r)["crude"], RATE_MULTIPLIER
+        )
+    dsr = age_standardised_rates(
+        strata.filter(pl.col("band").is_not_null()),
+        keys,
+        {f"{r.id}_n": rate_columns(r)["dsr"] for r in rates},
+        population="population",
+        band="band",
+        multiplier=RATE_MULTIPLIER,
+    )
+    out = totals.join(dsr, on=keys, how="left", nulls_equal=True)
+
+    # order columns: keys, population, cohorts, then each measure's block
+    cols = ["pcn_code", "area", "population", *[c for c in out.columns if c.startswith("cohort_")]]
+    for p in prevalences:
+        cols += [f"{p.id}_n", f"{p.id}_denominator", *prevalence_columns(p)]
+    for r in rates:
+        cols += [f"{r.id}_n", *rate_columns(r)["crude"], *rate_columns(r)["dsr"]]
+    out = out.select(cols).rename({"area": area_col})
+    out = out.with_columns((pl.col("pcn_code") == ALL_PCNS).alias("_all")).sort(
+        ["_all", "pcn_code", area_col], nulls_last=True
+    )
+    out = out.drop("_all")
+    return _decorate(con, out, level)
+
+
+def _decorate(con, df: pl.DataFrame, level: str) -> pl.DataFrame:
+    """Add PCN names, and LSOA names / IMD for the LSOA level (from the public IMD file)."""
+    names = pl.DataFrame({"pcn_code": [ALL_PCNS], "pcn_name": ["All PCNs"]})
+    if _columns(con, PRACTICES_TABLE):
+        pr = con.execute(
+            f"SELECT pcn_code, min(pcn_name) AS pcn_name FROM {PRACTICES_TABLE} "
+            "WHERE pcn_code IS NOT NULL GROUP BY pcn_code"
+        ).pl()
+        names = pl.concat([names, pr.select(pl.col("pcn_code").cast(pl.String), "pcn_name")])
+    df = df.join(names, on="pcn_code", how="left")
+    front = ["pcn_code", "pcn_name", LEVELS[level][0]]
+    if level == "lsoa":
+        imd = load_imd2019().select(
+            "lsoa11_code",
+            "lsoa11_name",
+            pl.col("imd_decile").alias("imd2019_decile"),
+            pl.col("imd_quintile").alias("imd2019_quintile"),
+        )
+        df = df.join(imd, on="lsoa11_code", how="left")
+        front += ["lsoa11_name", "imd2019_decile", "imd2019_quintile"]
+    return df.select(front + [c for c in df.columns if c not in front])
+
+
+def publish(
+    df: pl.DataFrame,
+    policy: DisclosurePolicy | None = None,
+    *,
+    prevalences: Sequence[Prevalence] = PREVALENCES,
+    rates: Sequence[EventRate] = EVENT_RATES,
+) -> pl.DataFrame:
+    """The published version of a raw need table: counts through ``protect_count`` (text),
+    rates/percentages and their limits through ``protect_rate`` on their numerator, rounded
+    to 1 decimal place. Column names and order are unchanged."""
+    policy = policy or DisclosurePolicy.from_env()
+    counts = set(count_columns(df, prevalences, rates))
+    events = rate_events(prevalences, rates)
+    exprs = []
+    for c in df.columns:
+        if c in counts:
+            exprs.append(protect_count(pl.col(c), policy).alias(c))
+        elif c in events:
+            exprs.append(
+                protect_rate(pl.col(c).round(RATE_DECIMALS), pl.col(events[c]), policy).alias(c)
+            )
+        else:
+            exprs.append(pl.col(c))
+    return df.select(exprs)
+
+
+def build_need_tables(
+    con: duckdb.DuckDBPyConnection,
+    policy: DisclosurePolicy | None = None,
+    *,
+    prevalences: Sequence[Prevalence] = PREVALENCES,
+    rates: Sequence[EventRate] = EVENT_RATES,
+) -> dict[str, int]:
+    """Write the three raw tables and their ``_published`` versions to schema ``geo``.
+
+    Returns row counts by table name."""
+    con.execute("CREATE SCHEMA IF NOT EXISTS geo")
+    written: dict[str, int] = {}
+    for level, (_, table) in LEVELS.items():
+        raw = compute_need(con, level, prevalences=prevalences, rates=rates)
+        pub = publish(raw, policy, prevalences=prevalences, rates=rates)
+        for name, frame in ((table, raw), (published_table(level), pub)):
+            _write(con, name, frame)
+            written[name] = frame.height
+    return written
+
+
+def _write(con: duckdb.DuckDBPyConnection, name: str, df: pl.DataFrame) -> None:
+    view = "__geo_df"
+    con.register(view, df)
+    try:
+        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM {view}")
+    finally:
+        con.unregister(view)
+
+
+# ------------------------------------------------------------------------------ GeoPackage
+
+GPKG_NAME = "need_by_lsoa.gpkg"
+GPKG_LAYER = "need_by_lsoa"
+
+
+def published_lsoa_geodataframe(
+    published: pl.DataFrame, pcn_code: str, boundaries: gpd.GeoDataFrame | None = None
+) -> gpd.GeoDataFrame:
+    """One PCN's published LSOA rows joined to the boundaries (WGS84), sorted by LSOA.
+
+    Every LSOA where the PCN has patients appears; an LSOA with no boundary in the
+    vendored file (outside Leicester, Leicestershire and Rutland) keeps a null geometry."""
+    rows = published.filter(
+        (pl.col("pcn_code") == pcn_code) & pl.col("lsoa11_code").is_not_null()
+    ).sort("lsoa11_code")
+    b = boundaries if boundaries is not None else load_lsoa_boundaries()
+    geom = b.set_index("lsoa11_code").geometry
+    pdf = rows.to_pandas()
+    gdf = gpd.GeoDataFrame(
+        pdf, geometry=pdf["lsoa11_code"].map(geom).values, crs=b.crs
+    ).reset_index(drop=True)
+    return gdf
+
+
+def write_need_geopackages(
+    published_lsoa: pl.DataFrame,
+    out_dir: Path | str,
+    *,
+    pcn_codes: Sequence[str] | None = None,
+    boundaries: gpd.GeoDataFrame | None = None,
+) -> list[Path]:
+    """Write ``<out_dir>/<pcn_code>/need_by_lsoa.gpkg`` (layer ``need_by_lsoa``, EPSG:4326)
+    for each PCN from the **published** LSOA table. Returns the paths written.
+
+    GeoPackage embeds a last-change timestamp; it is pinned (``OGR_CURRENT_DATE``) so the
+    same inputs give the same bytes (see docs/geography.md)."""
+    out_dir = Path(out_dir)
+    b = boundaries if boundaries is not None else load_lsoa_boundaries()
+    codes = pcn_codes or sorted(
+        c for c in published_lsoa["pcn_code"].unique().to_list() if c not in (ALL_PCNS, None)
+    )
+    paths = []
+    for code in codes:
+        gdf = published_lsoa_geodataframe(published_lsoa, code, b)
+        path = out_dir / code / GPKG_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_gpkg(gdf, path, GPKG_LAYER)
+        paths.append(path)
+    return paths
+
+
+#: the fixed timestamp GDAL writes into gpkg_contents.last_change
+GPKG_FIXED_DATE = "2000-01-01T00:00:00.000Z"
+
+
+def write_gpkg(gdf: gpd.GeoDataFrame, path: Path, layer: str) -> None:
+    """Write one layer, replacing the file, with GDAL's timestamps pinned."""
+    import pyogrio
+
+    if path.exists():
+        path.unlink()
+    prev = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
+    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": GPKG_FIXED_DATE})
+    try:
+        gdf.to_file(path, layer=layer, driver="GPKG", engine="pyogrio")
+    finally:
+        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": prev})

@@ -1,0 +1,97 @@
+"""Vendored geography reference data: LSOA 2011 boundaries, IMD 2019, ESP 2013.
+
+All three are read from ``data/reference/`` (provenance and licences in
+``data/reference/SOURCES.md`` sections 1, 2 and 4a). IMD 2019 is published on LSOA **2011**
+codes, so the boundaries are the 2011 LSOAs too; never mix them with LSOA 2021.
+
+Coordinate reference systems: the boundaries are stored in WGS84 (EPSG:4326, lon/lat);
+every distance and area is computed in British National Grid (EPSG:27700, metres).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import polars as pl
+
+from phm.paths import REFERENCE_DIR
+
+WGS84 = "EPSG:4326"
+#: British National Grid: metres, for distances, areas, scale bars
+BNG = "EPSG:27700"
+
+LSOA_BOUNDARIES_PATH = REFERENCE_DIR / "geography" / "lsoa2011_llr.geojson"
+IMD2019_PATH = REFERENCE_DIR / "imd2019" / "imd2019_lsoa11_england_tidy.csv.gz"
+ESP2013_PATH = REFERENCE_DIR / "esp2013" / "esp2013_5yr_age_bands.csv"
+
+#: Attribution the boundary licence requires with any re-use (martinjc/UK-GeoJSON LICENCE,
+#: ONS generalised clipped LSOA 2011 boundaries; SOURCES.md section 2), kept verbatim.
+BOUNDARY_ATTRIBUTION = (
+    "Contains Ordnance Survey, Office of National Statistics, National Records Scotland and "
+    "LPS Intellectual Property data © Crown copyright and database right [2016]. Data "
+    "licensed under the terms of the Open Government Licence. Ordnance Survey data covered "
+    "by OS OpenData Licence."
+)
+#: IoD2019 (MHCLG), Open Government Licence v3.0 (SOURCES.md section 1).
+IMD_ATTRIBUTION = (
+    "English Indices of Deprivation 2019 (MHCLG), Crown copyright, Open Government Licence v3.0."
+)
+#: The attribution printed on every map (static and interactive).
+OGL_ATTRIBUTION = f"{BOUNDARY_ATTRIBUTION} {IMD_ATTRIBUTION}"
+
+#: IMD domains in the tidy file: column stem -> label
+IMD_DOMAINS: dict[str, str] = {
+    "imd": "Index of Multiple Deprivation",
+    "income": "Income",
+    "employment": "Employment",
+    "education": "Education, Skills and Training",
+    "health": "Health Deprivation and Disability",
+    "crime": "Crime",
+    "barriers": "Barriers to Housing and Services",
+    "living_env": "Living Environment",
+    "idaci": "Income Deprivation Affecting Children (IDACI)",
+    "idaopi": "Income Deprivation Affecting Older People (IDAOPI)",
+}
+
+
+def load_lsoa_boundaries(
+    path: Path | str | None = None, codes: list[str] | None = None
+) -> gpd.GeoDataFrame:
+    """LSOA 2011 polygons in WGS84: ``lsoa11_code, lsoa11_name, lad19_code, geometry``.
+
+    Sorted by code; ``codes`` keeps only those LSOAs.
+    """
+    gdf = gpd.read_file(Path(path) if path else LSOA_BOUNDARIES_PATH)
+    if gdf.crs is None:
+        gdf = gdf.set_crs(WGS84)
+    gdf = gdf.rename(
+        columns={"LSOA11CD": "lsoa11_code", "LSOA11NM": "lsoa11_name", "LAD19CD": "lad19_code"}
+    )[["lsoa11_code", "lsoa11_name", "lad19_code", "geometry"]]
+    if codes is not None:
+        gdf = gdf[gdf["lsoa11_code"].isin(set(codes))]
+    return gdf.sort_values("lsoa11_code", kind="stable").reset_index(drop=True)
+
+
+def load_imd2019(path: Path | str | None = None) -> pl.DataFrame:
+    """IoD2019 for every LSOA 2011 in England: all domains' ranks and deciles, IDACI, IDAOPI,
+    transformed domain scores and the mid-2015 denominators (the tidy file's columns), with
+    the keys renamed ``lsoa11_code`` / ``lsoa11_name`` and ``imd_quintile`` added
+    (``ceil(decile / 2)``; 1 = most deprived). Sorted by code."""
+    df = pl.read_csv(Path(path) if path else IMD2019_PATH, infer_schema_length=None)
+    missing = {"lsoa11cd", "lsoa11nm", "imd_decile"} - set(df.columns)
+    if missing:
+        raise ValueError(f"IMD 2019 file lacks column(s): {', '.join(sorted(missing))}")
+    df = df.rename({"lsoa11cd": "lsoa11_code", "lsoa11nm": "lsoa11_name"})
+    df = df.with_columns(((pl.col("imd_decile") + 1) // 2).cast(pl.Int64).alias("imd_quintile"))
+    return df.sort("lsoa11_code")
+
+
+def load_esp2013(path: Path | str | None = None) -> pl.DataFrame:
+    """European Standard Population 2013, 19 bands (0-4 ... 85-89, 90+), in band order:
+    ``band`` (0..18), ``age_band``, ``age_lower``, ``age_upper`` (null for 90+),
+    ``esp2013_population`` (sums to 100,000)."""
+    df = pl.read_csv(Path(path) if path else ESP2013_PATH).sort("age_lower")
+    if df.height != 19 or df["esp2013_population"].sum() != 100_000:
+        raise ValueError("ESP 2013 file must have 19 bands summing to 100,000")
+    return df.with_row_index("band").with_columns(pl.col("band").cast(pl.Int32))

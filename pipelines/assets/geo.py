@@ -1,0 +1,63 @@
+"""Geography: need by deprivation area, age-standardised rates, maps and asset gaps."""
+
+import os
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from geo.maps import write_pcn_maps
+from geo.need import build_need_tables, write_need_geopackages
+from phm.warehouse import current_extract_date
+from pipelines.resources import PHMSettings
+
+#: straight-line distance (metres, EPSG:27700) within which an asset counts as reachable
+GAP_DISTANCE_M = float(os.environ.get("PHM_ASSET_GAP_DISTANCE_M", 1000))
+
+
+@dg.asset(
+    key=["geo", "need_by_area"],
+    group_name="geo",
+    deps=[dg.AssetKey(["marts", "cohort_members"]), dg.AssetKey(["marts", "patient_measures"])],
+    kinds={"duckdb"},
+    description=(
+        "`geo.need_by_lsoa`, `geo.need_by_imd_decile`, `geo.need_by_imd_quintile` for every PCN "
+        "and all PCNs together (`pcn_code = 'ALL'`): registered population, cohort counts, LTC "
+        "and frailty prevalence, emergency admission and A&E rates (crude per 1,000 and "
+        "directly age-standardised to the European Standard Population 2013 with Dobson 95% "
+        "confidence intervals, OHID methods). `*_published` versions pass every count through "
+        "the disclosure-control function and hide rates on fewer than 10 events."
+    ),
+)
+def need_by_area(warehouse: DuckDBResource) -> dg.MaterializeResult:
+    with warehouse.get_connection() as con:
+        rows = build_need_tables(con)
+    return dg.MaterializeResult(metadata={k: dg.MetadataValue.int(v) for k, v in rows.items()})
+
+
+@dg.asset(
+    key=["exports", "pcn_maps"],
+    group_name="geo",
+    deps=[dg.AssetKey(["geo", "need_by_area"]), dg.AssetKey(["staging", "community_assets"])],
+    kinds={"geopackage", "html", "png"},
+    description=(
+        "For each PCN, under exports/<extract_date>/<pcn_code>/: need_by_lsoa.gpkg (published "
+        "values) and maps/: choropleth PNGs of key measures (A4, classed with mapclassify), an "
+        "offline interactive need_map.html with community assets, assets_over_need.png and "
+        "asset_gaps.csv (LSOAs in the top fifth of need with no asset of a category within "
+        f"{GAP_DISTANCE_M:.0f} m; PHM_ASSET_GAP_DISTANCE_M)."
+    ),
+)
+def pcn_maps(
+    context: dg.AssetExecutionContext, settings: PHMSettings, warehouse: DuckDBResource
+) -> dg.MaterializeResult:
+    with warehouse.get_connection() as con:
+        extract_date = current_extract_date(con)
+        out = settings.exports(extract_date.isoformat())
+        published = con.execute("SELECT * FROM geo.need_by_lsoa_published").pl()
+        gpkgs = write_need_geopackages(published, out)
+        maps = write_pcn_maps(con, out, distance_threshold_m=GAP_DISTANCE_M)
+    n_files = sum(len(v) for v in maps.values())
+    context.log.info(f"wrote {len(gpkgs)} GeoPackages and {n_files} map files under {out}")
+    return dg.MaterializeResult(
+        metadata={"geopackages": len(gpkgs), "map_files": n_files, "folder": str(out)}
+    )

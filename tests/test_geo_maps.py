@@ -1,0 +1,219 @@
+"""geo.maps: PNG and offline HTML maps, asset gap table, practice locations, CRS handling."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import duckdb
+import geopandas as gpd
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image
+
+from geo.demo import make_demo_warehouse
+from geo.maps import (
+    INTERACTIVE_MEASURES,
+    MAP_MEASURES,
+    asset_gaps,
+    classify,
+    distance_m,
+    load_assets,
+    lsoa_centroids,
+    plot_choropleth,
+    practice_locations,
+    write_interactive_map,
+    write_pcn_maps,
+)
+from geo.need import build_need_tables, published_lsoa_geodataframe, published_table
+from geo.reference import BNG, WGS84, load_lsoa_boundaries
+
+PCN = "U99001"
+EARTH_RADIUS_M = 6_371_008.8  # mean Earth radius (IUGG)
+
+
+def haversine_m(lat1, lon1, lat2, lon2) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(a))
+
+
+@pytest.fixture(scope="module")
+def warehouse():
+    con = duckdb.connect()
+    make_demo_warehouse(con, n_patients=4000, seed=7)
+    build_need_tables(con)
+    yield con
+    con.close()
+
+
+@pytest.fixture(scope="module")
+def outputs(warehouse, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exports")
+    written = write_pcn_maps(warehouse, out, pcn_codes=[PCN])
+    return out, written[PCN]
+
+
+def test_every_map_is_written_and_non_trivial(outputs):
+    out, paths = outputs
+    names = {p.name for p in paths}
+    assert {f"{m.id}.png" for m in MAP_MEASURES} <= names
+    assert {"assets_over_need.png", "asset_gaps.csv", "need_map.html"} <= names
+    for p in paths:
+        assert p.parent == out / PCN / "maps"
+        if p.suffix == ".png":
+            assert p.stat().st_size > 50_000, p
+            with Image.open(p) as img:
+                w, h = img.size
+                assert (w, h) == (1753, 1240)  # A4 landscape at 150 dpi
+                assert "Software" not in img.info  # no version stamp: reproducible bytes
+                # not a blank page: many distinct colours
+                assert len(img.convert("RGB").getcolors(maxcolors=1 << 20)) > 50
+
+
+def test_png_is_byte_identical_on_rerun(warehouse, outputs, tmp_path):
+    out, _ = outputs
+    pub = warehouse.execute(f"SELECT * FROM {published_table('lsoa')}").pl()
+    gdf = published_lsoa_geodataframe(pub, PCN)
+    m = MAP_MEASURES[0]
+    again = plot_choropleth(
+        gdf,
+        m,
+        tmp_path / "again.png",
+        pcn_label="Demo North PCN (U99001)",
+        pcn_code=PCN,
+        background=load_lsoa_boundaries(),
+        practices=practice_locations(warehouse),
+    )
+    assert again.read_bytes() == (out / PCN / "maps" / f"{m.id}.png").read_bytes()
+
+
+def test_html_map_is_offline_with_layers_and_tooltips(outputs):
+    out, _ = outputs
+    text = (out / PCN / "maps" / "need_map.html").read_text(encoding="utf-8")
+    # Leaflet is inlined; nothing is fetched over the network for scripts or styles
+    assert "Leaflet 1.9.4" in text and "L.map(" in text
+    assert not re.search(r"<script[^>]*\bsrc\s*=", text, re.I)
+    assert not re.search(r"<link[^>]*href\s*=\s*[\"']?(https?:)?//", text, re.I)
+    assert not re.search(r"@import", text)
+    assert not re.search(r"url\(\s*[\"']?(https?:)?//", text)
+    assert "L.tileLayer(" not in text  # no tile server
+    assert "sourceMappingURL" not in text
+    # one base layer per measure, with tooltips carrying the LSOA values
+    for m in INTERACTIVE_MEASURES:
+        # layer names are JSON in the page (tojson writes & as \u0026)
+        assert f'"{m.title}"'.replace("&", "\\u0026") in text, m.title
+    assert "L.control.layers" in text
+    assert "bindTooltip" in text
+    for field in ("lsoa11_name", "imd", "population", "tt_ltc5_prevalence"):
+        assert f'"{field}"' in text, field
+    assert "Registered patients (this PCN)" in text and "IMD 2019 decile" in text
+    assert "Assets: " in text and "GP practices (estimated location)" in text
+    assert "Open Government Licence" in text
+    assert "population-weighted centroid" in text
+
+
+def test_html_is_byte_identical_on_rerun(warehouse, outputs, tmp_path):
+    out, _ = outputs
+    pub = warehouse.execute(f"SELECT * FROM {published_table('lsoa')}").pl()
+    gdf = published_lsoa_geodataframe(pub, PCN)
+    again = write_interactive_map(
+        gdf,
+        tmp_path / "again.html",
+        pcn_label="Demo North PCN (U99001)",
+        pcn_code=PCN,
+        background=load_lsoa_boundaries(),
+        practices=practice_locations(warehouse),
+        assets=load_assets(warehouse),
+    )
+    assert again.read_bytes() == (out / PCN / "maps" / "need_map.html").read_bytes()
+
+
+def test_gap_csv_matches_published_need(outputs):
+    out, _ = outputs
+    gaps = pl.read_csv(out / PCN / "maps" / "asset_gaps.csv")
+    assert gaps.columns[:3] == ["pcn_code", "lsoa11_code", "lsoa11_name"]
+    assert set(gaps["pcn_code"].to_list()) <= {PCN}
+
+
+def test_lsoa_centroid_distance_matches_haversine():
+    """Two Leicester LSOAs several km apart: the EPSG:27700 distance between their centroids
+    equals the great-circle (haversine) distance between the same points in WGS84 to within
+    0.5% (OSGB36 grid scale factor and datum shift are far smaller)."""
+    b = load_lsoa_boundaries(codes=["E01013600", "E01013750"])
+    cents = lsoa_centroids(b)
+    assert cents.crs.to_epsg() == 27700
+    d_bng = cents.geometry.iloc[0].distance(cents.geometry.iloc[1])
+    ll = cents.to_crs(WGS84).geometry
+    d_hav = haversine_m(ll.iloc[0].y, ll.iloc[0].x, ll.iloc[1].y, ll.iloc[1].x)
+    assert d_bng > 2000
+    assert d_bng == pytest.approx(d_hav, rel=0.005)
+    # and the helper for WGS84 points: Leicester Clock Tower to Leicester railway station
+    lat1, lon1, lat2, lon2 = 52.63632, -1.13321, 52.63136, -1.12493
+    assert distance_m(lon1, lat1, lon2, lat2)[0] == pytest.approx(
+        haversine_m(lat1, lon1, lat2, lon2), rel=0.005
+    )
+
+
+def test_asset_gaps_top_fifth_and_distances():
+    b = load_lsoa_boundaries().iloc[:11].copy()
+    # need values 1..10 for ten LSOAs; the 11th is suppressed (not ranked)
+    b["ltc5_pct"] = [float(v) for v in range(1, 11)] + [None]
+    b["pcn_code"] = "U1"
+    b["imd2019_decile"] = 3
+    top2 = b.iloc[[9, 8]]  # values 10 and 9: the top fifth of 10 ranked LSOAs
+    c = lsoa_centroids(top2)
+    x0, y0 = c.geometry.iloc[0].x, c.geometry.iloc[0].y
+    pts = gpd.GeoDataFrame(
+        {
+            "asset_id": ["F1", "H1"],
+            "name": ["Food bank", "Housing advice"],
+            "category": ["food", "housing"],
+        },
+        geometry=gpd.points_from_xy([x0 + 300, x0], [y0 + 400, y0 + 1500]),
+        crs=BNG,
+    ).to_crs(WGS84)
+    gaps = asset_gaps(b, pts, distance_threshold_m=1000, categories=["food", "housing", "carers"])
+    assert gaps["lsoa11_code"].unique(maintain_order=True).to_list() == top2["lsoa11_code"].tolist()
+    first = gaps.filter(pl.col("need_rank") == 1)
+    food = first.filter(pl.col("category") == "food").row(0, named=True)
+    assert food["nearest_asset_id"] == "F1"
+    assert food["nearest_distance_m"] == pytest.approx(500, abs=1)
+    assert food["gap"] is False
+    housing = first.filter(pl.col("category") == "housing").row(0, named=True)
+    assert housing["nearest_distance_m"] == pytest.approx(1500, abs=1) and housing["gap"]
+    carers = first.filter(pl.col("category") == "carers").row(0, named=True)
+    assert carers["nearest_asset_id"] is None and carers["gap"]
+
+
+def test_practice_at_population_weighted_centroid():
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA marts; CREATE SCHEMA staging")
+    con.execute(
+        "CREATE TABLE marts.patient_measures AS SELECT * FROM (VALUES "
+        "('P1', 'E01013600'), ('P1', 'E01013600'), ('P1', 'E01013600'), ('P1', 'E01013750'), "
+        "('P1', NULL)) t(practice_code, lsoa11_code)"
+    )
+    con.execute(
+        "CREATE TABLE staging.practices AS SELECT 'P1' AS practice_code, 'Practice one' AS "
+        "practice_name, 'U1' AS pcn_code"
+    )
+    loc = practice_locations(con)
+    c = lsoa_centroids(load_lsoa_boundaries(codes=["E01013600", "E01013750"]))
+    x = (3 * c.geometry.iloc[0].x + c.geometry.iloc[1].x) / 4
+    y = (3 * c.geometry.iloc[0].y + c.geometry.iloc[1].y) / 4
+    assert loc.crs.to_epsg() == 27700 and len(loc) == 1
+    assert loc.geometry.iloc[0].x == pytest.approx(x) and loc.geometry.iloc[0].y == pytest.approx(y)
+
+
+def test_classify():
+    m = MAP_MEASURES[0]
+    c = classify(np.array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, np.nan]), m, "quantiles", 5)
+    assert len(c.labels) == 5 and c.index[-1] == -1 and c.index[0] == 0 and c.index[9] == 4
+    nb = classify(np.array([1, 1, 1, 10, 10, 10, 20]), m, "natural_breaks", 3)
+    assert nb.labels == ["1.0 – 1.0", "10.0 – 10.0", "20.0 – 20.0"]
+    assert classify(np.array([np.nan, np.nan]), m).labels == []
+    imd = classify([1, 10, None], MAP_MEASURES[-1])
+    assert imd.index.tolist() == [0, 9, -1] and imd.labels[0].startswith("1 (most")
