@@ -93,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="inject row-level faults into this fraction of rows (e.g. 0.01); default none",
     )
     g.add_argument(
+        "--nhs-overflow",
+        action="store_true",
+        help=(
+            "above about 840,000 patients the 999 NHS test-number range runs out: also use the "
+            "998 range (not reserved for testing; for benchmarks only)"
+        ),
+    )
+    g.add_argument(
         "--format",
         choices=("csv", "csv.gz", "parquet"),
         default="csv",
@@ -164,18 +172,28 @@ def _setup_logging(quiet: bool) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     from phm.synth import generate
 
-    result = generate(
+    try:
+        result = _generate(args, generate)
+    except ValueError as e:
+        hint = " (or pass --nhs-overflow, for benchmarks)" if "NHS" in str(e) else ""
+        print(f"phm generate: {e}{hint}", file=sys.stderr)
+        return 2
+    print(f"delivery written: {result.delivery}")
+    for table, rows in result.rows.items():
+        print(f"  {table:<18} {rows:>12,} rows")
+    return 0
+
+
+def _generate(args: argparse.Namespace, generate):
+    return generate(
         out_root=args.out,
         patients=args.patients,
         seed=args.seed,
         extract_date=args.extract_date,
         faults=args.faults,
         fmt=args.format,
+        nhs_overflow=args.nhs_overflow,
     )
-    print(f"delivery written: {result.delivery}")
-    for table, rows in result.rows.items():
-        print(f"  {table:<18} {rows:>12,} rows")
-    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
