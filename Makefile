@@ -15,7 +15,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 EXTRACTS   ?= var/extracts
 HOME_DIR   ?= var/home
-PATIENTS   ?= 20000
+PATIENTS   ?= 50000
 SEED       ?= 42
 DATE       ?= 2026-11-01
 N          ?= 100000

@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     g.add_argument(
-        "--patients", type=_positive_int, default=20_000, help="registered patients (default 20000)"
+        "--patients", type=_positive_int, default=50_000, help="registered patients (default 50000)"
     )
     g.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     g.add_argument(
