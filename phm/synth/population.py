@@ -279,13 +279,16 @@ def mortality_and_leaving(
     q = np.clip(q, 0, 0.9)
     p_die_2y = 1 - (1 - q) ** 2
     window_start = extract_day - 729
-    dies = rng.random(n) < p_die_2y
     first_day = np.maximum(window_start, dem.dob + 1)
+    # a baby born on the extract date cannot have died or left before it
+    can_end = first_day <= extract_day
+    dies = (rng.random(n) < p_die_2y) & can_end
     end_day = first_day + np.floor(rng.random(n) * np.maximum(extract_day - first_day + 1, 1))
+    end_day = np.minimum(end_day, extract_day)
     alive = ~dies
     age_now = (extract_day - dem.dob) / YEAR
     mobile = 1.0 + 1.2 * ((age_now >= 18) & (age_now < 35))
-    leaves = alive & (rng.random(n) < pp["left_rate_2y"] * mobile)
+    leaves = alive & can_end & (rng.random(n) < pp["left_rate_2y"] * mobile)
     status = np.where(dies, DIED, np.where(leaves, LEFT, CURRENT)).astype(np.int8)
     return status, end_day.astype(np.int32)
 
