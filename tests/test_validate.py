@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import time
 from datetime import date
 
 import duckdb
@@ -401,7 +399,7 @@ def test_each_generator_fault_is_caught_by_one_rule_of_its_column_and_kind(tmp_p
 
 
 # --------------------------------------------------------------------------------------
-# scale (opt-in: PHM_BENCH=1; builds a 1,000,000-patient delivery, ~33M rows, ~7 GB RAM)
+# a synthetic delivery built in-test (speed is measured by `phm bench`, not asserted here)
 # --------------------------------------------------------------------------------------
 
 
@@ -615,17 +613,3 @@ def test_synthetic_delivery_is_valid_but_for_its_faults():
     for t in ("practices", "gp_patients", "sus_apc", "sus_ecds", "sus_op", "ppn", "sp_referrals"):
         assert res[t].rows_quarantined == 0, (t, res[t].quarantine.head(3))
     assert 0 < res["gp_events"].rows_quarantined < 0.01 * raw["gp_events"].height
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("PHM_BENCH"), reason="set PHM_BENCH=1 to run")
-def test_validation_of_a_million_patient_delivery_under_60s():
-    raw = synthetic_delivery(scale=1.0)
-    start, cpu = time.perf_counter(), time.process_time()
-    res = validate_delivery(raw, EXTRACT)
-    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-    rows = sum(f.height for f in raw.values())
-    print(f"\nvalidated {rows:,} rows in {elapsed:.1f}s wall, {cpu:.1f}s CPU (all threads)")
-    for t, r in res.items():
-        assert r.rows_delivered == raw[t].height
-    assert elapsed < 60
