@@ -1,0 +1,450 @@
+"""Model card and per-PCN segment outputs.
+
+* :func:`model_card` - markdown model card of a fitted risk model and its evaluation report,
+  plus ``calibration.png`` (predicted vs observed by decile on the validation period);
+* :func:`write_pcn_outputs` - per PCN, ``<out>/<pcn_code>/segments.csv`` (Bridges to Health
+  segment sizes, by risk tier when ``marts.risk_scores`` exists) and
+  ``<out>/<pcn_code>/population_pyramid.png`` (age-sex pyramid coloured by segment).
+
+Every count written here goes through :func:`phm.disclosure.protect_count` (suppress 1-7,
+round to 5); shares are computed from the protected counts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import matplotlib
+import polars as pl
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from phm.disclosure import SUPPRESSED, DisclosurePolicy, protect_count, protect_value
+from phm.measures._sql import require_tables
+from phm.warehouse import table_exists
+from segmentation.bridges import segment_names
+from segmentation.features import feature_catalogue
+from segmentation.risk import (
+    HORIZON_DAYS,
+    SELECTION_CRITERION,
+    TIER_DESCRIPTIONS,
+    TIERS,
+    RiskModel,
+    RiskReport,
+)
+
+_PNG_META = {"Software": None}
+_LABELS = {
+    "logistic": "Logistic regression (L2, standardised)",
+    "gradient_boosting": "Histogram gradient boosting",
+    "age_only": "Age only (logistic, spline)",
+    "truth": "Generator's true probability (ceiling)",
+}
+
+
+# --------------------------------------------------------------------------------------
+# Model card
+# --------------------------------------------------------------------------------------
+
+
+def calibration_plot(report: RiskReport, path: Path) -> Path:
+    """Observed vs mean predicted risk by decile for every candidate (and the truth)."""
+    fig, ax = plt.subplots(figsize=(6, 6), dpi=100)
+    top = 0.0
+    styles = {
+        "logistic": ("o-", "#1f77b4"),
+        "gradient_boosting": ("s-", "#d62728"),
+        "age_only": ("^--", "#7f7f7f"),
+        "truth": ("d:", "#2ca02c"),
+    }
+    for key, cal in report.calibration.items():
+        marker, colour = styles.get(key, ("x-", "black"))
+        label = _LABELS.get(key, key) + (" - chosen" if key == report.chosen else "")
+        ax.plot(
+            cal["mean_predicted"],
+            cal["observed_rate"],
+            marker,
+            color=colour,
+            label=label,
+            linewidth=2.5 if key == report.chosen else 1.2,
+        )
+        top = max(top, float(cal["mean_predicted"].max()), float(cal["observed_rate"].max()))
+    top = top * 1.05 or 1.0
+    ax.plot([0, top], [0, top], color="black", linewidth=0.8, label="perfect calibration")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("mean predicted probability (decile of predicted risk)")
+    ax.set_ylabel("observed proportion with an emergency admission")
+    ax.set_title(
+        f"Calibration on the validation period\n(index {report.validation_index_date}, "
+        f"outcome in the next {HORIZON_DAYS} days)"
+    )
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, metadata=_PNG_META)
+    plt.close(fig)
+    return path
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _metric_rows(report: RiskReport) -> list[str]:
+    rows = [
+        "| predictions | cohort | patients | with outcome | AUROC | average precision | Brier | log loss |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def row(name: str, cohort: str, m: dict | None) -> None:
+        if m is None:
+            return
+        rows.append(
+            f"| {name} | {cohort} | {protect_value(m['n'])} | {protect_value(m['events'])} | "
+            f"{_fmt(m['auroc'])} | {_fmt(m['average_precision'])} | {_fmt(m['brier'], 4)} | "
+            f"{_fmt(m['log_loss'], 4)} |"
+        )
+
+    for name, m in report.candidates.items():
+        chosen = " **(chosen)**" if name == report.chosen else ""
+        row(_LABELS[name] + chosen, "validation", m)
+    row(_LABELS["age_only"], "validation", report.age_only)
+    row(
+        _LABELS[report.chosen] + " (chosen)",
+        "validation with truth",
+        report.chosen_on_ceiling_cohort,
+    )
+    row(_LABELS["truth"], "validation with truth", report.ceiling)
+    if report.observable_ceiling is not None:
+        row(
+            "Truth projected onto the features (in-sample diagnostic)",
+            "validation with truth",
+            report.observable_ceiling,
+        )
+    return rows
+
+
+def model_card(model: RiskModel, report: RiskReport, out_dir: Path | str) -> str:
+    """Markdown model card; writes ``calibration.png`` and ``model_card.md`` to ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    calibration_plot(report, out_dir / "calibration.png")
+    cat = {f.name: f for f in feature_catalogue()}
+    chosen = report.candidates[report.chosen]
+    other = [n for n in report.candidates if n != report.chosen]
+    gap = report.auroc_gap_to_ceiling
+    lines = [
+        "# Model card: emergency admission in the next 12 months",
+        "",
+        "## Model details",
+        "",
+        f"- **Version**: `{model.model_version}`",
+        f"- **Model**: {_LABELS[model.name]}, calibrated with `CalibratedClassifierCV` "
+        f"({model.calibration_method}, 5-fold stratified, ensemble of the 5 fold models) on the "
+        "training period.",
+        f"- **Chosen by**: lower {SELECTION_CRITERION} score on the validation period "
+        + ", ".join(
+            f"{_LABELS[n]} {report.candidates[n][SELECTION_CRITERION]:.5f}"
+            for n in report.candidates
+        )
+        + ".",
+        f"- **scikit-learn**: {model.sklearn_version}; **random_state**: {model.random_state}",
+        f"- **Training data hash** (SHA-256 of features, outcomes and person ids): "
+        f"`{model.training_data_hash}`",
+        f"- **Feature set hash**: `{model.feature_set_hash}` (scoring refuses a model whose "
+        "feature definitions differ)",
+        f"- **Extract date**: {model.extract_date}",
+        "",
+        "## Intended use",
+        "",
+        "Population risk stratification for proactive care in Primary Care Networks: ranking the "
+        "registered population by the probability of at least one emergency hospital admission "
+        "in the next 12 months, so that multidisciplinary teams can review the highest-risk "
+        "patients (risk tiers: "
+        + "; ".join(f"{t} = {TIER_DESCRIPTIONS[t]}" for t, _ in TIERS)
+        + "). Scores support, and never replace, clinical judgement. Not for decisions about an "
+        "individual's eligibility for care, for insurance or employment, or outside the "
+        "population it was trained on.",
+        "",
+        "## Data",
+        "",
+        "- **Outcome**: at least one emergency admission (`sus_apc.admission_method` 21-28) with "
+        f"`admission_date` in the {HORIZON_DAYS} days after the index date (index + 1 .. index + "
+        f"{HORIZON_DAYS}).",
+        f"- **Training**: patients registered and alive on {report.training_index_date}, features "
+        f"as of that date; {protect_value(report.training['patients'])} patients, "
+        f"{protect_value(report.training['events'])} with the outcome.",
+        f"- **Validation (temporal hold-out)**: patients registered and alive on "
+        f"{report.validation_index_date}, outcome up to the extract date {report.extract_date}; "
+        f"{protect_value(report.validation['patients'])} patients, "
+        f"{protect_value(report.validation['events'])} with the outcome.",
+        "- Features are built by `segmentation.features.build_features`, which runs the same "
+        "measures code as `marts.patient_measures` on an as-of snapshot of the record (only rows "
+        "known on the index date), so training, validation and scoring cannot drift apart.",
+        "",
+        "## Features",
+        "",
+        f"{len(model.feature_names)} features:",
+        "",
+    ]
+    for n in model.feature_names:
+        lines.append(f"- `{n}`: {cat[n].label}")
+    if model.excluded_features:
+        lines += [
+            "",
+            "Left out because the delivery's history does not cover their look-back at the "
+            "training index date (they would be zero in training but populated at scoring):",
+            "",
+        ]
+        for n, why in model.excluded_features.items():
+            lines.append(f"- `{n}`: {why}")
+    lines += [
+        "",
+        "## Metrics (held-out validation period)",
+        "",
+        *_metric_rows(report),
+        "",
+    ]
+    if gap is not None:
+        lines.append(
+            f"AUROC gap to the generator's true probabilities on the same patients: **{gap:.3f}** "
+            f"(target <= 0.02)."
+        )
+        if report.observable_ceiling is not None:
+            lines.append(
+                "The in-sample projection of the truth onto the features (a regression of log "
+                "true probability on exactly these features, fitted on the validation patients "
+                f"themselves) reaches AUROC {report.observable_ceiling['auroc']:.3f} and explains "
+                f"{report.observable_ceiling['r2_log_truth']:.0%} of the variance of the log "
+                "true probability: that is about the best any model of these features can do; "
+                "the rest of the gap is risk the record does not show."
+            )
+        lines.append("")
+    cal = report.calibration[report.chosen]
+    lines += [
+        "## Calibration by decile (chosen model, validation period)",
+        "",
+        "![calibration](calibration.png)",
+        "",
+        "| decile | patients | with outcome | mean predicted | observed |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for r in cal.iter_rows(named=True):
+        lines.append(
+            f"| {r['decile']} | {protect_value(r['n'])} | {protect_value(r['events'])} | "
+            f"{r['mean_predicted']:.4f} | {r['observed_rate']:.4f} |"
+        )
+    drift = report.feature_means.with_columns(
+        (pl.col("validation_mean") - pl.col("training_mean")).abs().alias("diff")
+    ).sort("diff", descending=True, maintain_order=True)
+    lines += [
+        "",
+        "## Feature drift between training and validation index dates (largest 8)",
+        "",
+        "| feature | training mean | validation mean |",
+        "|---|---:|---:|",
+        *[
+            f"| `{r['feature']}` | {r['training_mean']:.4f} | {r['validation_mean']:.4f} |"
+            for r in drift.head(8).iter_rows(named=True)
+        ],
+        "",
+        "## Limitations",
+        "",
+        f"- Validated on one temporal hold-out of one population; mean predicted "
+        f"{chosen['mean_predicted']:.4f} vs observed {chosen['observed_rate']:.4f}. Recalibrate "
+        "before using it elsewhere or after a change in coding or admission practice.",
+        "- Features use only what the record shows on the index date. Risk the record does not "
+        "show (social circumstances, unrecorded conditions, an unobserved propensity to be "
+        "admitted) cannot be learnt; prior admissions and A&E use are partial proxies.",
+        "- Patients who left or died during the outcome year stay in the cohorts with the "
+        "admissions observed while registered (no censoring adjustment).",
+        "- The area deprivation feature uses the patient's current LSOA, not the address on the "
+        "index date.",
+        "- Emergency admissions cluster in people already admitted: the top tier is dominated by "
+        "recent high users, some of whom would regress to the mean without intervention.",
+        "- Contributing factors are model-based what-ifs (risk minus risk with that factor at its "
+        "reference value), not causes.",
+        f"- The other candidate(s) ({', '.join(_LABELS[o] for o in other)}) scored within "
+        f"{max(abs(report.candidates[o]['auroc'] - chosen['auroc']) for o in other):.3f} AUROC."
+        if other
+        else "",
+        "- Counts in this card are disclosure-controlled (1-7 suppressed, others rounded to 5).",
+        "",
+    ]
+    text = "\n".join(line for line in lines if line is not None) + "\n"
+    (out_dir / "model_card.md").write_text(text, encoding="utf-8")
+    return text
+
+
+# --------------------------------------------------------------------------------------
+# Per-PCN outputs
+# --------------------------------------------------------------------------------------
+
+AGE_BANDS = [(lo, lo + 4) for lo in range(0, 90, 5)] + [(90, 200)]
+SEGMENT_COLOURS = [
+    "#4d4d4d",  # short decline before dying
+    "#8c510a",  # frailty and dementia
+    "#d73027",  # organ failure
+    "#fc8d59",  # disability
+    "#fee090",  # maternal and infant
+    "#91bfdb",  # chronic conditions
+    "#4575b4",  # acute
+    "#1a9850",  # healthy
+]
+
+
+def _band_label(lo: int, hi: int) -> str:
+    return f"{lo}+" if hi >= 200 else f"{lo}-{hi}"
+
+
+def _protected_int(expr: pl.Expr, policy: DisclosurePolicy | None = None) -> pl.Expr:
+    """Protected count as a number for plotting (suppressed -> 0)."""
+    return (
+        protect_count(expr, policy)
+        .replace(SUPPRESSED, "0")
+        .cast(pl.Int64, strict=False)
+        .fill_null(0)
+    )
+
+
+def _protected_number(n: int, policy: DisclosurePolicy | None = None) -> int | None:
+    v = protect_value(n, policy)
+    return None if v in (None, SUPPRESSED) else int(v)
+
+
+def write_pcn_outputs(
+    con: duckdb.DuckDBPyConnection,
+    out_dir: Path | str,
+    *,
+    policy: DisclosurePolicy | None = None,
+) -> dict[str, list[Path]]:
+    """Per PCN: ``<out>/<pcn_code>/segments.csv`` and ``<out>/<pcn_code>/population_pyramid.png``.
+
+    ``segments.csv``: ``pcn_code, segment, priority, patients, share_pct`` and, when
+    ``marts.risk_scores`` exists, one column per risk tier (patients in that segment and tier).
+    Every count is disclosure-controlled; ``share_pct`` = protected count / protected PCN
+    total (blank when suppressed). Needs ``marts.segments`` (:func:`assign_segments`).
+    """
+    require_tables(con, "marts.segments", "marts.patient_measures")
+    out_dir = Path(out_dir)
+    names = segment_names()
+    has_risk = table_exists(con, "marts.risk_scores")
+    risk_join = "LEFT JOIN marts.risk_scores r USING (person_id)" if has_risk else ""
+    tier_col = "r.risk_tier" if has_risk else "NULL"
+    df = con.execute(
+        f"""
+        SELECT pm.pcn_code, pm.age, pm.sex, s.segment, {tier_col} AS risk_tier
+        FROM marts.patient_measures pm
+        JOIN marts.segments s USING (person_id)
+        {risk_join}
+        WHERE pm.pcn_code IS NOT NULL
+        """
+    ).pl()
+    unknown = set(df["segment"].unique()) - set(names)
+    if unknown:
+        raise ValueError(f"marts.segments holds segment(s) not in the definition: {unknown}")
+    seg_order = pl.DataFrame({"segment": names, "priority": list(range(1, len(names) + 1))})
+    written: dict[str, list[Path]] = {}
+    for pcn in sorted(df["pcn_code"].unique().to_list()):
+        sub = df.filter(pl.col("pcn_code") == pcn)
+        folder = out_dir / pcn
+        folder.mkdir(parents=True, exist_ok=True)
+        counts = seg_order.join(
+            sub.group_by("segment").agg(pl.len().alias("n")), on="segment", how="left"
+        ).with_columns(pl.col("n").fill_null(0))
+        if has_risk:
+            tiers = (
+                sub.group_by("segment", "risk_tier")
+                .agg(pl.len().alias("k"))
+                .pivot(on="risk_tier", index="segment", values="k")
+            )
+            for t, _ in TIERS:
+                if t not in tiers.columns:
+                    tiers = tiers.with_columns(pl.lit(None, pl.UInt32).alias(t))
+            counts = counts.join(
+                tiers.select("segment", *[t for t, _ in TIERS]), on="segment", how="left"
+            )
+            counts = counts.with_columns(pl.col(t).fill_null(0) for t, _ in TIERS)
+        total_protected = _protected_number(sub.height, policy)
+        table = counts.sort("priority").select(
+            pl.lit(pcn).alias("pcn_code"),
+            "segment",
+            "priority",
+            protect_count(pl.col("n"), policy).alias("patients"),
+            (
+                protect_count(pl.col("n"), policy).cast(pl.Int64, strict=False)
+                / pl.lit(total_protected or None, pl.Int64)
+                * 100
+            )
+            .round(1)
+            .alias("share_pct"),
+            *(
+                [protect_count(pl.col(t), policy).alias(t.replace(" ", "_")) for t, _ in TIERS]
+                if has_risk
+                else []
+            ),
+        )
+        csv = folder / "segments.csv"
+        table.write_csv(csv, line_terminator="\n", null_value="")
+        png = folder / "population_pyramid.png"
+        _pyramid(sub, pcn, names, png, policy)
+        written[pcn] = [csv, png]
+    return written
+
+
+def _pyramid(
+    sub: pl.DataFrame, pcn: str, names: list[str], path: Path, policy: DisclosurePolicy | None
+) -> None:
+    band_expr = pl.lit(None, pl.String)
+    for lo, hi in reversed(AGE_BANDS):
+        band_expr = (
+            pl.when((pl.col("age") >= lo) & (pl.col("age") <= hi))
+            .then(pl.lit(_band_label(lo, hi)))
+            .otherwise(band_expr)
+        )
+    bands = [_band_label(lo, hi) for lo, hi in AGE_BANDS]
+    counts = (
+        sub.filter(pl.col("sex").is_in(["M", "F"]))
+        .with_columns(band_expr.alias("band"))
+        .group_by("sex", "band", "segment")
+        .agg(pl.len().alias("n"))
+        .with_columns(_protected_int(pl.col("n"), policy).alias("n"))
+    )
+    lookup = {(r["sex"], r["band"], r["segment"]): r["n"] for r in counts.iter_rows(named=True)}
+    fig, ax = plt.subplots(figsize=(12, 7), dpi=100)
+    y = list(range(len(bands)))
+    left_m = [0] * len(bands)
+    left_f = [0] * len(bands)
+    for seg, colour in zip(names, SEGMENT_COLOURS * 2, strict=False):
+        m = [lookup.get(("M", b, seg), 0) for b in bands]
+        f = [lookup.get(("F", b, seg), 0) for b in bands]
+        ax.barh(y, [-v for v in m], left=[-v for v in left_m], color=colour, label=seg, height=0.85)
+        ax.barh(y, f, left=left_f, color=colour, height=0.85)
+        left_m = [a + b for a, b in zip(left_m, m, strict=True)]
+        left_f = [a + b for a, b in zip(left_f, f, strict=True)]
+    top = max([*left_m, *left_f, 1])
+    ax.set_xlim(-top * 1.05, top * 1.05)
+    ax.set_yticks(y, bands)
+    ticks = ax.get_xticks()
+    ax.set_xticks(ticks, [f"{abs(int(t))}" for t in ticks])
+    ax.axvline(0, color="black", linewidth=0.6)
+    ax.set_xlabel("patients (males left, females right)")
+    ax.set_ylabel("age band (years)")
+    ax.set_title(f"PCN {pcn}: registered population by age, sex and Bridges to Health segment")
+    ax.legend(
+        loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="segment", title_fontsize=9
+    )
+    fig.text(
+        0.01,
+        0.01,
+        "Counts per age band, sex and segment: 1-7 suppressed (drawn as 0), others rounded to 5. "
+        "Sex I/U not shown.",
+        fontsize=7,
+    )
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path, metadata=_PNG_META)
+    plt.close(fig)
