@@ -40,6 +40,8 @@ from phm.paths import DATA_DIR
 COHORT_DIR = DATA_DIR / "cohorts"
 EVENTS_FILE = "_events.yaml"
 PATIENTS = "marts.patient_measures"
+#: what rules read: the patient measures, plus risk scores and segments once they exist
+POPULATION = "cohort_population"
 MEMBERS = "marts.cohort_members"
 DEFINITIONS = "marts.cohort_definitions"
 
@@ -269,7 +271,9 @@ class _Compiler:
     def column(self, name: str, where: str) -> str:
         if name not in self.columns:
             raise CohortDefinitionError(
-                self.cohort.path, where, f"unknown measure {name!r} (not a column of {PATIENTS})"
+                self.cohort.path,
+                where,
+                f"unknown measure {name!r} (not a column of {PATIENTS} or its risk/segment tables)",
             )
         return f"pm.{name}"
 
@@ -390,8 +394,28 @@ def compile_cohort(
         SELECT {_literal(cohort.id)} AS cohort_id, pm.person_id,
                CAST(row_number() OVER (ORDER BY {c.order_by()}) AS INTEGER) AS rank,
                {reasons} AS reasons
-        FROM {PATIENTS} pm {" ".join(c.joins)}
+        FROM {POPULATION} pm {" ".join(c.joins)}
         WHERE {cond}"""
+
+
+def _population_view(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """Create the temporary view the rules read; returns its columns."""
+    from phm.warehouse import table_exists
+
+    if not table_exists(con, PATIENTS):
+        raise LookupError(f"{PATIENTS} does not exist: build the patient measures first")
+    select, joins = ["pm.*"], []
+    if table_exists(con, "marts.risk_scores"):
+        select.append("r.risk_score, r.risk_tier, r.risk_factors")
+        joins.append("LEFT JOIN marts.risk_scores r USING (person_id)")
+    if table_exists(con, "marts.segments"):
+        select.append("s.segment")
+        joins.append("LEFT JOIN marts.segments s USING (person_id)")
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {POPULATION} AS SELECT {', '.join(select)} "
+        f"FROM {PATIENTS} pm {' '.join(joins)}"
+    )
+    return {d[0] for d in con.execute(f"SELECT * FROM {POPULATION} LIMIT 0").description}
 
 
 def build_cohorts(
@@ -403,15 +427,7 @@ def build_cohorts(
     ``marts.cohort_definitions`` for every cohort file. Returns members per cohort."""
     events = load_events(directory)
     cohorts = load_cohorts(directory)
-    columns = {
-        r[0]
-        for r in con.execute(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_schema = 'marts' AND table_name = 'patient_measures'"
-        ).fetchall()
-    }
-    if not columns:
-        raise LookupError(f"{PATIENTS} does not exist: build the patient measures first")
+    columns = _population_view(con)
     selects = [compile_cohort(c, columns, events, extract_date) for c in cohorts]
     con.execute(
         f"CREATE OR REPLACE TABLE {MEMBERS} AS "

@@ -74,6 +74,7 @@ class World:
         self.appointments: list[tuple] = []
         self.events: list[tuple] = []
         self.apc: list[tuple] = []
+        self.risk: list[tuple] = []
 
     def patient(self, pid: str, **kw) -> str:
         self.patients.append({"person_id": pid, **BASE, **kw})
@@ -120,6 +121,11 @@ class World:
         con.execute(
             "CREATE TABLE staging.sus_ecds (nhs_number VARCHAR, arrival_datetime TIMESTAMP)"
         )
+        con.execute(
+            "CREATE TABLE marts.risk_scores (person_id VARCHAR, risk_score DOUBLE, "
+            "risk_tier VARCHAR, risk_factors VARCHAR)"
+        )
+        insert("INSERT INTO marts.risk_scores VALUES (?, ?, ?, ?)", self.risk)
         con.execute(
             "CREATE TABLE reference.codelists AS SELECT * FROM (VALUES "
             "('gm_did_not_attend', '1111'), ('pcd_dminvite_cod', '2222'), "
@@ -251,6 +257,26 @@ def test_high_intensity_users_and_recent_discharges():
     assert got["frail_recent"].endswith("frailty: eFI severe")
 
 
+def test_high_risk_is_the_top_two_tiers():
+    w = World()
+    for pid, p, tier in [
+        ("a", 0.61, "very high"),
+        ("b", 0.32, "high"),
+        ("c", 0.2, "rising"),
+        ("d", 0.01, "low"),
+    ]:
+        w.patient(pid)
+        w.risk.append((pid, p, tier, "3 emergency admissions in the last 12 months"))
+    con = w.build()
+    build_cohorts(con, ED)
+    got = members(con, "high_risk")
+    assert list(got) == ["a", "b"]
+    assert got["b"] == (
+        "predicted 12-month emergency admission risk 0.32 (high tier): "
+        "3 emergency admissions in the last 12 months"
+    )
+
+
 def test_registers():
     w = World()
     w.patient("dem", has_dementia=True, dementia_first_date=dt.date(2020, 1, 2))
@@ -323,4 +349,5 @@ def test_every_builtin_cohort_file_loads():
         "dementia",
         "learning_disability",
         "carers",
+        "high_risk",
     }

@@ -18,6 +18,8 @@ def _cohort_list() -> str:
     deps=[
         dg.AssetKey(["marts", "patient_measures"]),
         dg.AssetKey(["reference", "codelists"]),
+        dg.AssetKey(["marts", "risk_scores"]),
+        dg.AssetKey(["marts", "segments"]),
     ],
     kinds={"duckdb"},
     description=(

@@ -169,5 +169,3 @@ def data_quality(
             "rows_delivered": delivered,
         }
     )
-
-

@@ -1,0 +1,152 @@
+"""Risk stratification and segmentation: emergency admission risk, tiers, Bridges to
+Health segments, needs-based clusters."""
+
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+from dagster_duckdb import DuckDBResource
+
+from phm.disclosure import protect_value
+from phm.paths import sidecar_dir
+from phm.warehouse import current_extract_date
+from pipelines.resources import PHMSettings
+from segmentation.bridges import assign_segments
+from segmentation.clusters import build_clusters
+from segmentation.report import model_card, write_pcn_outputs
+from segmentation.risk import load_model, save_model, score, train_and_evaluate, write_scores
+
+MEASURES = dg.AssetKey(["marts", "patient_measures"])
+
+
+def _model_path(settings: PHMSettings, extract_date: str) -> Path:
+    return Path(settings.home) / "models" / extract_date / "emergency_admission_risk.joblib"
+
+
+@dg.asset(
+    key=["marts", "risk_model"],
+    group_name="segmentation",
+    deps=[MEASURES],
+    kinds={"sklearn"},
+    description=(
+        "12-month emergency admission risk model. Features as of an index date are built by "
+        "the same code as the current measures (an as-of snapshot of the record). Trained on "
+        "features at extract date - 730 days with outcomes in the following 365 days; "
+        "validated on features at extract date - 365 days (temporal hold-out). A regularised "
+        "logistic regression and a gradient-boosted model, both calibrated; the one with the "
+        "lower validation Brier score is kept. Saved with its version, training data hash, "
+        "feature list and scikit-learn version under HOME/models/<extract_date>/; the model "
+        "card (metrics, calibration, limitations, intended use) is written to the exports. "
+        "On synthetic deliveries the generator's true probabilities give the ceiling."
+    ),
+)
+def risk_model(
+    context: dg.AssetExecutionContext, settings: PHMSettings, warehouse: DuckDBResource
+) -> dg.MaterializeResult:
+    with warehouse.get_connection() as con:
+        extract_date = current_extract_date(con)
+        truth_path = (
+            sidecar_dir(Path(settings.extracts_root), extract_date.isoformat()) / "truth.parquet"
+        )
+        truth = pl.read_parquet(truth_path) if truth_path.is_file() else None
+        model, report = train_and_evaluate(con, extract_date, truth)
+    path = save_model(model, _model_path(settings, extract_date.isoformat()))
+    card = model_card(model, report, settings.exports(extract_date.isoformat()))
+    chosen = report.candidates[report.chosen]
+    context.log.info(f"chose {report.chosen}; model saved to {path}")
+    return dg.MaterializeResult(
+        metadata={
+            "model_card": dg.MetadataValue.md(card),
+            "chosen": report.chosen,
+            "validation_auroc": round(float(chosen["auroc"]), 4),
+            "path": dg.MetadataValue.path(str(path)),
+        }
+    )
+
+
+@dg.asset(
+    key=["marts", "risk_scores"],
+    group_name="segmentation",
+    deps=[dg.AssetKey(["marts", "risk_model"]), MEASURES],
+    kinds={"duckdb"},
+    description=(
+        "`marts.risk_scores(person_id, risk_score, risk_tier, risk_factors)`: every currently "
+        "registered patient's 12-month emergency admission probability, the Kaiser-style tier "
+        "by rank (very high: top 0.5%; high: 0.5-5%; rising: 5-20%; low: the rest) and the "
+        "top three contributing factors in plain words."
+    ),
+)
+def risk_scores(
+    context: dg.AssetExecutionContext, settings: PHMSettings, warehouse: DuckDBResource
+) -> dg.MaterializeResult:
+    with warehouse.get_connection() as con:
+        extract_date = current_extract_date(con)
+        model = load_model(_model_path(settings, extract_date.isoformat()))
+        scores = score(con, model, extract_date)
+        rows = write_scores(con, scores)
+    tiers = scores.group_by("risk_tier").len().sort("risk_tier")
+    sizes = {t: protect_value(n) for t, n in tiers.iter_rows()}
+    context.log.info(f"risk tiers (disclosure-controlled): {sizes}")
+    return dg.MaterializeResult(metadata={"rows": rows, "tiers": dg.MetadataValue.json(sizes)})
+
+
+@dg.asset(
+    key=["marts", "segments"],
+    group_name="segmentation",
+    deps=[MEASURES],
+    kinds={"duckdb"},
+    description=(
+        "`marts.segments(person_id, segment, segment_reason)`: every patient in exactly one "
+        "Bridges to Health segment (Lynn et al. 2007, as adapted by NHS England's PHM "
+        "programme), by rules in data/definitions/bridges_to_health.yaml applied in priority "
+        "order."
+    ),
+)
+def segments(warehouse: DuckDBResource) -> dg.MaterializeResult:
+    with warehouse.get_connection() as con:
+        rows = assign_segments(con, current_extract_date(con))
+        sizes = dict(
+            con.execute(
+                "SELECT segment, count(*) FROM marts.segments GROUP BY 1 ORDER BY 1"
+            ).fetchall()
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "rows": rows,
+            "segments": dg.MetadataValue.json({k: protect_value(v) for k, v in sizes.items()}),
+        }
+    )
+
+
+@dg.asset(
+    key=["marts", "clusters"],
+    group_name="segmentation",
+    deps=[MEASURES],
+    kinds={"sklearn", "duckdb"},
+    description=(
+        "Needs-based clusters: k-means on standardised needs features, k from 3 to 8 chosen by "
+        "silhouette on a seeded sample; `marts.clusters` (person_id, cluster) and "
+        "`marts.cluster_profiles` (each cluster in words and numbers)."
+    ),
+)
+def clusters(warehouse: DuckDBResource) -> dg.MaterializeResult:
+    with warehouse.get_connection() as con:
+        result = build_clusters(con, seed=0, extract_date=current_extract_date(con))
+    return dg.MaterializeResult(metadata={"k": int(result.k)})
+
+
+@dg.asset(
+    key=["exports", "segment_outputs"],
+    group_name="segmentation",
+    deps=[dg.AssetKey(["marts", "segments"]), dg.AssetKey(["marts", "risk_scores"])],
+    kinds={"csv", "png"},
+    description=(
+        "For each PCN: segments.csv (segment sizes, by risk tier, disclosure-controlled) and "
+        "population_pyramid.png."
+    ),
+)
+def segment_outputs(settings: PHMSettings, warehouse: DuckDBResource) -> dg.MaterializeResult:
+    with warehouse.get_connection() as con:
+        extract_date = current_extract_date(con)
+        written = write_pcn_outputs(con, settings.exports(extract_date.isoformat()))
+    return dg.MaterializeResult(metadata={"pcns": len(written)})
