@@ -13,7 +13,7 @@ from phm.contract import TABLE_NAMES
 from phm.delivery import open_delivery
 from phm.ingest import load_raw
 from phm.paths import sidecar_dir
-from phm.runner import run_pipeline
+from phm.runner import PipelineFailed, run_pipeline
 from phm.synth import generate
 from phm.validate import validate_table
 from pipelines.assets.staging import _refs
@@ -153,3 +153,22 @@ def test_summary_counts_are_disclosure_controlled(run_home):
 def test_exports_are_identical_across_runs(run_home):
     _, home, _, _, hashes = run_home
     assert hashes == _hash_tree(home / "exports")
+
+
+def test_bad_delivery_fails_and_marts_keep_the_last_good_state(run_home):
+    """Runs last: it adds a newer, corrupt delivery to the extracts."""
+    extracts, home, *_ = run_home
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    before = con.execute("SELECT count(*), sum(ltc_count) FROM marts.patient_measures").fetchone()
+    con.close()
+    bad = ED.replace(day=8).isoformat()
+    generate(extracts, patients=300, seed=2, extract_date=ED.replace(day=8))
+    path = extracts / bad / "sus_apc.csv"
+    path.write_bytes(path.read_bytes()[:-200])  # truncated in transit
+    with pytest.raises(PipelineFailed, match=r"sus_apc\.csv: sha256 differs from the manifest"):
+        run_pipeline(extracts, home)
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    assert con.execute("SELECT extract_date FROM raw._delivery").fetchone()[0] == ED
+    after = con.execute("SELECT count(*), sum(ltc_count) FROM marts.patient_measures").fetchone()
+    assert after == before and before[0] > 0
+    con.close()

@@ -53,14 +53,16 @@ def _scan_for(folder: Path, needles: list[str]) -> list[str]:
     return hits
 
 
-def test_phm_run_materialises_everything_and_keeps_last_good_state(tmp_path):
+RAW = [f"raw/{t}" for t in TABLE_NAMES]
+
+
+def test_phm_run_ingests_and_keeps_last_good_state(tmp_path):
+    # a hand-made delivery of two patients is too small for the risk model, so this runs
+    # the ingest step; test_end_to_end runs every asset on generated deliveries
     extracts, home = tmp_path / "extracts", tmp_path / "home"
     make_delivery(extracts)
-    summary = run_pipeline(extracts, home)
-    assert {f"raw/{t}" for t in TABLE_NAMES} <= set(summary.materialized)
-    defs = build_definitions(Settings(extracts, home))
-    all_keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert set(summary.materialized) == all_keys
+    summary = run_pipeline(extracts, home, selection=RAW)
+    assert set(summary.materialized) == set(RAW)
     # the run is recorded in HOME/dagster, where the UI looks
     assert (home / "dagster" / "dagster.yaml").exists()
     assert any((home / "dagster").rglob("*.db"))
@@ -71,7 +73,7 @@ def test_phm_run_materialises_everything_and_keeps_last_good_state(tmp_path):
     bad = make_delivery(extracts, extract_date=date(2026, 11, 8))
     (bad / "gp_events.csv").write_text("nhs_number,event_date\n")
     with pytest.raises(PipelineFailed, match=r"gp_events\.csv: sha256 differs"):
-        run_pipeline(extracts, home)
+        run_pipeline(extracts, home, selection=RAW)
     # ...and the warehouse still answers with the good delivery
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
     assert con.execute("select extract_date from raw._delivery").fetchone()[0] == date(2026, 11, 1)
