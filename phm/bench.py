@@ -63,16 +63,22 @@ def stage_validate(workdir: Path, patients: int, seed: int) -> dict:
     from pipelines.assets.staging import _refs
 
     _, home = _paths(workdir, patients)
-    quarantined = 0
+    quarantined, seconds = 0, {"read": 0.0, "validate": 0.0, "write": 0.0}
     with session(warehouse_path(home)) as con:
         extract_date = current_extract_date(con)
         for table in TABLE_NAMES:
+            t0 = time.perf_counter()
             raw = con.execute(f"SELECT * FROM raw.{table}").pl()
+            t1 = time.perf_counter()
             result = validate_table(table, raw, extract_date, _refs(con, table))
+            t2 = time.perf_counter()
             write_table(con, f"staging.{table}", result.staging)
             write_table(con, f"quarantine.{table}", result.quarantine)
+            seconds["read"] += t1 - t0
+            seconds["validate"] += t2 - t1
+            seconds["write"] += time.perf_counter() - t2
             quarantined += result.quarantine.height
-    return {"quarantined": quarantined}
+    return {"quarantined": quarantined, **{f"{k}_s": round(v, 1) for k, v in seconds.items()}}
 
 
 def stage_measures(workdir: Path, patients: int, seed: int) -> dict:
