@@ -58,9 +58,8 @@ def stage_validate(workdir: Path, patients: int, seed: int) -> dict:
     """Every raw table through the pandera schemas into staging and quarantine."""
     from phm.contract import TABLE_NAMES
     from phm.paths import warehouse_path
-    from phm.validate import validate_table
+    from phm.validate import validate_table, warehouse_reference_keys
     from phm.warehouse import current_extract_date, session, write_table
-    from pipelines.assets.staging import _refs
 
     _, home = _paths(workdir, patients)
     quarantined, seconds = 0, {"read": 0.0, "validate": 0.0, "write": 0.0}
@@ -70,7 +69,7 @@ def stage_validate(workdir: Path, patients: int, seed: int) -> dict:
             t0 = time.perf_counter()
             raw = con.execute(f"SELECT * FROM raw.{table}").pl()
             t1 = time.perf_counter()
-            result = validate_table(table, raw, extract_date, _refs(con, table))
+            result = validate_table(table, raw, extract_date, warehouse_reference_keys(con, table))
             t2 = time.perf_counter()
             write_table(con, f"staging.{table}", result.staging)
             write_table(con, f"quarantine.{table}", result.quarantine)

@@ -115,6 +115,18 @@ def reference_keys(raw_tables: Mapping[str, pl.DataFrame]) -> dict[str, pl.Serie
     return out
 
 
+def warehouse_reference_keys(con, table: str) -> dict[str, pl.Series]:
+    """The keys delivered in the tables ``table`` references, read from ``raw`` in DuckDB
+    (the warehouse form of :func:`reference_keys`)."""
+    out: dict[str, pl.Series] = {}
+    for ref, key in schemas.REFERENCES.get(table, {}).values():
+        keys = con.execute(
+            f'SELECT DISTINCT "{key}" FROM raw."{ref}" WHERE "{key}" IS NOT NULL'
+        ).pl()
+        out[ref] = normalise_keys(keys[key])
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # validation
 # --------------------------------------------------------------------------------------

@@ -15,8 +15,7 @@ from phm.ingest import load_raw
 from phm.paths import sidecar_dir
 from phm.runner import PipelineFailed, run_pipeline
 from phm.synth import generate
-from phm.validate import validate_table
-from pipelines.assets.staging import _refs
+from phm.validate import validate_table, warehouse_reference_keys
 
 ED = date(2026, 11, 1)
 
@@ -50,7 +49,7 @@ def test_generated_faults_are_exactly_what_validation_quarantines(tmp_path):
     found = []
     for table in TABLE_NAMES:
         raw = con.execute(f"SELECT * FROM raw.{table}").pl()
-        result = validate_table(table, raw, ED, _refs(con, table))
+        result = validate_table(table, raw, ED, warehouse_reference_keys(con, table))
         assert result.staging.height + result.quarantine.height == raw.height
         found.append(
             result.quarantine.select(

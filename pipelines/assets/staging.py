@@ -9,37 +9,21 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
+import schemas
 from phm.contract import TABLE_NAMES
-from phm.validate import data_quality_markdown, data_quality_summary, validate_table
+from phm.validate import (
+    data_quality_markdown,
+    data_quality_summary,
+    validate_table,
+    warehouse_reference_keys,
+)
 from phm.warehouse import current_extract_date, write_table
 from pipelines.resources import PHMSettings
-
-#: tables whose delivered keys another table's rows must reference
-REFERENCED = {
-    "gp_patients": ("practices",),
-    "gp_events": ("practices",),
-    "gp_appointments": ("practices",),
-    "sp_outcomes": ("sp_referrals",),
-}
-REF_KEYS = {"practices": "practice_code", "sp_referrals": "referral_id"}
-
-
-def _refs(con, table: str) -> dict[str, set[str]]:
-    refs = {}
-    for ref_table in REFERENCED.get(table, ()):
-        column = REF_KEYS[ref_table]
-        refs[ref_table] = {
-            r[0]
-            for r in con.execute(
-                f"SELECT DISTINCT {column} FROM raw.{ref_table} WHERE {column} IS NOT NULL"
-            ).fetchall()
-        }
-    return refs
 
 
 def _validation_asset(table: str):
     deps = [dg.AssetKey(["raw", table])] + [
-        dg.AssetKey(["raw", r]) for r in REFERENCED.get(table, ())
+        dg.AssetKey(["raw", ref]) for ref, _ in schemas.REFERENCES.get(table, {}).values()
     ]
 
     @dg.multi_asset(
@@ -72,7 +56,7 @@ def _validation_asset(table: str):
         with warehouse.get_connection() as con:
             extract_date = current_extract_date(con)
             raw = con.execute(f"SELECT * FROM raw.{table}").pl()
-            result = validate_table(table, raw, extract_date, _refs(con, table))
+            result = validate_table(table, raw, extract_date, warehouse_reference_keys(con, table))
             con.execute("BEGIN TRANSACTION")
             write_table(con, f"staging.{table}", result.staging)
             write_table(con, f"quarantine.{table}", result.quarantine)
