@@ -691,7 +691,12 @@ def test_ltc_burden_rises_with_age_and_deprivation(clean):
 
 def test_emergency_admissions_follow_the_truth(clean):
     truth = pl.read_parquet(clean.truth)
-    assert truth.columns == ["nhs_number", "p_emergency_12m_before", "p_emergency_12m_after"]
+    assert truth.columns == [
+        "nhs_number",
+        "p_emergency_12m_before",
+        "p_emergency_12m_after",
+        "frailty_u",
+    ]
     assert truth.height == 20_000 and truth["nhs_number"].n_unique() == 20_000
     for col in ("p_emergency_12m_before", "p_emergency_12m_after"):
         assert truth[col].min() > 0 and truth[col].max() < 1
@@ -718,6 +723,36 @@ def test_emergency_admissions_follow_the_truth(clean):
     # the truth is informative: the riskiest tenth is admitted far more often
     top = p.filter(pl.col("p_emergency_12m_after") >= pl.col("p_emergency_12m_after").quantile(0.9))
     assert top["had"].mean() > 3 * p["had"].mean()
+
+
+def test_the_unobserved_frailty_shows_in_service_use(clean):
+    """The frailty that multiplies the emergency hazard also multiplies GP, A&E and outpatient
+    contact rates, so the record carries a trace of it (as frequent attendance does in life)."""
+    truth = pl.read_parquet(clean.truth)
+    u = truth["frailty_u"]
+    assert u.min() > 0 and abs(u.mean() - 1) < 0.02
+    since = pl.lit(EXTRACT - dt.timedelta(days=365))
+    counts = {
+        name: read_table(clean.delivery, name)
+        .with_columns(pl.col(col).str.slice(0, 10).alias("_day"))
+        .filter((parse_date("_day") > since) & (parse_date("_day") <= pl.lit(EXTRACT)))
+        .group_by("nhs_number")
+        .len(name)
+        for name, col in (
+            ("gp_appointments", "appointment_date"),
+            ("sus_ecds", "arrival_datetime"),
+            ("sus_op", "appointment_date"),
+        )
+    }
+    p = _ltc_counts(clean.delivery).join(truth, on="nhs_number")
+    for name, c in counts.items():
+        p = p.join(c, on="nhs_number", how="left").with_columns(pl.col(name).fill_null(0))
+    # within the same age band and number of conditions, the frailest quarter uses more
+    adults = p.filter((pl.col("age") >= 18) & (pl.col("age") < 65) & (pl.col("n_ltc") == 0))
+    hi = adults.filter(pl.col("frailty_u") >= pl.col("frailty_u").quantile(0.75))
+    lo = adults.filter(pl.col("frailty_u") <= pl.col("frailty_u").quantile(0.25))
+    for name in counts:
+        assert hi[name].mean() > 1.5 * lo[name].mean(), (name, hi[name].mean(), lo[name].mean())
 
 
 def test_social_prescribing_outcomes_improve(clean):

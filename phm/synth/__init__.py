@@ -203,7 +203,9 @@ def generate(
         eng = community.make_engagement(
             rngs["engagement"], params, dem, cond, reg, rf.engagement_z, E
         )
-        op = hospital.make_outpatients(rngs["outpatients"], params, dem, cond, reg, eng.low, E)
+        op = hospital.make_outpatients(
+            rngs["outpatients"], params, dem, cond, reg, eng.low, u_frail, E
+        )
         ppn = community.make_ppn(rngs["ppn"], params, dem, cond, reg, eng, E)
         carer = events.make_carers(rngs["carers"], params, dem, E)
         refs = community.make_referrals(
@@ -215,7 +217,7 @@ def generate(
             rngs["invites"], params, book, dem, cond, reg, eng, E
         )
         appts = community.make_appointments(
-            rngs["appointments"], params, dem, cond, fr, reg, eng, refs, first_invite, E
+            rngs["appointments"], params, dem, cond, fr, reg, eng, refs, first_invite, u_frail, E
         )
     with stage("gp_record"):
         ev = events.make_events(
@@ -267,6 +269,7 @@ def generate(
                 "nhs_number": nhs[current],
                 "p_emergency_12m_before": truth.p_before[current],
                 "p_emergency_12m_after": truth.p_after[current],
+                "frailty_u": u_frail[current],
             }
         ).sort("nhs_number")
     fault_records: list[tuple] = []

@@ -380,6 +380,7 @@ def make_appointments(
     eng: Engagement,
     refs: Referrals,
     first_invite: np.ndarray,
+    u_frailty: np.ndarray,
     extract_day: int,
 ) -> Appointments:
     ap = params["appointments"]
@@ -395,6 +396,7 @@ def make_appointments(
         * (1 + ap["rate_female"] * (dem.sex == "F"))
         * (1 + ap["per_ltc"] * n_ltc)
         * (1 + ap["per_deficit"] * defs)
+        * u_frailty ** ap["frailty_power"]
     )
     rate = rate * np.where(age < 5, 1.8, 1.0)
     reg_lo = np.where(reg.prev_practice >= 0, reg.prev_start, reg.start)

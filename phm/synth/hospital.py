@@ -377,7 +377,7 @@ def make_ecds(
     rate = rate * np.exp(
         ed["dep"] * dem.dep + ed["mental_health"] * mh + ed["per_ltc"] * act.sum(axis=1)
     )
-    rate = rate * np.sqrt(u_frailty)
+    rate = rate * u_frailty ** ed["frailty_power"]
     pid, day = poisson_events(rng, rate, np.maximum(window_lo, dem.dob), last)
     # admitted attendances: emergency spells admitted via A&E (method 21)
     via_ae = sp.method == "21"
@@ -430,6 +430,7 @@ def make_outpatients(
     cond: Conditions,
     reg: Registrations,
     low_engagement: np.ndarray,
+    u_frailty: np.ndarray,
     extract_day: int,
 ) -> Outpatients:
     op = params["outpatients"]
@@ -442,6 +443,7 @@ def make_outpatients(
         op["rate_base"]
         * np.exp(op["rate_age"] * (np.clip(age, 0, 100) - 40))
         * (1 + op["per_ltc"] * act_e.sum(axis=1))
+        * u_frailty ** op["frailty_power"]
     )
     pid, day = poisson_events(rng, rate, np.maximum(window_lo, dem.dob), last)
     m = len(pid)
