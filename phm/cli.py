@@ -11,6 +11,8 @@ import sys
 from datetime import date
 from pathlib import Path
 
+from phm.bench import STAGES as BENCH_STAGES
+
 EPILOG = """\
 examples:
   phm generate --patients 20000 --seed 42 --extract-date 2026-11-01 --out var/extracts
@@ -157,7 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("bench/results"),
         help="results folder (default bench/results)",
     )
-    b.add_argument("--stage", action="append", help=argparse.SUPPRESS)
+    b.add_argument(
+        "--stage",
+        action="append",
+        choices=list(BENCH_STAGES),
+        help="run only this stage (repeatable; later stages need the earlier ones' output "
+        "in --workdir); default: every stage",
+    )
     return parser
 
 
