@@ -42,10 +42,9 @@ from phm.disclosure import DisclosurePolicy, protect_count, protect_rate
 
 PATIENTS_TABLE = "marts.patient_measures"
 COHORTS_TABLE = "marts.cohort_members"
-IDENTITY_TABLE = "marts.person_identity"
 PRACTICES_TABLE = "staging.practices"
-#: the person key, in order of preference (patient_measures may still be keyed by nhs_number)
-PERSON_KEYS = ("person_id", "nhs_number")
+#: the pseudonymous person key shared by the measures and cohort marts
+PERSON_KEY = "person_id"
 ALL_PCNS = "ALL"
 UNKNOWN_PCN = "UNKNOWN"
 RATE_MULTIPLIER = 1000
@@ -196,27 +195,18 @@ def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
 
 
 def cohort_member_keys(con: duckdb.DuckDBPyConnection) -> tuple[str, str]:
-    """SQL giving distinct ``(cohort_id, <key>)`` rows, and the key it shares with
-    ``marts.patient_measures``: ``person_id`` or ``nhs_number`` when both tables have it,
-    else cohort ``person_id`` mapped to ``nhs_number`` through ``marts.person_identity``."""
-    pm = set(_columns(con, PATIENTS_TABLE))
-    cm = set(_columns(con, COHORTS_TABLE))
-    for k in PERSON_KEYS:
-        if k in pm and k in cm:
-            return (
-                f"SELECT DISTINCT CAST(cohort_id AS VARCHAR) AS cohort_id, {k} "
-                f"FROM {COHORTS_TABLE}",
-                k,
+    """SQL giving distinct ``(cohort_id, person_id)`` rows of ``marts.cohort_members``, and the
+    key (``person_id``) it shares with ``marts.patient_measures``."""
+    for table in (PATIENTS_TABLE, COHORTS_TABLE):
+        if PERSON_KEY not in _columns(con, table):
+            raise LookupError(
+                f"{table} has no {PERSON_KEY} column: cohorts and measures are joined on the "
+                "pseudonymous person_id (rebuild them with this version)"
             )
-    ident = set(_columns(con, IDENTITY_TABLE))
-    if "person_id" in cm and "nhs_number" in pm and {"person_id", "nhs_number"} <= ident:
-        return (
-            "SELECT DISTINCT CAST(c.cohort_id AS VARCHAR) AS cohort_id, i.nhs_number "
-            f"FROM {COHORTS_TABLE} c JOIN {IDENTITY_TABLE} i USING (person_id)",
-            "nhs_number",
-        )
-    raise LookupError(
-        f"{COHORTS_TABLE} and {PATIENTS_TABLE} share no person key ({', '.join(PERSON_KEYS)})"
+    return (
+        f"SELECT DISTINCT CAST(cohort_id AS VARCHAR) AS cohort_id, {PERSON_KEY} "
+        f"FROM {COHORTS_TABLE}",
+        PERSON_KEY,
     )
 
 

@@ -252,25 +252,10 @@ def test_lsoa_outside_boundary_file_keeps_a_row(con, tmp_path):
     assert g.set_index("lsoa11_code").geometry.loc["E01000001"] is None
 
 
-def test_nhs_number_key_until_person_id_lands(con):
-    for t in ("marts.patient_measures", "marts.cohort_members"):
-        con.execute(f"ALTER TABLE {t} RENAME COLUMN person_id TO nhs_number")
-    raw = compute_need(con, "lsoa")
-    assert _row(raw, "U00001", "lsoa11_code", L1)["cohort_frail_n"] == 4
-
-
-def test_cohorts_by_person_id_through_the_identity_table(con):
-    """cohort_members keyed by person_id, patient_measures still by nhs_number."""
+def test_marts_without_person_id_fail_clearly(con):
+    """An old warehouse whose marts are keyed by NHS number is refused, not joined wrongly."""
     con.execute("ALTER TABLE marts.patient_measures RENAME COLUMN person_id TO nhs_number")
-    con.execute(
-        "CREATE TABLE marts.person_identity AS SELECT 'pid-' || nhs_number AS person_id, "
-        "nhs_number FROM marts.patient_measures"
-    )
-    con.execute("UPDATE marts.cohort_members SET person_id = 'pid-' || person_id")
-    raw = compute_need(con, "lsoa")
-    assert _row(raw, "U00001", "lsoa11_code", L1)["cohort_frail_n"] == 4
-    con.execute("DROP TABLE marts.person_identity")
-    with pytest.raises(LookupError, match="share no person key"):
+    with pytest.raises(LookupError, match=r"marts.patient_measures has no person_id"):
         compute_need(con, "lsoa")
 
 
