@@ -183,10 +183,17 @@ def test_uncovered_look_backs_are_left_out_of_the_model(con, trained):
     model, report = trained
     t_index = ED - dt.timedelta(days=730)
     covered, excluded = feature_coverage(con, [t_index])
-    # the generator delivers 12 months of prescriptions and 3 years of hospital activity and
-    # appointments: at extract - 730 a 12-month look-back is covered, a 2-year one is not
+    # the generator delivers 12 months of prescriptions and 3 years of hospital activity,
+    # appointments, PPNs and social prescribing: at extract - 730 a 12-month look-back is
+    # covered, a 2-year one is not
     assert {"efi_polypharmacy", "hfrs_score"} <= set(excluded)
-    assert {"emergency_admissions_12m", "gp_appointments_attended_12m"} <= set(covered)
+    assert {
+        "emergency_admissions_12m",
+        "gp_appointments_attended_12m",
+        "ppn_12m",
+        "sp_contact_12m",
+    } <= set(covered)
+    assert {"ppn_12m", "sp_contact_12m"} <= set(model.feature_names)
     assert not set(model.feature_names) & set(excluded)
     assert report.excluded_features.keys() >= excluded.keys()
 
