@@ -194,20 +194,16 @@ def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def cohort_member_keys(con: duckdb.DuckDBPyConnection) -> tuple[str, str]:
-    """SQL giving distinct ``(cohort_id, person_id)`` rows of ``marts.cohort_members``, and the
-    key (``person_id``) it shares with ``marts.patient_measures``."""
+def cohort_members_sql(con: duckdb.DuckDBPyConnection) -> str:
+    """SQL giving distinct ``(cohort_id, person_id)`` rows of ``marts.cohort_members``, after
+    checking that both marts carry ``person_id``."""
     for table in (PATIENTS_TABLE, COHORTS_TABLE):
         if PERSON_KEY not in _columns(con, table):
             raise LookupError(
                 f"{table} has no {PERSON_KEY} column: cohorts and measures are joined on the "
                 "pseudonymous person_id (rebuild them with this version)"
             )
-    return (
-        f"SELECT DISTINCT CAST(cohort_id AS VARCHAR) AS cohort_id, {PERSON_KEY} "
-        f"FROM {COHORTS_TABLE}",
-        PERSON_KEY,
-    )
+    return f"SELECT DISTINCT CAST(cohort_id AS VARCHAR) AS cohort_id, {PERSON_KEY} FROM {COHORTS_TABLE}"
 
 
 def _check_inputs(con, prevalences, rates) -> None:
@@ -293,7 +289,7 @@ def compute_need(
     # cohorts
     ids = cohort_ids(con)
     if ids:
-        members_sql, key = cohort_member_keys(con)
+        members_sql, key = cohort_members_sql(con), PERSON_KEY
         names = [cohort_column(i) for i in ids]
         if len(set(names)) != len(names):
             raise ValueError(f"cohort ids collide as column names: {ids}")

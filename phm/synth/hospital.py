@@ -84,7 +84,7 @@ def emergency_admissions(
 ) -> tuple[np.ndarray, np.ndarray, Truth, np.ndarray]:
     """Hazard-driven emergency admissions over three 365-day windows ending on the extract
     date: (person, admission day), the truth for current patients, and the unobserved
-    gamma frailty (shared with ED attendance)."""
+    gamma frailty (which also raises GP appointment, A&E and outpatient rates)."""
     ep = params["emergency"]
     n = len(dem.dob)
     shape = ep["gamma_shape"]
