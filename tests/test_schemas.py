@@ -15,120 +15,29 @@ import nhs_number
 import pandera.polars as pa
 import polars as pl
 import pytest
+from factory import NHS, default_rows
 from pandera.config import ValidationDepth, config_context
 from pandera.errors import SchemaError, SchemaErrors
 
 import schemas
 from phm.contract import TABLE_NAMES, TABLES
+from phm.synth.faults import FAULT_KINDS
 from phm.validate import validate_table
 from schemas._base import check_frame, nhs_number_check_digit, normalise_icd10
 
 EXTRACT = date(2026, 11, 1)
-NHS = ["9990000018", "9990000026", "9990000034"]
 REFS = {"practices": {"C82001", "C82002"}, "sp_referrals": {"R1", "R2"}}
 
-#: one valid row per table (strings, as delivered)
+#: one valid row per table (strings, as delivered; every contract column, None = empty): the
+#: first row of each table of the factory's default delivery, with a few columns filled in so
+#: that each rule has a value to break
+_FILLED = {
+    "gp_events": {"event_date": "2026-10-01", "snomed_code": "60621009", "numeric_value": "31.5"},
+    "sus_ecds": {"chief_complaint_snomed": "21522001"},
+}
 BASE: dict[str, dict[str, str | None]] = {
-    "practices": {
-        "practice_code": "C82001",
-        "practice_name": "Alpha Surgery",
-        "pcn_code": "U00001",
-        "pcn_name": "North PCN",
-        "icb_code": "QK1",
-    },
-    "gp_patients": {
-        "nhs_number": NHS[0],
-        "date_of_birth": "1950-03-04",
-        "sex": "F",
-        "ethnic_category": "A",
-        "lsoa11_code": "E01013600",
-        "practice_code": "C82001",
-        "registration_start": "2001-01-01",
-        "registration_end": None,
-        "date_of_death": None,
-    },
-    "gp_events": {
-        "nhs_number": NHS[0],
-        "event_date": "2026-10-01",
-        "snomed_code": "60621009",
-        "numeric_value": "31.5",
-        "practice_code": "C82001",
-    },
-    "gp_medications": {
-        "nhs_number": NHS[0],
-        "issue_date": "2026-10-01",
-        "dmd_code": "319283006",
-        "bnf_code": "0206020A0AAAAAA",
-        "quantity": "28",
-    },
-    "gp_appointments": {
-        "nhs_number": NHS[0],
-        "appointment_date": "2026-09-01",
-        "status": "attended",
-        "staff_role": "gp",
-        "mode": "face_to_face",
-        "practice_code": "C82001",
-    },
-    "sus_apc": {
-        "nhs_number": NHS[0],
-        "spell_id": "S1",
-        "provider_code": "RWE",
-        "admission_date": "2026-05-01",
-        "discharge_date": "2026-05-04",
-        "admission_method": "21",
-        "primary_diagnosis": "I50.0",
-        "secondary_diagnoses": "F00.0*;W19",
-    },
-    "sus_ecds": {
-        "nhs_number": NHS[0],
-        "attendance_id": "A1",
-        "provider_code": "RWE",
-        "arrival_datetime": "2026-05-01T10:30:00",
-        "department_type": "01",
-        "chief_complaint_snomed": "21522001",
-        "admitted": "true",
-    },
-    "sus_op": {
-        "nhs_number": NHS[1],
-        "appointment_id": "O1",
-        "appointment_date": "2026-06-01",
-        "attendance_status": "5",
-        "treatment_function_code": "100",
-    },
-    "ppn": {
-        "nhs_number": NHS[1],
-        "ppn_id": "P1",
-        "incident_date": "2026-08-01",
-        "shared_date": "2026-08-05",
-        "category": "mental_health",
-        "risk_level": "medium",
-    },
-    "sp_referrals": {
-        "nhs_number": NHS[1],
-        "referral_id": "R1",
-        "referral_date": "2026-03-01",
-        "source": "gp",
-        "reasons": "isolation;housing",
-        "contact_attempts": "2",
-        "first_contact_date": "2026-03-10",
-        "status": "discharged",
-        "discharge_date": "2026-09-01",
-    },
-    "sp_outcomes": {
-        "referral_id": "R1",
-        "measure": "ucla3_loneliness",
-        "timepoint": "baseline",
-        "score": "8",
-        "recorded_date": "2026-03-10",
-    },
-    "community_assets": {
-        "asset_id": "CA1",
-        "name": "Food bank",
-        "category": "food",
-        "latitude": "52.63",
-        "longitude": "-1.13",
-        "lsoa11_code": "E01013600",
-    },
+    t: {c: {**rows[0], **_FILLED.get(t, {})}.get(c) for c in TABLES[t].column_names}
+    for t, rows in default_rows().items()
 }
 
 
@@ -715,20 +624,7 @@ def test_rule_names_start_with_their_column_and_kinds_are_fault_names():
     for r in cat.iter_rows(named=True):
         assert r["rule"].startswith(r["column"])
         assert r["column"] in TABLES[r["table"]].column_names
-    faults = {
-        "bad_nhs_number",
-        "future_date",
-        "date_order",
-        "malformed_code",
-        "not_allowed_value",
-        "out_of_range",
-        "missing_required",
-        "duplicate_key",
-        "orphan_reference",
-        "not_a_number",
-        "bad_date",
-    }
-    assert set(cat["kind"]) <= faults
+    assert set(cat["kind"]) <= set(FAULT_KINDS)
 
 
 def test_registry_has_one_module_per_table():
