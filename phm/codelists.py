@@ -108,6 +108,17 @@ _DIGITS = re.compile(r"^[0-9]+$")
 _FLOAT = re.compile(r"^([0-9]+)\.0+$")
 
 
+_INV = (0, 4, 3, 2, 1, 5, 6, 7, 8, 9)
+
+
+def verhoeff_digit(stem: str) -> str:
+    """The Verhoeff check digit to append to the digit string ``stem``."""
+    c = 0
+    for i, ch in enumerate(reversed(stem)):
+        c = _D[c][_P[(i + 1) % 8][int(ch)]]
+    return str(_INV[c])
+
+
 def verhoeff_is_valid(number: str) -> bool:
     """True if the last digit of ``number`` is its Verhoeff check digit."""
     if not number or not _DIGITS.match(number):

@@ -16,66 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from phm.codelists import is_valid_sctid, verhoeff_digit
 from phm.paths import REFERENCE_DIR
 
 CODELIST_ROOT = REFERENCE_DIR / "codelists"
 PCD_DIR = CODELIST_ROOT / "pcd-refsets"
-
-# --- Verhoeff (SNOMED CT check digit) ---------------------------------------------------------
-
-_D = np.array(
-    [
-        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
-        [1, 2, 3, 4, 0, 6, 7, 8, 9, 5],
-        [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
-        [3, 4, 0, 1, 2, 8, 9, 5, 6, 7],
-        [4, 0, 1, 2, 3, 9, 5, 6, 7, 8],
-        [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
-        [6, 5, 9, 8, 7, 1, 0, 4, 3, 2],
-        [7, 6, 5, 9, 8, 2, 1, 0, 4, 3],
-        [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
-        [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
-    ]
-)
-_P = np.array(
-    [
-        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
-        [1, 5, 7, 6, 2, 8, 3, 0, 9, 4],
-        [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
-        [8, 9, 1, 6, 0, 4, 3, 5, 2, 7],
-        [9, 4, 5, 3, 1, 2, 6, 8, 7, 0],
-        [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
-        [2, 7, 9, 3, 8, 0, 6, 4, 1, 5],
-        [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
-    ]
-)
-_INV = [0, 4, 3, 2, 1, 5, 6, 7, 8, 9]
-
-
-def verhoeff_ok(code: str) -> bool:
-    c = 0
-    for i, ch in enumerate(reversed(code)):
-        c = _D[c][_P[i % 8][int(ch)]]
-    return c == 0
-
-
-def verhoeff_digit(stem: str) -> str:
-    """The check digit to append to ``stem``."""
-    c = 0
-    for i, ch in enumerate(reversed(stem)):
-        c = _D[c][_P[(i + 1) % 8][int(ch)]]
-    return str(_INV[c])
-
-
-def is_valid_sctid(code: str) -> bool:
-    """SNOMED CT concept id: 6-18 digits, no leading zero, partition 00/10, Verhoeff check."""
-    return (
-        code.isdigit()
-        and 6 <= len(code) <= 18
-        and code[0] != "0"
-        and code[-3:-1] in ("00", "10")
-        and verhoeff_ok(code)
-    )
 
 
 def synthetic_sctid(item: int, namespace: str = "9999999") -> str:
@@ -223,14 +168,6 @@ def nhs_check_digits(first9: np.ndarray) -> np.ndarray:
     total = (first9 * _NHS_WEIGHTS).sum(axis=1)
     check = 11 - (total % 11)
     return np.where(check == 11, 0, check)
-
-
-def nhs_number_valid(number: str) -> bool:
-    if len(number) != 10 or not number.isdigit():
-        return False
-    digits = np.array([int(c) for c in number])
-    check = int(nhs_check_digits(digits[:9][None, :])[0])
-    return bool(check != 10 and check == digits[9])
 
 
 #: Valid numbers in the 999 test range: 10**6 stems (999 + 6 digits), less those whose

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from phm.codelists import is_valid_sctid
 from phm.synth import community
 from phm.synth._util import NEVER, YEAR, poisson_events, repeat_offsets, uniform_days
 from phm.synth.clinical import Conditions, Frailty, RiskFactors, deficits_at
 from phm.synth.codes import (
     all_vendored_codes,
-    is_valid_sctid,
     load_codelist,
     load_codelist_terms,
     synthetic_sctid,

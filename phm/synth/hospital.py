@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from phm.codelists import is_valid_sctid
 from phm.synth._util import (
     YEAR,
     interp_knots,
@@ -26,7 +27,7 @@ from phm.synth._util import (
     weights_cum,
 )
 from phm.synth.clinical import Conditions, Frailty, deficits_at
-from phm.synth.codes import icd10_messy, is_valid_sctid
+from phm.synth.codes import icd10_messy
 from phm.synth.population import CURRENT, DIED, Demography, Registrations
 
 MH_KEYS = ("depression", "severe_mental_illness", "substance_misuse", "anxiety")
