@@ -70,13 +70,6 @@ def protect_rate(rate: pl.Expr, events: pl.Expr, policy: DisclosurePolicy | None
     return _keep_name(pl.when(events >= p.min_rate_events).then(rate).otherwise(pl.lit(None)), rate)
 
 
-def protect_counts(
-    df: pl.DataFrame, columns: list[str], policy: DisclosurePolicy | None = None
-) -> pl.DataFrame:
-    """Apply :func:`protect_count` to the named count columns of a frame."""
-    return df.with_columns(protect_count(pl.col(c), policy).alias(c) for c in columns)
-
-
 def protect_value(n: int | None, policy: DisclosurePolicy | None = None) -> str | None:
     """One count, e.g. for Dagster metadata."""
     return pl.select(protect_count(pl.lit(n, pl.Int64), policy)).item()

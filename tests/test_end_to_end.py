@@ -13,9 +13,9 @@ from phm.contract import TABLE_NAMES
 from phm.delivery import open_delivery
 from phm.ingest import load_raw
 from phm.paths import sidecar_dir
-from phm.runner import PipelineFailed, run_pipeline
 from phm.synth import generate
 from phm.validate import validate_table, warehouse_reference_keys
+from pipelines.runner import PipelineFailed, run_pipeline
 
 ED = date(2026, 11, 1)
 

@@ -10,9 +10,9 @@ import geopandas as gpd
 import numpy as np
 import polars as pl
 import pytest
+from geo_demo import make_demo_warehouse
 from PIL import Image
 
-from geo.demo import make_demo_warehouse
 from geo.maps import (
     INTERACTIVE_MEASURES,
     MAP_MEASURES,

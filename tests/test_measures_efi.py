@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 
-import duckdb
 import pytest
-
-from phm.measures import build_efi, build_patient_measures, load_efi_definition
-from phm.measures.fixtures import (
+from measures_fixtures import (
     add_events,
     add_issues,
     add_patients,
     code_for_deficit,
-    measures_connection,
-    reset_staging,
 )
+
+from phm.measures import build_efi, build_patient_measures, load_efi_definition
 
 ED = dt.date(2026, 11, 1)
 EFI = load_efi_definition()
@@ -24,17 +21,6 @@ CODED = [d.id for d in EFI.deficits]
 
 def days_before(n: int) -> dt.date:
     return ED - dt.timedelta(days=n)
-
-
-@pytest.fixture(scope="module")
-def ref_con() -> duckdb.DuckDBPyConnection:
-    return measures_connection()
-
-
-@pytest.fixture
-def con(ref_con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-    reset_staging(ref_con)
-    return ref_con
 
 
 def with_deficits(con, nhs: str, n: int, when: dt.date = dt.date(2015, 1, 1)) -> None:

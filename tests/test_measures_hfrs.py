@@ -7,13 +7,12 @@ import datetime as dt
 import random
 from decimal import Decimal
 
-import duckdb
 import polars as pl
 import pytest
+from measures_fixtures import insert_rows
 
 from phm.measures import build_hfrs, load_hfrs_weights
 from phm.measures.definitions import HFRS_PATH
-from phm.measures.fixtures import insert_rows, measures_connection, reset_staging
 
 ED = dt.date(2026, 11, 1)
 WEIGHTS = {w.icd10_code: w.weight for w in load_hfrs_weights()}
@@ -21,17 +20,6 @@ WEIGHTS = {w.icd10_code: w.weight for w in load_hfrs_weights()}
 
 def days_before(n: int) -> dt.date:
     return ED - dt.timedelta(days=n)
-
-
-@pytest.fixture(scope="module")
-def ref_con() -> duckdb.DuckDBPyConnection:
-    return measures_connection()
-
-
-@pytest.fixture
-def con(ref_con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-    reset_staging(ref_con)
-    return ref_con
 
 
 _spell_no = iter(range(10**9))

@@ -4,35 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 
-import duckdb
-import pytest
-
-from phm.measures import build_ltc_registers, build_patient_measures, load_ltc_conditions
-from phm.measures.fixtures import (
+from measures_fixtures import (
     add_events,
     add_issues,
     add_patients,
     code_for_condition,
-    measures_connection,
-    reset_staging,
 )
+
+from phm.measures import build_ltc_registers, build_patient_measures, load_ltc_conditions
 
 ED = dt.date(2026, 11, 1)
 
 
 def days_before(n: int) -> dt.date:
     return ED - dt.timedelta(days=n)
-
-
-@pytest.fixture(scope="module")
-def ref_con() -> duckdb.DuckDBPyConnection:
-    return measures_connection()
-
-
-@pytest.fixture
-def con(ref_con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-    reset_staging(ref_con)
-    return ref_con
 
 
 def code(con, condition: str, role: str = "diagnosis") -> str:

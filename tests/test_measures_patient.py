@@ -7,6 +7,14 @@ from decimal import Decimal
 
 import duckdb
 import pytest
+from measures_fixtures import (
+    add_events,
+    add_issues,
+    add_patients,
+    code_for_condition,
+    insert_rows,
+    measures_connection,
+)
 
 from phm.measures import (
     build_patient_measures,
@@ -16,28 +24,8 @@ from phm.measures import (
     patient_measures_columns,
 )
 from phm.measures.definitions import IMD_PATH
-from phm.measures.fixtures import (
-    add_events,
-    add_issues,
-    add_patients,
-    code_for_condition,
-    insert_rows,
-    measures_connection,
-    reset_staging,
-)
 
 ED = dt.date(2026, 11, 1)
-
-
-@pytest.fixture(scope="module")
-def ref_con() -> duckdb.DuckDBPyConnection:
-    return measures_connection()
-
-
-@pytest.fixture
-def con(ref_con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-    reset_staging(ref_con)
-    return ref_con
 
 
 def table(con) -> dict[str, dict]:

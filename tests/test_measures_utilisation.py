@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-import duckdb
-import pytest
+from measures_fixtures import insert_rows
 
 from phm.measures import build_utilisation
-from phm.measures.fixtures import insert_rows, measures_connection, reset_staging
 
 ED = dt.date(2026, 11, 1)
 IN_365 = ED - dt.timedelta(days=364)  # the 365th (first) day of the 12-month window
 OUT_366 = ED - dt.timedelta(days=365)  # the 366th day back: outside
-
-
-@pytest.fixture(scope="module")
-def ref_con() -> duckdb.DuckDBPyConnection:
-    return measures_connection()
-
-
-@pytest.fixture
-def con(ref_con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-    reset_staging(ref_con)
-    return ref_con
 
 
 def rows(con) -> dict[str, dict]:

@@ -10,10 +10,10 @@ import pytest
 from factory import NHS, make_delivery
 
 from phm.contract import TABLE_NAMES
-from phm.runner import PipelineFailed, run_pipeline
 from phm.warehouse import SCHEMAS
 from pipelines.definitions import NIGHTLY_JOB, build_definitions
 from pipelines.resources import Settings
+from pipelines.runner import PipelineFailed, run_pipeline
 
 
 def test_definitions_load_with_job_schedule_and_resources(tmp_path):

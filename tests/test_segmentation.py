@@ -16,8 +16,8 @@ import polars as pl
 import pytest
 
 from phm.contract import TABLE_NAMES
-from phm.runner import run_pipeline
 from phm.synth import generate
+from pipelines.runner import run_pipeline
 from segmentation.bridges import (
     BRIDGES_PATH,
     BridgesDefinitionError,

@@ -19,6 +19,7 @@ import nhs_number
 import numpy as np
 import polars as pl
 import pytest
+from modulus11 import nhs_ok
 
 from phm.codelists import is_valid_sctid
 from phm.contract import (
@@ -43,7 +44,7 @@ from phm.contract import (
     TABLES,
 )
 from phm.paths import REFERENCE_DIR, sidecar_dir
-from phm.synth import NHS_TEST_CAPACITY, generate
+from phm.synth import NHS_TEST_CAPACITY, NHS_TEST_PATIENTS, generate
 from phm.synth.codes import (
     generate_nhs_numbers,
     icd10_messy,
@@ -79,16 +80,6 @@ def read_table(delivery: Path, table: str) -> pl.DataFrame:
             c = pl.when(c).then(pl.lit("true")).otherwise(pl.lit("false"))
         out.append(c.cast(pl.Utf8).alias(name))
     return df.select(out)
-
-
-def nhs_ok(col: str) -> pl.Expr:
-    """Modulus 11 check of a 10-digit NHS number column (null -> null)."""
-    c = pl.col(col)
-    digits = [c.str.slice(i, 1).cast(pl.Int64, strict=False) for i in range(10)]
-    total = sum(d * (10 - i) for i, d in enumerate(digits[:9]))
-    check = 11 - (total % 11)
-    check = pl.when(check == 11).then(0).otherwise(check)
-    return c.str.contains(r"^\d{10}$") & (check != 10) & (check == digits[9])
 
 
 def parse_date(col: str) -> pl.Expr:
@@ -377,8 +368,8 @@ def test_nhs_numbers_are_valid_unique_test_range():
 
 
 def test_generate_refuses_more_patients_than_test_nhs_numbers(tmp_path):
-    with pytest.raises(ValueError, match="999 NHS number test range"):
-        generate(tmp_path, 1_000_000, 1, EXTRACT)
+    with pytest.raises(ValueError, match=f"enough for {NHS_TEST_PATIENTS:,} current patients"):
+        generate(tmp_path, NHS_TEST_PATIENTS + 1, 1, EXTRACT)
     assert not any(tmp_path.iterdir())
 
 

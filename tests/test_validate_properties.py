@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from modulus11 import nhs_numbers
 from test_schemas import EXTRACT, REFS, raw_frame
 
 import schemas
@@ -63,18 +64,6 @@ def regex(pattern: str) -> st.SearchStrategy[str]:
 
 def iso(d: date) -> str:
     return d.isoformat()
-
-
-@st.composite
-def nhs_numbers(draw) -> str:
-    stem = draw(st.integers(0, 10**9 - 1))
-    s = f"{stem:09d}"
-    check = (11 - sum(int(c) * (10 - i) for i, c in enumerate(s)) % 11) % 11
-    value = s + str(check % 10)
-    from hypothesis import assume
-
-    assume(check != 10 and nhs_number.is_valid(value))
-    return value
 
 
 PAST = st.dates(date(1900, 1, 1), EXTRACT)

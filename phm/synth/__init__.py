@@ -27,6 +27,7 @@ import polars as pl
 
 from phm.contract import TABLE_NAMES
 from phm.manifest import write_manifest
+from phm.nhs_test_range import NHS_TEST_CAPACITY, NHS_TEST_PATIENTS, NHS_TEST_RANGE_NOTE
 from phm.paths import sidecar_dir
 from phm.synth import community, events, hospital, population, tables
 from phm.synth import faults as fault_injection
@@ -35,10 +36,7 @@ from phm.synth.codes import generate_nhs_numbers, icd10_messy
 from phm.synth.reference import load_lsoas, load_params
 from phm.synth.writer import FORMATS, clear_delivery, write_table
 
-__all__ = ["FORMATS", "NHS_TEST_CAPACITY", "GenerateResult", "generate"]
-
-#: valid NHS numbers in the test range 999 000 0000 - 999 999 9999
-NHS_TEST_CAPACITY = 909_091
+__all__ = ["FORMATS", "NHS_TEST_CAPACITY", "NHS_TEST_PATIENTS", "GenerateResult", "generate"]
 
 log = logging.getLogger("phm.synth")
 
@@ -112,9 +110,9 @@ def generate(
 
     ``faults`` is the fraction of rows per table that get one row-level fault (0 = a clean
     delivery in which every row satisfies every contract rule). ``fmt`` is ``csv``,
-    ``csv.gz`` or ``parquet``. The 999 test range holds 909,091 NHS numbers, enough for about
-    840,000 current patients plus their ended registrations; ``nhs_overflow=True`` (benchmarks
-    only) takes the rest from the ``998`` prefix, which is not a reserved test range.
+    ``csv.gz`` or ``parquet``. More than ``NHS_TEST_PATIENTS`` patients need
+    ``nhs_overflow=True`` (benchmarks only; see :mod:`phm.nhs_test_range`), which takes the
+    rest from the ``998`` prefix, not a reserved test range.
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {sorted(FORMATS)}, not {fmt!r}")
@@ -124,10 +122,8 @@ def generate(
         raise ValueError("faults must be a fraction in [0, 0.5)")
     if isinstance(extract_date, dt.datetime) or not isinstance(extract_date, dt.date):
         raise TypeError("extract_date must be a datetime.date")
-    if not nhs_overflow and patients > NHS_TEST_CAPACITY:
-        raise ValueError(
-            f"the 999 NHS number test range holds {NHS_TEST_CAPACITY:,} numbers; generate fewer patients"
-        )
+    if not nhs_overflow and patients > NHS_TEST_PATIENTS:
+        raise ValueError(f"{NHS_TEST_RANGE_NOTE}: generate fewer patients")
     out_root = Path(out_root)
     date_str = extract_date.isoformat()
     E = (extract_date - EPOCH).days

@@ -1,6 +1,6 @@
 """``phm bench``: wall time and peak memory of each pipeline stage at a given size.
 
-Each stage runs in its own child process (``python -m phm.bench STAGE ...``) so its peak
+Each stage runs in its own child process (``python -m pipelines.bench STAGE ...``) so its peak
 resident memory (max RSS from ``wait4``) is its own. Results are printed and written to
 ``<results>/bench-<patients>.json`` and ``.md``. Speed is measured here, never asserted in tests.
 """
@@ -25,6 +25,7 @@ def _paths(workdir: Path, patients: int) -> tuple[Path, Path]:
 
 
 def stage_generate(workdir: Path, patients: int, seed: int) -> dict:
+    from phm.nhs_test_range import NHS_TEST_PATIENTS
     from phm.synth import generate
 
     extracts, _ = _paths(workdir, patients)
@@ -34,7 +35,7 @@ def stage_generate(workdir: Path, patients: int, seed: int) -> dict:
         patients=patients,
         seed=seed,
         extract_date=EXTRACT_DATE,
-        nhs_overflow=patients > 800_000,
+        nhs_overflow=patients > NHS_TEST_PATIENTS,
     )
     return {"rows": sum(result.rows.values())}
 
@@ -81,7 +82,9 @@ def stage_validate(workdir: Path, patients: int, seed: int) -> dict:
 
 
 def stage_measures(workdir: Path, patients: int, seed: int) -> dict:
-    """Code lists, LTC registers, eFI, HFRS, utilisation and patient_measures."""
+    """Code lists, LTC registers, eFI, HFRS, utilisation and patient_measures, with the wall
+    and CPU seconds of each step (CPU seconds count every DuckDB thread: a measure of work
+    that depends less on what else the machine is doing)."""
     from phm.measures import build_patient_measures
     from phm.paths import warehouse_path
     from phm.warehouse import current_extract_date, session
@@ -89,14 +92,18 @@ def stage_measures(workdir: Path, patients: int, seed: int) -> dict:
     _, home = _paths(workdir, patients)
     with session(warehouse_path(home)) as con:
         report = build_patient_measures(con, current_extract_date(con))
-    return {"patients": report.row_counts.get("marts.patient_measures")}
+    return {
+        "patients": report.row_counts.get("marts.patient_measures"),
+        "step_s": {k: round(v, 1) for k, v in report.seconds.items()},
+        "step_cpu_s": {k: round(v, 1) for k, v in report.cpu_seconds.items()},
+    }
 
 
 def stage_pipeline(workdir: Path, patients: int, seed: int) -> dict:
     """The whole Dagster run (every asset, maps and exports included), in a fresh home."""
     import shutil
 
-    from phm.runner import run_pipeline
+    from pipelines.runner import run_pipeline
 
     extracts, home = _paths(workdir, patients)
     home = home.with_name("home-pipeline")
@@ -115,7 +122,7 @@ STAGES = {
 
 
 def _run_stage(stage: str, workdir: Path, patients: int, seed: int) -> dict:
-    cmd = [sys.executable, "-m", "phm.bench", stage, str(workdir), str(patients), str(seed)]
+    cmd = [sys.executable, "-m", "pipelines.bench", stage, str(workdir), str(patients), str(seed)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     out = proc.stdout.read() if proc.stdout else ""

@@ -11,7 +11,8 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from phm.bench import STAGES as BENCH_STAGES
+from phm.nhs_test_range import NHS_TEST_RANGE_NOTE
+from pipelines.bench import STAGES as BENCH_STAGES
 
 EPILOG = """\
 examples:
@@ -98,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--nhs-overflow",
         action="store_true",
         help=(
-            "above about 840,000 patients the 999 NHS test-number range runs out: also use the "
-            "998 range (not reserved for testing; for benchmarks only)"
+            f"{NHS_TEST_RANGE_NOTE}. Beyond that, take the rest from the 998 range (not "
+            "reserved for testing; for benchmarks only)"
         ),
     )
     g.add_argument(
@@ -206,13 +207,11 @@ def _generate(args: argparse.Namespace, generate):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from phm.delivery import DeliveryError
-    from phm.runner import PipelineFailed, run_pipeline
+    from pipelines.runner import PipelineFailed, run_pipeline
 
     # inside the run, Dagster prints the domain code's log records (dagster.yaml captures the
     # "phm" logger); stop them reaching the root handler a second time
     logging.getLogger("phm").propagate = False
-    runner_log = logging.getLogger("phm.runner")
-    runner_log.addHandler(logging.getLogger().handlers[0])
 
     try:
         summary = run_pipeline(
@@ -231,7 +230,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from phm.bench import run_bench
+    from pipelines.bench import run_bench
 
     run_bench(args.patients, args.seed, args.workdir, args.results, stages=args.stage)
     return 0

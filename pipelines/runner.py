@@ -15,7 +15,7 @@ from pathlib import Path
 
 from phm.paths import REPO_ROOT, dagster_home
 
-log = logging.getLogger("phm.runner")
+log = logging.getLogger("pipelines.runner")
 
 
 class PipelineFailed(Exception):
@@ -24,8 +24,9 @@ class PipelineFailed(Exception):
 
 @dataclass(frozen=True)
 class RunSummary:
+    """A successful run (a failed one raises PipelineFailed instead)."""
+
     run_id: str
-    success: bool
     seconds: float
     materialized: list[str]
 
@@ -77,7 +78,7 @@ def run_pipeline(
         if e.asset_key is not None
     )
     log.info("run %s materialised %d assets in %.1fs", result.run_id, len(materialized), seconds)
-    return RunSummary(result.run_id, True, seconds, materialized)
+    return RunSummary(result.run_id, seconds, materialized)
 
 
 def _failure_message(result) -> str:
