@@ -1,4 +1,4 @@
-"""A small synthetic warehouse for previewing and testing the geography outputs.
+"""A small synthetic warehouse for testing the geography outputs.
 
 It writes just the tables this layer reads, with the contract's column names:
 ``staging.practices``, ``staging.community_assets``, ``marts.patient_measures`` (the subset

@@ -1,4 +1,4 @@
-"""Empty staging tables typed per the contract, and row insertion, for tests and benchmarks.
+"""Empty staging tables typed per the contract, and row insertion, for the measures tests.
 
 The real ``staging`` schema is built by ingest/validation; the measures only need its
 tables and types, which :func:`create_staging_tables` creates from :mod:`phm.contract`.

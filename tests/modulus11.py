@@ -1,6 +1,9 @@
 """NHS numbers for tests: the Modulus 11 check digit, written once, independently of the
 pipeline's and the generator's code (NHS Data Dictionary, "NHS Number"): weights 10..2 on the
 first nine digits, check = 11 - (sum mod 11), 11 -> 0, and 10 means no such NHS number.
+The nhs-number package also rejects numbers in the Scottish CHI range (010 101 0000 to
+311 299 9999) whose first six digits are not a DDMMYY date; the generator's 999 range is
+outside it.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, time
 
+import modulus11
 import nhs_number
 import polars as pl
 import pytest
@@ -343,3 +344,17 @@ def test_nhs_number_check_never_accepts_what_the_package_rejects(values):
     for v, ok in zip(values, _check(values), strict=True):
         if ok:
             assert nhs_number.is_valid(v) and v.isascii() and v.isdigit() and len(v) == 10
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet="0123456789", min_size=9, max_size=9), min_size=1, max_size=200))
+def test_the_tests_own_nhs_check_equals_the_package(stems):
+    # tests/modulus11.py (the generator tests' rule) agrees with nhs-number outside the
+    # Scottish CHI range (numbers starting 9 here: the CHI range also needs a DDMMYY date),
+    # and on the public example 943 476 591 9; a stem whose check digit is 10 makes no number
+    values = ["9" + s for s in stems]
+    df = pl.DataFrame({"n": [*values, None]}, schema={"n": pl.String})
+    ok = df.select(modulus11.nhs_ok("n")).to_series().to_list()
+    assert ok == [*(nhs_number.is_valid(v) for v in values), None]
+    assert modulus11.check_digit("943476591") == 9
+    assert modulus11.check_digit("000000006") is None
