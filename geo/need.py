@@ -39,6 +39,7 @@ import polars as pl
 from geo.rates import age_standardised_rates, with_crude_rate, with_proportion
 from geo.reference import load_imd2019, load_lsoa_boundaries
 from phm.disclosure import DisclosurePolicy, protect_count, protect_rate
+from phm.warehouse import write_table
 
 PATIENTS_TABLE = "marts.patient_measures"
 COHORTS_TABLE = "marts.cohort_members"
@@ -406,18 +407,9 @@ def build_need_tables(
         raw = compute_need(con, level, prevalences=prevalences, rates=rates)
         pub = publish(raw, policy, prevalences=prevalences, rates=rates)
         for name, frame in ((table, raw), (published_table(level), pub)):
-            _write(con, name, frame)
+            write_table(con, name, frame)
             written[name] = frame.height
     return written
-
-
-def _write(con: duckdb.DuckDBPyConnection, name: str, df: pl.DataFrame) -> None:
-    view = "__geo_df"
-    con.register(view, df)
-    try:
-        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM {view}")
-    finally:
-        con.unregister(view)
 
 
 # ------------------------------------------------------------------------------ GeoPackage

@@ -36,7 +36,6 @@ import csv
 import hashlib
 import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -45,7 +44,15 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from phm.codes import (  # noqa: F401 (re-exported: the generator and tests use them from here)
+    CONCEPT_PARTITIONS,
+    is_valid_sctid,
+    sctid_problem,
+    verhoeff_digit,
+    verhoeff_is_valid,
+)
 from phm.paths import DATA_DIR, codelist_dir
+from phm.warehouse import write_table
 
 #: the catalogue of code lists shipped with the repository
 DEFAULT_CATALOGUE = DATA_DIR / "definitions" / "codelists.csv"
@@ -79,74 +86,7 @@ class CodelistError(Exception):
 # SNOMED CT identifier checks
 # --------------------------------------------------------------------------------------
 
-# Verhoeff tables (dihedral group D5 multiplication, permutation, inverse).
-_D = (
-    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
-    (1, 2, 3, 4, 0, 6, 7, 8, 9, 5),
-    (2, 3, 4, 0, 1, 7, 8, 9, 5, 6),
-    (3, 4, 0, 1, 2, 8, 9, 5, 6, 7),
-    (4, 0, 1, 2, 3, 9, 5, 6, 7, 8),
-    (5, 9, 8, 7, 6, 0, 4, 3, 2, 1),
-    (6, 5, 9, 8, 7, 1, 0, 4, 3, 2),
-    (7, 6, 5, 9, 8, 2, 1, 0, 4, 3),
-    (8, 7, 6, 5, 9, 3, 2, 1, 0, 4),
-    (9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-)
-_P = (
-    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
-    (1, 5, 7, 6, 2, 8, 3, 0, 9, 4),
-    (5, 8, 0, 3, 7, 9, 6, 1, 4, 2),
-    (8, 9, 1, 6, 0, 4, 3, 5, 2, 7),
-    (9, 4, 5, 3, 1, 2, 6, 8, 7, 0),
-    (4, 2, 8, 6, 5, 7, 3, 9, 0, 1),
-    (2, 7, 9, 3, 8, 0, 6, 4, 1, 5),
-    (7, 0, 4, 6, 9, 1, 3, 2, 5, 8),
-)
-
-CONCEPT_PARTITIONS = ("00", "10")
-_DIGITS = re.compile(r"^[0-9]+$")
 _FLOAT = re.compile(r"^([0-9]+)\.0+$")
-
-
-_INV = (0, 4, 3, 2, 1, 5, 6, 7, 8, 9)
-
-
-def verhoeff_digit(stem: str) -> str:
-    """The Verhoeff check digit to append to the digit string ``stem``."""
-    c = 0
-    for i, ch in enumerate(reversed(stem)):
-        c = _D[c][_P[(i + 1) % 8][int(ch)]]
-    return str(_INV[c])
-
-
-def verhoeff_is_valid(number: str) -> bool:
-    """True if the last digit of ``number`` is its Verhoeff check digit."""
-    if not number or not _DIGITS.match(number):
-        return False
-    c = 0
-    for i, ch in enumerate(reversed(number)):
-        c = _D[c][_P[i % 8][int(ch)]]
-    return c == 0
-
-
-def sctid_problem(code: str) -> str | None:
-    """Why ``code`` is not a valid SNOMED CT concept id, or None if it is."""
-    if not _DIGITS.match(code):
-        return "not_digits"
-    if not 6 <= len(code) <= 18:
-        return "length"
-    if code[0] == "0":
-        return "leading_zero"
-    if code[-3:-1] not in CONCEPT_PARTITIONS:
-        return "partition"
-    if not verhoeff_is_valid(code):
-        return "check_digit"
-    return None
-
-
-def is_valid_sctid(code: str) -> bool:
-    """True if ``code`` is a well-formed SNOMED CT concept id (format, partition, check digit)."""
-    return sctid_problem(code) is None
 
 
 def clean_sctid(raw: str) -> tuple[str | None, str]:
@@ -377,20 +317,6 @@ def load_codelists(
 # --------------------------------------------------------------------------------------
 
 
-def write_frame(con: duckdb.DuckDBPyConnection, table: str, df: pl.DataFrame) -> None:
-    """Create or replace ``table`` from a polars frame.
-
-    Goes through a temporary Parquet file: DuckDB's Arrow/polars scans import pandas on first
-    use (about 2 s), which a reference-table load does not need.
-    """
-    with tempfile.TemporaryDirectory(prefix="phm_") as tmp:
-        path = Path(tmp) / "frame.parquet"
-        df.write_parquet(path)
-        con.execute(
-            f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM read_parquet(?)", [str(path)]
-        )
-
-
 @dataclass
 class CodelistLoadReport:
     """What :func:`write_codelists` loaded, repaired and dropped."""
@@ -490,7 +416,7 @@ def write_codelists(
         },
     )
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-    write_frame(con, f"{schema}.codelists", codes_df.sort("codelist_id", "code"))
-    write_frame(con, f"{schema}.codelist_catalogue", cat_df)
-    write_frame(con, f"{schema}.codelist_issues", issue_df)
+    write_table(con, f"{schema}.codelists", codes_df.sort("codelist_id", "code"))
+    write_table(con, f"{schema}.codelist_catalogue", cat_df)
+    write_table(con, f"{schema}.codelist_issues", issue_df)
     return CodelistLoadReport(lists={cid: cl.counts() for cid, cl in lists.items()}, issues=issues)

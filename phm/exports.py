@@ -22,13 +22,13 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
 from phm.disclosure import DisclosurePolicy, protect_count
+from phm.files import atomic_write_bytes
 from phm.warehouse import table_exists
 
 log = logging.getLogger("phm.exports")
@@ -57,13 +57,6 @@ RISK_REGISTER = [
 ]
 #: added to the risk register when the risk model has scored the population
 RISK_COLUMNS = ["risk_score", "risk_tier", "risk_factors"]
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _csv_bytes(df: pl.DataFrame) -> bytes:
@@ -195,7 +188,7 @@ def export_pcns(
                 if f"cohorts/{old.name}" not in files:
                     old.unlink()
         for name, (_, data) in files.items():
-            _atomic_write_bytes(folder / name, data)
+            atomic_write_bytes(folder / name, data)
         manifest = {
             "extract_date": extract_date.isoformat(),
             "pcn_code": pcn,
@@ -204,7 +197,7 @@ def export_pcns(
                 for name, (rows, data) in sorted(files.items())
             },
         }
-        _atomic_write_bytes(
+        atomic_write_bytes(
             folder / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode()
         )
         written[pcn] = {name: rows for name, (rows, _) in files.items()}
@@ -255,5 +248,5 @@ def cohort_summary(
 def write_summary(con: duckdb.DuckDBPyConnection, out_dir: Path) -> Path:
     df = cohort_summary(con)
     path = Path(out_dir) / "summary.csv"
-    _atomic_write_bytes(path, _csv_bytes(df))
+    atomic_write_bytes(path, _csv_bytes(df))
     return path

@@ -8,10 +8,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from phm.contract import CONTRACT_VERSION, MANIFEST_NAME
+from phm.files import atomic_write_text
 
 _CHUNK = 1 << 20
 
@@ -75,7 +75,4 @@ def write_manifest(folder: Path, extract_date: str, files: dict[str, Path]) -> P
         "files": entries,
     }
     target = folder / MANIFEST_NAME
-    tmp = folder / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    return atomic_write_text(target, json.dumps(manifest, indent=2, sort_keys=False) + "\n")

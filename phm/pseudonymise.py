@@ -28,6 +28,8 @@ from pathlib import Path
 
 import duckdb
 
+from phm.files import atomic_write_text
+
 log = logging.getLogger("phm.pseudonymise")
 
 _BLOCK = 64  # SHA-256 block size in bytes
@@ -65,11 +67,7 @@ def load_key() -> bytes:
         )
     path = _dev_key_file()
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(secrets.token_hex(32), encoding="utf-8")
-        tmp.chmod(0o600)
-        tmp.replace(path)
+        atomic_write_text(path, secrets.token_hex(32), mode=0o600)
         log.warning("generated a local development pseudonymisation key at %s", path)
     return path.read_text(encoding="utf-8").strip().encode("utf-8")
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 
 log = logging.getLogger("phm.warehouse")
 
@@ -60,15 +61,16 @@ def ensure_schemas(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
 
 
-def write_table(con: duckdb.DuckDBPyConnection, name: str, df: pl.DataFrame) -> int:
-    """Replace ``schema.table`` with ``df`` (in the caller's transaction, if any)."""
-    view = "__phm_df"
+def write_table(con: duckdb.DuckDBPyConnection, name: str, df: pl.DataFrame | pa.Table) -> int:
+    """Replace table ``name`` (``schema.table``) with a polars frame or an Arrow table, in the
+    caller's transaction if any; returns its row count. The one frame-to-table writer."""
+    view = "__phm_frame"
     con.register(view, df)
     try:
         con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM {view}")
     finally:
         con.unregister(view)
-    return df.height
+    return len(df)
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import date
-
-import pandera.polars as pa
 import polars as pl
 
 from phm.contract import SP_MEASURE_RANGES, TABLES
 from schemas._base import (
     Rule,
     RuleContext,
-    build,
     exists_in,
     not_after_extract,
     ok_when,
+    table_schema,
 )
 
 TABLE = TABLES["sp_outcomes"]
@@ -43,11 +39,4 @@ def extra_rules(ctx: RuleContext) -> list[Rule]:
     ]
 
 
-def rules(extract_date: date, refs: Mapping[str, object] | None = None) -> list[Rule]:
-    """Every rule of this table, in contract column order."""
-    return build(TABLE, extra_rules, extract_date, refs)[0]
-
-
-def schema(extract_date: date, refs: Mapping[str, object] | None = None) -> pa.DataFrameSchema:
-    """The pandera polars schema over this table's check frame."""
-    return build(TABLE, extra_rules, extract_date, refs)[1]
+rules, schema = table_schema(TABLE, extra_rules)

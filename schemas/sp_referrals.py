@@ -5,21 +5,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import date
-
-import pandera.polars as pa
 import polars as pl
 
 from phm.contract import SP_REASONS, TABLES
 from schemas._base import (
     Rule,
     RuleContext,
-    build,
     nhs_number_rules,
     not_after_extract,
     ok_when,
     split_list,
+    table_schema,
     transform,
     unique_first_wins,
 )
@@ -67,11 +63,4 @@ def extra_rules(ctx: RuleContext) -> list[Rule]:
     ]
 
 
-def rules(extract_date: date, refs: Mapping[str, object] | None = None) -> list[Rule]:
-    """Every rule of this table, in contract column order."""
-    return build(TABLE, extra_rules, extract_date, refs)[0]
-
-
-def schema(extract_date: date, refs: Mapping[str, object] | None = None) -> pa.DataFrameSchema:
-    """The pandera polars schema over this table's check frame."""
-    return build(TABLE, extra_rules, extract_date, refs)[1]
+rules, schema = table_schema(TABLE, extra_rules)

@@ -7,10 +7,6 @@ and ``secondary_diagnoses`` stays a ``;``-separated string of such codes (empty 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import date
-
-import pandera.polars as pa
 import polars as pl
 
 from phm.contract import TABLES
@@ -18,13 +14,13 @@ from schemas._base import (
     ICD10_CODE,
     Rule,
     RuleContext,
-    build,
     date_order,
     nhs_number_rules,
     normalise_icd10,
     not_after_extract,
     ok_when,
     provider_code_rule,
+    table_schema,
     transform,
     unique_first_wins,
 )
@@ -100,11 +96,4 @@ def extra_rules(ctx: RuleContext) -> list[Rule]:
     ]
 
 
-def rules(extract_date: date, refs: Mapping[str, object] | None = None) -> list[Rule]:
-    """Every rule of this table, in contract column order."""
-    return build(TABLE, extra_rules, extract_date, refs)[0]
-
-
-def schema(extract_date: date, refs: Mapping[str, object] | None = None) -> pa.DataFrameSchema:
-    """The pandera polars schema over this table's check frame."""
-    return build(TABLE, extra_rules, extract_date, refs)[1]
+rules, schema = table_schema(TABLE, extra_rules)

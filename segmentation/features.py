@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -33,6 +34,7 @@ import polars as pl
 from phm.contract import TABLE_NAMES
 from phm.measures import build_patient_measures, load_efi_definition, load_ltc_conditions
 from phm.measures._sql import date_literal
+from phm.warehouse import write_table
 
 #: bump when the meaning of a feature changes without its name or definition text changing
 FEATURE_SCHEMA_VERSION = 1
@@ -101,13 +103,7 @@ assert set(SNAPSHOT_SQL) == set(TABLE_NAMES), "the snapshot must restate every c
 
 
 def _copy(src: duckdb.DuckDBPyConnection, dst: duckdb.DuckDBPyConnection, query: str, name: str):
-    frame = src.execute(query).to_arrow_table()
-    view = "__seg_snapshot_copy"
-    dst.register(view, frame)
-    try:
-        dst.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM {view}")
-    finally:
-        dst.unregister(view)
+    write_table(dst, name, src.execute(query).to_arrow_table())
 
 
 def snapshot(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> duckdb.DuckDBPyConnection:
@@ -190,34 +186,86 @@ def condition_label(condition_id: str, name: str) -> str:
     return short[:1].lower() + short[1:] if short[1:2].islower() else short
 
 
-UTILISATION_FEATURES: tuple[tuple[str, str, str, str], ...] = (
-    # name, label, source, group
-    ("emergency_admissions_12m", "emergency admissions in the last 12 months", "sus_apc", "em"),
-    ("bed_days_12m", "days in hospital in the last 12 months", "sus_apc", "bed_days"),
-    ("elective_admissions_12m", "planned admissions in the last 12 months", "sus_apc", "elective"),
-    ("ae_attendances_12m", "A&E attendances in the last 12 months", "sus_ecds", "ae"),
-    ("ae_type1_attendances_12m", "major A&E attendances in the last 12 months", "sus_ecds", "ae"),
-    ("op_attendances_12m", "outpatient attendances in the last 12 months", "sus_op", "op"),
-    ("op_dna_12m", "missed outpatient appointments in the last 12 months", "sus_op", "op_dna"),
+#: a count as a risk factor in words: the singular noun, and the plural if not singular + "s"
+Noun = tuple[str] | tuple[str, str]
+
+UTILISATION_FEATURES: tuple[tuple[str, str, str, str, Noun | None], ...] = (
+    # name, label, source, group, the noun that words its group as a risk factor
+    # ("<n> <nouns> in the last 12 months"; None: the group is worded by another feature)
+    (
+        "emergency_admissions_12m",
+        "emergency admissions in the last 12 months",
+        "sus_apc",
+        "em",
+        ("emergency admission",),
+    ),
+    (
+        "bed_days_12m",
+        "days in hospital in the last 12 months",
+        "sus_apc",
+        "bed_days",
+        ("day in hospital", "days in hospital"),
+    ),
+    (
+        "elective_admissions_12m",
+        "planned admissions in the last 12 months",
+        "sus_apc",
+        "elective",
+        ("planned admission",),
+    ),
+    (
+        "ae_attendances_12m",
+        "A&E attendances in the last 12 months",
+        "sus_ecds",
+        "ae",
+        ("A&E attendance",),
+    ),
+    (
+        "ae_type1_attendances_12m",
+        "major A&E attendances in the last 12 months",
+        "sus_ecds",
+        "ae",
+        None,
+    ),
+    (
+        "op_attendances_12m",
+        "outpatient attendances in the last 12 months",
+        "sus_op",
+        "op",
+        ("outpatient attendance",),
+    ),
+    (
+        "op_dna_12m",
+        "missed outpatient appointments in the last 12 months",
+        "sus_op",
+        "op_dna",
+        ("missed outpatient appointment",),
+    ),
     (
         "gp_appointments_attended_12m",
         "GP practice appointments attended in the last 12 months",
         "gp_appointments",
         "gp",
+        ("GP practice appointment",),
     ),
     (
         "gp_appointments_dna_12m",
         "GP practice appointments missed in the last 12 months",
         "gp_appointments",
         "gp_dna",
+        ("missed GP practice appointment",),
     ),
     (
         "gp_days_since_attendance",
         "days since the last attended GP practice appointment (366 = none in 12 months)",
         "gp_appointments",
         "gp",
+        None,
     ),
 )
+#: police notifications: a 12-month count worded like the utilisation counts
+PPN_FEATURE = "ppn_12m"
+PPN_NOUN: Noun = ("police safeguarding notification",)
 
 
 @lru_cache(maxsize=1)
@@ -317,12 +365,12 @@ def feature_catalogue() -> tuple[Feature, ...]:
             "hfrs",
         ),
     ]
-    for name, label, source, group in UTILISATION_FEATURES:
+    for name, label, source, group, _ in UTILISATION_FEATURES:
         kind = "continuous" if name == "gp_days_since_attendance" else "count"
         f.append(Feature(name, label, source, DAYS_12M, kind, group))
     f += [
         Feature(
-            "ppn_12m",
+            PPN_FEATURE,
             "police Public Protection Notifications shared in the last 12 months",
             "ppn",
             DAYS_12M,
@@ -365,6 +413,80 @@ def feature_set_hash() -> str:
         "features": [asdict(f) for f in feature_catalogue()],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------
+# Factor groups in plain words (the risk register's "risk factors")
+# --------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def counted_factors() -> dict[str, tuple[str, Noun]]:
+    """Factor groups worded as "<n> <noun> in the last 12 months": group -> (the feature
+    counted, its noun), from :data:`UTILISATION_FEATURES` and the PPN count."""
+    groups = {f.name: f.group for f in feature_catalogue()}
+    out = {group: (name, noun) for name, _, _, group, noun in UTILISATION_FEATURES if noun}
+    out[groups[PPN_FEATURE]] = (PPN_FEATURE, PPN_NOUN)
+    return out
+
+
+def _plural(n: float, one: str, many: str | None = None) -> str:
+    k = math.floor(float(n) + 0.5)
+    return f"{k} {one if k == 1 else (many or one + 's')}"
+
+
+@lru_cache(maxsize=1)
+def _efi_categories() -> tuple[tuple[str, int, int], ...]:
+    return load_efi_definition().categories
+
+
+@lru_cache(maxsize=1)
+def _condition_words() -> dict[str, str]:
+    return {c.id: condition_label(c.id, c.name) for c in load_ltc_conditions()}
+
+
+def _efi_band(deficits: float) -> str:
+    k = math.floor(float(deficits) + 0.5)
+    for name, lo, hi in _efi_categories():
+        if lo <= k <= hi:
+            return name
+    return "severe"
+
+
+def factor_text(group: str, row: dict[str, float]) -> str:
+    """A factor group of :func:`feature_catalogue` in plain words for one patient (``row``:
+    feature name -> value), e.g. "age 84", "heart failure", "3 emergency admissions in the
+    last 12 months"."""
+    g = group
+    if g == "age":
+        return f"age {int(row['age'])}"
+    if g == "sex":
+        return "male"
+    if g == "imd":
+        if row.get("imd_unknown"):
+            return "home area unknown"
+        return f"lives in an IMD decile {int(row['imd_decile'])} area (1 = most deprived)"
+    if g.startswith("ltc_"):
+        return _condition_words().get(g.removeprefix("ltc_"), g)
+    if g == "multimorbidity":
+        return _plural(row["ltc_count"], "long-term condition")
+    if g == "frailty":
+        n = row["efi_coded_deficits"]
+        band = _efi_band(n)
+        if band == "fit":
+            return _plural(n, "frailty deficit") + " (eFI)"
+        return f"{band} frailty (eFI, {_plural(n, 'deficit')})"
+    if g == "medicines":
+        return _plural(row.get("distinct_medicines_12m", 0), "different medicine") + " in 12 months"
+    if g == "hfrs":
+        return f"Hospital Frailty Risk Score {row['hfrs_score']:.1f}"
+    counted = counted_factors()
+    if g in counted:
+        col, noun = counted[g]
+        return _plural(row.get(col, 0), *noun) + " in the last 12 months"
+    if g == "sp":
+        return "referred to social prescribing in the last 12 months"
+    return g
 
 
 # --------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import shapely
 
 from geo.reference import BNG, load_imd2019, load_lsoa_boundaries
 from phm.contract import ASSET_CATEGORIES
+from phm.warehouse import write_table
 
 LEICESTER = "E06000016"
 
@@ -130,9 +131,7 @@ def make_demo_warehouse(
         ("marts.patient_measures", pm),
         ("marts.cohort_members", cohorts),
     ):
-        con.register("__demo", df)
-        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM __demo")
-        con.unregister("__demo")
+        write_table(con, name, df)
 
 
 def _demo_assets(rng: np.random.Generator, b, n: int) -> pl.DataFrame:

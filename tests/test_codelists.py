@@ -14,14 +14,12 @@ from phm.codelists import (
     CATALOGUE_COLUMNS,
     CodelistError,
     clean_sctid,
-    is_valid_sctid,
     load_codelists,
     read_catalogue,
     read_codelist,
-    sctid_problem,
-    verhoeff_is_valid,
     write_codelists,
 )
+from phm.codes import is_valid_sctid, sctid_problem, verhoeff_is_valid
 from phm.measures.definitions import required_codelists
 from phm.paths import REFERENCE_DIR, codelist_dir
 

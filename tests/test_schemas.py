@@ -20,10 +20,11 @@ from pandera.config import ValidationDepth, config_context
 from pandera.errors import SchemaError, SchemaErrors
 
 import schemas
+from phm.codes import nhs_number_check_digit, normalise_icd10
 from phm.contract import TABLE_NAMES, TABLES
 from phm.synth.faults import FAULT_KINDS
 from phm.validate import validate_table
-from schemas._base import check_frame, nhs_number_check_digit, normalise_icd10
+from schemas._base import check_frame
 
 EXTRACT = date(2026, 11, 1)
 REFS = {"practices": {"C82001", "C82002"}, "sp_referrals": {"R1", "R2"}}

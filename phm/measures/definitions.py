@@ -21,8 +21,9 @@ import duckdb
 import polars as pl
 import yaml
 
-from phm.codelists import CodelistSpec, read_catalogue, write_frame
+from phm.codelists import CodelistSpec, read_catalogue
 from phm.paths import DATA_DIR, REFERENCE_DIR
+from phm.warehouse import write_table
 
 DEFINITIONS_DIR = DATA_DIR / "definitions"
 LTC_PATH = DEFINITIONS_DIR / "ltc_conditions.yaml"
@@ -368,21 +369,21 @@ def write_definition_tables(
             "note": pl.String,
         },
     )
-    write_frame(con, f"{schema}.ltc_conditions", cond_df)
+    write_table(con, f"{schema}.ltc_conditions", cond_df)
     links = [
         {"condition_id": c.id, "role": role, "codelist_id": cl}
         for c in conditions
         for role, lists in (("diagnosis", c.diagnosis), ("resolved", c.resolved))
         for cl in lists
     ]
-    write_frame(
+    write_table(
         con,
         f"{schema}.ltc_condition_codelists",
         pl.DataFrame(
             links, schema={"condition_id": pl.String, "role": pl.String, "codelist_id": pl.String}
         ),
     )
-    write_frame(
+    write_table(
         con,
         f"{schema}.efi_deficit_definitions",
         pl.DataFrame(
@@ -400,7 +401,7 @@ def write_definition_tables(
         ],
         schema={"icd10_code": pl.String, "weight": pl.String, "icd10_title": pl.String},
     )
-    write_frame(con, f"{schema}.hfrs_weights", hfrs_df)
+    write_table(con, f"{schema}.hfrs_weights", hfrs_df)
     # exact decimals: weights are published to one decimal place
     con.execute(
         f"CREATE OR REPLACE TABLE {schema}.hfrs_weights AS "

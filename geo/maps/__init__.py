@@ -1,0 +1,187 @@
+"""Maps for PCN teams: static choropleths (PNG), an offline interactive map (HTML) and the
+community-asset gap analysis.
+
+Every map shows **published** values only (``geo.need_by_lsoa_published``: counts through
+``protect_count``, rates on fewer than 10 events suppressed), carries the OGL attribution
+(:data:`geo.reference.OGL_ATTRIBUTION`) and marks suppressed areas.
+
+Outputs, per PCN, under ``<out_dir>/<pcn_code>/maps/``:
+
+* ``<measure>.png`` for each of :data:`MAP_MEASURES` — A4 landscape (11.69 x 8.27 in) at
+  150 dpi, classed with mapclassify (quantiles by default, or Fisher-Jenks natural breaks),
+  with legend, definition, scale bar, north arrow, practice locations and attribution;
+* ``assets_over_need.png`` — community assets by category over the need measure, with the
+  top fifth of need outlined;
+* ``asset_gaps.csv`` — :func:`asset_gaps`;
+* ``need_map.html`` — Leaflet map (via folium) with one layer per measure, LSOA tooltips,
+  community assets by category and practices; Leaflet is inlined from
+  ``data/vendor/leaflet`` so the file opens from disk with no network and no tile server.
+
+Practice locations: the data contract has no practice coordinates, so each practice is
+drawn at the **population-weighted centroid of its registered patients' LSOAs** (mean of
+the LSOA centroids weighted by the practice's patients in each); the maps say so.
+
+Distances are straight lines between points in British National Grid (EPSG:27700), metres;
+an LSOA's location is its polygon centroid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import duckdb
+import geopandas as gpd
+import polars as pl
+
+from geo.maps.common import (
+    INTERACTIVE_MEASURES,
+    MAP_MEASURES,
+    Classes,
+    MapMeasure,
+    asset_label,
+    classify,
+    distance_m,
+    load_assets,
+    lsoa_centroids,
+    practice_locations,
+)
+from geo.maps.gaps import asset_gaps
+from geo.maps.interactive import leaflet_inline_head, write_interactive_map
+from geo.maps.static import lad_outlines, plot_choropleth
+from geo.need import ALL_PCNS, published_lsoa_geodataframe, published_table
+from geo.reference import BNG, load_lsoa_boundaries
+
+__all__ = [
+    "INTERACTIVE_MEASURES",
+    "MAP_MEASURES",
+    "Classes",
+    "MapMeasure",
+    "asset_gaps",
+    "asset_label",
+    "classify",
+    "distance_m",
+    "lad_outlines",
+    "leaflet_inline_head",
+    "load_assets",
+    "lsoa_centroids",
+    "plot_choropleth",
+    "practice_locations",
+    "write_interactive_map",
+    "write_pcn_maps",
+]
+
+# ------------------------------------------------------------------------------ driver
+
+
+def write_pcn_maps(
+    con: duckdb.DuckDBPyConnection,
+    out_dir: Path | str,
+    *,
+    pcn_codes: Sequence[str] | None = None,
+    boundaries: gpd.GeoDataFrame | None = None,
+    scheme: str = "quantiles",
+    k: int = 5,
+    need_column: str = "ltc5_pct",
+    top_fraction: float = 0.2,
+    distance_threshold_m: float = 1000.0,
+    interactive: bool = True,
+) -> dict[str, list[Path]]:
+    """Write every map and the gap table of each PCN under ``<out_dir>/<pcn_code>/maps/``
+    from ``geo.need_by_lsoa_published`` (build it first with
+    :func:`geo.need.build_need_tables`). Returns the paths written per PCN."""
+    out_dir = Path(out_dir)
+    pub = con.execute(f"SELECT * FROM {published_table('lsoa')}").pl()
+    b = boundaries if boundaries is not None else load_lsoa_boundaries()
+    b_bng = b.to_crs(BNG)
+    lads = lad_outlines(b_bng)
+    practices = practice_locations(con, b)
+    assets = load_assets(con)
+    codes = (
+        list(pcn_codes)
+        if pcn_codes
+        else sorted(c for c in pub["pcn_code"].unique().to_list() if c not in (ALL_PCNS, None))
+    )
+    written: dict[str, list[Path]] = {}
+    for code in codes:
+        gdf = published_lsoa_geodataframe(pub, code, b)
+        rows = pub.filter(pl.col("pcn_code") == code)
+        name = rows["pcn_name"][0] if rows.height and rows["pcn_name"][0] else code
+        label = f"{name} ({code})" if name != code else code
+        maps = out_dir / code / "maps"
+        paths = []
+        for m in MAP_MEASURES:
+            paths.append(
+                plot_choropleth(
+                    gdf,
+                    m,
+                    maps / f"{m.id}.png",
+                    pcn_label=label,
+                    pcn_code=code,
+                    background=b_bng,
+                    practices=practices,
+                    scheme=scheme,
+                    k=k,
+                    lads=lads,
+                )
+            )
+        gaps = asset_gaps(
+            gdf,
+            assets,
+            need_column=need_column,
+            top_fraction=top_fraction,
+            distance_threshold_m=distance_threshold_m,
+        )
+        gaps_path = maps / "asset_gaps.csv"
+        gaps_path.parent.mkdir(parents=True, exist_ok=True)
+        gaps.write_csv(gaps_path)
+        paths.append(gaps_path)
+        need_m = next((m for m in INTERACTIVE_MEASURES if m.column == need_column), None)
+        if need_m is not None:
+            n_gap = gaps.filter(pl.col("gap")).height
+            paths.append(
+                plot_choropleth(
+                    gdf,
+                    need_m,
+                    maps / "assets_over_need.png",
+                    pcn_label=label,
+                    pcn_code=code,
+                    background=b_bng,
+                    practices=practices,
+                    scheme=scheme,
+                    k=k,
+                    lads=lads,
+                    assets=assets,
+                    highlight=gaps["lsoa11_code"].unique().to_list(),
+                    title=f"Community assets over need — {label}",
+                    extra_notes=[
+                        f"Need: {need_m.title.lower()} (%). Top fifth: the "
+                        f"{top_fraction:.0%} of the ranked LSOAs with the highest value "
+                        "(LSOAs with suppressed values are not ranked).",
+                        (
+                            f"Gap table (asset_gaps.csv): {n_gap} LSOA-category pairs in the "
+                            f"top fifth with no asset of that category within "
+                            f"{distance_threshold_m:,.0f} m of the LSOA centroid (straight line)."
+                        )
+                        if gaps.height
+                        else "Gap table (asset_gaps.csv) is empty: no LSOA has a published "
+                        "value of this measure (all fewer than 10 people), so none is ranked.",
+                    ],
+                )
+            )
+        if interactive:
+            paths.append(
+                write_interactive_map(
+                    gdf,
+                    maps / "need_map.html",
+                    pcn_label=label,
+                    pcn_code=code,
+                    background=b,
+                    practices=practices,
+                    assets=assets,
+                    scheme=scheme,
+                    k=k,
+                )
+            )
+        written[code] = paths
+    return written

@@ -1,0 +1,94 @@
+"""Community-asset gap analysis: the LSOAs of highest need and their nearest asset of each
+category."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import polars as pl
+
+from geo.reference import BNG
+from phm.contract import ASSET_CATEGORIES
+
+
+def asset_gaps(
+    need: gpd.GeoDataFrame,
+    assets: gpd.GeoDataFrame,
+    *,
+    need_column: str = "ltc5_pct",
+    top_fraction: float = 0.2,
+    distance_threshold_m: float = 1000.0,
+    categories: Sequence[str] = ASSET_CATEGORIES,
+) -> pl.DataFrame:
+    """LSOAs in the top fifth of need and their nearest community asset of each category.
+
+    Need = ``need_column`` of the published LSOA table (default: % of registered patients
+    with 5+ long-term conditions). LSOAs where it is suppressed are not ranked. The top
+    fifth is the ceil(``top_fraction`` × ranked LSOAs) highest values (ties at the cut-off
+    included). For each such LSOA and category: the nearest asset (straight line from the
+    LSOA centroid, EPSG:27700, metres) and ``gap`` = no asset of that category within
+    ``distance_threshold_m``. One row per (LSOA, category), by need rank then category."""
+    g = need[need.geometry.notna()].copy()
+    g["_v"] = pd.to_numeric(g[need_column], errors="coerce")
+    g = g[g["_v"].notna()]
+    cols = {
+        "pcn_code": pl.String,
+        "lsoa11_code": pl.String,
+        "lsoa11_name": pl.String,
+        "imd2019_decile": pl.Int64,
+        "need_value": pl.Float64,
+        "need_rank": pl.Int64,
+        "category": pl.String,
+        "nearest_asset_id": pl.String,
+        "nearest_asset_name": pl.String,
+        "nearest_distance_m": pl.Float64,
+        "gap": pl.Boolean,
+    }
+    if g.empty:
+        return pl.DataFrame(schema=cols)
+    g = g.sort_values(["_v", "lsoa11_code"], ascending=[False, True], kind="stable")
+    n_top = math.ceil(top_fraction * len(g))
+    cutoff = g["_v"].iloc[n_top - 1]
+    top = g[g["_v"] >= cutoff].copy()
+    top["_rank"] = top["_v"].rank(method="min", ascending=False).astype(int)
+    cent = top.to_crs(BNG).geometry.centroid
+    tx, ty = cent.x.to_numpy(), cent.y.to_numpy()
+    a = assets.to_crs(BNG) if not assets.empty else assets
+    rows = []
+    for cat in categories:
+        pts = a[a["category"] == cat] if not a.empty else a
+        if len(pts):
+            d = np.hypot(
+                tx[:, None] - pts.geometry.x.to_numpy()[None, :],
+                ty[:, None] - pts.geometry.y.to_numpy()[None, :],
+            )
+            j = np.argmin(d, axis=1)
+            dist = d[np.arange(len(top)), j]
+        for i, (_, r) in enumerate(top.iterrows()):
+            if len(pts):
+                near = pts.iloc[j[i]]
+                aid, aname, dm = near["asset_id"], near["name"], float(round(dist[i]))
+            else:
+                aid, aname, dm = None, None, None
+            rows.append(
+                {
+                    "pcn_code": r.get("pcn_code"),
+                    "lsoa11_code": r["lsoa11_code"],
+                    "lsoa11_name": r.get("lsoa11_name"),
+                    "imd2019_decile": None
+                    if pd.isna(r.get("imd2019_decile"))
+                    else int(r["imd2019_decile"]),
+                    "need_value": float(r["_v"]),
+                    "need_rank": int(r["_rank"]),
+                    "category": cat,
+                    "nearest_asset_id": aid,
+                    "nearest_asset_name": aname,
+                    "nearest_distance_m": dm,
+                    "gap": dm is None or dm > distance_threshold_m,
+                }
+            )
+    return pl.DataFrame(rows, schema=cols).sort(["need_rank", "lsoa11_code", "category"])

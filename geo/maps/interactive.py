@@ -1,0 +1,327 @@
+"""The offline interactive map (folium/Leaflet, no tiles, no network)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import html
+import itertools
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import branca.element
+import folium
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from geo.maps.common import (
+    ASSET_COLOURS,
+    BACKGROUND,
+    HTML_NO_DATA,
+    INTERACTIVE_MEASURES,
+    LEAFLET_DIR,
+    SDC_NOTE,
+    Classes,
+    MapMeasure,
+    _extent,
+    _own_practices,
+    _practices_of,
+    asset_label,
+    classify,
+)
+from geo.need import (
+    ALL_PCNS,
+)
+from geo.reference import BNG, OGL_ATTRIBUTION, WGS84
+
+# ------------------------------------------------------------------------------ HTML
+
+
+@contextlib.contextmanager
+def _deterministic_ids() -> Iterator[None]:
+    """branca names every element with 16 random bytes; number them instead."""
+    counter = itertools.count(1)
+    original = branca.element.Element.__dict__["_generate_id"]
+    branca.element.Element._generate_id = classmethod(lambda cls: f"{next(counter):08d}")
+    try:
+        yield
+    finally:
+        branca.element.Element._generate_id = original
+
+
+def leaflet_inline_head() -> str:
+    """Leaflet's CSS (images as data: URIs) and JS, to paste into ``<head>``."""
+    css = (LEAFLET_DIR / "leaflet.css").read_text(encoding="utf-8")
+
+    def data_uri(m: re.Match) -> str:
+        p = LEAFLET_DIR / m.group(1)
+        return "url(data:image/png;base64," + base64.b64encode(p.read_bytes()).decode() + ")"
+
+    css = re.sub(r"url\((images/[A-Za-z0-9_.-]+\.png)\)", data_uri, css)
+    js = (LEAFLET_DIR / "leaflet.js").read_text(encoding="utf-8")
+    # the source map is not shipped; drop the pointer so nothing asks for it
+    js = re.sub(r"^//# sourceMappingURL=.*$", "", js, flags=re.MULTILINE)
+    return f"<style>\n{css}\n</style>\n<script>\n{js}\n</script>"
+
+
+def _tooltip_text(row: pd.Series, m: MapMeasure) -> str:
+    v = row.get(m.column)
+    if m.kind == "imd":
+        return "" if pd.isna(v) else str(int(v))
+    if v is None or pd.isna(v):
+        return "not shown (fewer than 10 events)"
+    unit = "%" if m.unit == "%" else f" {m.unit}"
+    text = f"{v:,.1f}{unit}"
+    if m.interval:
+        lo, hi = row.get(m.interval[0]), row.get(m.interval[1])
+        if lo is not None and hi is not None and not (pd.isna(lo) or pd.isna(hi)):
+            text += f" (95% CI {lo:,.1f}–{hi:,.1f})"
+    return text
+
+
+_LEGEND_TEMPLATE = """
+{% macro html(this, kwargs) %}
+<div id="phm-legend" style="position:absolute; bottom:42px; right:10px; z-index:1000;
+     background:rgba(255,255,255,0.93); padding:8px 10px; border:1px solid #999;
+     border-radius:4px; font:12px/1.35 Arial, sans-serif; max-width:270px;">
+{{ this.body }}
+</div>
+<div id="phm-title" style="position:absolute; top:10px; left:55px; z-index:1000;
+     background:rgba(255,255,255,0.93); padding:6px 10px; border:1px solid #999;
+     border-radius:4px; font:13px/1.35 Arial, sans-serif; max-width:520px;">
+{{ this.title }}
+</div>
+<div id="phm-attribution" style="position:absolute; bottom:0; left:0; right:0; z-index:1000;
+     background:rgba(255,255,255,0.9); padding:3px 8px; font:10px/1.3 Arial, sans-serif;
+     color:#333;">
+{{ this.footer }}
+</div>
+{% endmacro %}
+{% macro script(this, kwargs) %}
+{{ this.map_name }}.on('baselayerchange', function (e) {
+  document.querySelectorAll('.phm-legend-layer').forEach(function (d) {
+    d.style.display = (d.getAttribute('data-layer') === e.name) ? 'block' : 'none';
+  });
+});
+{% endmacro %}
+"""
+
+
+class _Overlay(branca.element.MacroElement):
+    """Title, legends (one per measure layer, switched with the layer) and attribution."""
+
+    def __init__(self, map_name: str, title: str, body: str, footer: str):
+        super().__init__()
+        self._name = "PhmOverlay"
+        self._template = branca.element.Template(_LEGEND_TEMPLATE)
+        self.map_name = map_name
+        self.title = title
+        self.body = body
+        self.footer = footer
+
+
+def _legend_html(m: MapMeasure, cls: Classes, first: bool, n_suppressed: int) -> str:
+    unit = f" ({html.escape(m.unit)})" if m.unit else ""
+    rows = [
+        f'<div><span style="display:inline-block;width:14px;height:12px;background:{c};'
+        f'border:1px solid #777;margin-right:6px;vertical-align:middle"></span>'
+        f"{html.escape(lab)}</div>"
+        for c, lab in zip(cls.colours, cls.labels, strict=True)
+    ]
+    if n_suppressed:
+        rows.append(
+            f'<div><span style="display:inline-block;width:14px;height:12px;background:{HTML_NO_DATA};'
+            'border:1px solid #777;margin-right:6px;vertical-align:middle"></span>'
+            "not shown: fewer than 10 events</div>"
+        )
+    display = "block" if first else "none"
+    return (
+        f'<div class="phm-legend-layer" data-layer="{html.escape(m.title)}" '
+        f'style="display:{display}"><b>{html.escape(m.title)}{unit}</b>'
+        f'<div style="color:#555;font-size:11px">Classes: {html.escape(cls.method)}</div>'
+        + "".join(rows)
+        + "</div>"
+    )
+
+
+def write_interactive_map(
+    gdf: gpd.GeoDataFrame,
+    out_path: Path,
+    *,
+    pcn_label: str,
+    pcn_code: str,
+    background: gpd.GeoDataFrame | None = None,
+    practices: gpd.GeoDataFrame | None = None,
+    assets: gpd.GeoDataFrame | None = None,
+    measures: Sequence[MapMeasure] = INTERACTIVE_MEASURES,
+    scheme: str = "quantiles",
+    k: int = 5,
+) -> Path:
+    """The offline Leaflet map: one base layer per measure (radio buttons) with LSOA tooltips,
+    community assets by category and practices as overlays. No tiles, no network."""
+    g = gdf[gdf.geometry.notna()].to_crs(WGS84).reset_index(drop=True)
+    props = pd.DataFrame(
+        {
+            "lsoa11_code": g["lsoa11_code"],
+            "lsoa11_name": g["lsoa11_name"].fillna(""),
+            "imd": g["imd2019_decile"].map(lambda v: "" if pd.isna(v) else str(int(v))),
+            "population": g["population"].fillna(""),
+        }
+    )
+    legends = []
+    for i, m in enumerate(measures):
+        cls = classify(g[m.column], m, scheme, k)
+        props[f"fill_{m.id}"] = np.array([*cls.colours, HTML_NO_DATA], dtype=object)[cls.index]
+        props[f"tt_{m.id}"] = [_tooltip_text(r, m) for _, r in g.iterrows()]
+        legends.append(_legend_html(m, cls, i == 0, int((cls.index < 0).sum())))
+    # coordinates to ~1 m, to keep the file small
+    geoms = gpd.GeoSeries(g.geometry.values, crs=WGS84).set_precision(1e-5)
+    features = gpd.GeoDataFrame(props, geometry=geoms.values, crs=WGS84)
+
+    with _deterministic_ids():
+        if len(features):
+            core = gpd.GeoDataFrame(
+                {"population": g["population"], "lsoa11_code": g["lsoa11_code"]},
+                geometry=g.geometry.values,
+                crs=WGS84,
+            ).to_crs(BNG)
+            box = gpd.GeoSeries([shapely.box(*_extent(core))], crs=BNG).to_crs(WGS84).total_bounds
+            minx, miny, maxx, maxy = box
+        else:
+            minx, miny, maxx, maxy = (-1.3, 52.55, -1.0, 52.7)
+        fmap = folium.Map(
+            location=[(miny + maxy) / 2, (minx + maxx) / 2],
+            zoom_start=12,
+            tiles=None,
+            control_scale=True,
+            attribution_control=False,
+            zoom_snap=0.25,
+        )
+        fmap.default_js = []
+        fmap.default_css = []
+        fmap.get_root().header.add_child(
+            branca.element.Element(leaflet_inline_head()), name="leaflet_inline"
+        )
+        fmap.get_root().header.add_child(
+            branca.element.Element(
+                "<style>.leaflet-container{background:#f7f7f4;}"
+                ".leaflet-tooltip{font:12px/1.35 Arial,sans-serif;}"
+                ".leaflet-control-layers{font:12px/1.3 Arial,sans-serif;}"
+                ".leaflet-bottom{bottom:34px;}</style>"
+            ),
+            name="phm_style",
+        )
+        if background is not None and not background.empty:
+            bg = background.to_crs(WGS84)[["lsoa11_code", "geometry"]].copy()
+            bg["geometry"] = bg.geometry.set_precision(1e-5)
+            folium.GeoJson(
+                bg,
+                name="LSOA 2011 boundaries",
+                style_function=lambda f: {
+                    "fillColor": BACKGROUND,
+                    "color": "#bdbdbd",
+                    "weight": 0.5,
+                    "fillOpacity": 0.6,
+                },
+                interactive=False,
+                control=False,
+            ).add_to(fmap)
+        fields = ["lsoa11_code", "lsoa11_name", "imd", "population"]
+        who = "all PCNs" if pcn_code == ALL_PCNS else "this PCN"
+        aliases = ["LSOA", "Name", "IMD 2019 decile", f"Registered patients ({who})"]
+        for m in measures:
+            if m.kind == "imd":
+                continue
+            fields.append(f"tt_{m.id}")
+            aliases.append(m.title)
+        for i, m in enumerate(measures if len(features) else ()):
+            fg = folium.FeatureGroup(name=m.title, overlay=False, show=(i == 0))
+            folium.GeoJson(
+                features,
+                style_function=lambda f, mid=m.id: {
+                    "fillColor": f["properties"][f"fill_{mid}"],
+                    "color": "#ffffff",
+                    "weight": 0.8,
+                    "fillOpacity": 0.85,
+                },
+                highlight_function=lambda f: {"weight": 3, "color": "#000000"},
+                tooltip=folium.GeoJsonTooltip(fields=fields, aliases=aliases, sticky=True),
+                name=m.title,
+            ).add_to(fg)
+            fg.add_to(fmap)
+        if practices is not None and not practices.empty:
+            own = _own_practices(practices, pcn_code).to_crs(WGS84)
+            fg = folium.FeatureGroup(name="GP practices (estimated location)", overlay=True)
+            for _, r in own.iterrows():
+                folium.Marker(
+                    location=[round(r.geometry.y, 6), round(r.geometry.x, 6)],
+                    icon=folium.DivIcon(
+                        html=(
+                            '<div style="font-size:20px;line-height:20px;color:#fff;'
+                            "-webkit-text-stroke:1.5px #000;text-shadow:0 0 2px #000;"
+                            'text-align:center">&#9650;</div>'
+                        ),
+                        icon_size=(20, 20),
+                        icon_anchor=(10, 10),
+                    ),
+                    tooltip=html.escape(
+                        f"{r['practice_code']} {r['practice_name'] or ''} — estimated location: "
+                        "population-weighted centroid of registered patients' LSOAs"
+                    ),
+                ).add_to(fg)
+            fg.add_to(fmap)
+        if assets is not None and not assets.empty:
+            # above the measure layers (overlayPane, 400), below markers (600)
+            folium.map.CustomPane("assets", z_index=450, pointer_events=True).add_to(fmap)
+            a = assets.to_crs(WGS84)
+            for cat in sorted(a["category"].dropna().unique()):
+                pts = a[a["category"] == cat]
+                fg = folium.FeatureGroup(
+                    name=f"Assets: {asset_label(cat)} ({len(pts)})", overlay=True
+                )
+                for _, r in pts.iterrows():
+                    marker = folium.CircleMarker(
+                        location=[round(r.geometry.y, 6), round(r.geometry.x, 6)],
+                        radius=5,
+                        color="#222222",
+                        weight=1,
+                        fill=True,
+                        fill_color=ASSET_COLOURS.get(cat, "#333333"),
+                        fill_opacity=0.95,
+                        tooltip=html.escape(f"{r['name']} ({asset_label(cat)})"),
+                    )
+                    marker.options["pane"] = "assets"  # path_options() drops it
+                    marker.add_to(fg)
+                fg.add_to(fmap)
+        folium.LayerControl(collapsed=False, position="topright").add_to(fmap)
+        if len(features):
+            fmap.fit_bounds([[miny, minx], [maxy, maxx]])
+        title = (
+            f"<b>{html.escape(pcn_label)}</b>: need by LSOA 2011 of residence, patients "
+            f"registered with {_practices_of(pcn_code)}. Choose a measure on the right; hover an area "
+            "for its values. Triangles: GP practices at the population-weighted centroid of "
+            "their patients' LSOAs (not surgery addresses)."
+        )
+        footer = html.escape(f"{OGL_ATTRIBUTION} {SDC_NOTE}")
+        _Overlay(fmap.get_name(), title, "".join(legends), footer).add_to(fmap)
+        out = fmap.get_root().render()
+    _check_offline(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(out, encoding="utf-8")
+    return out_path
+
+
+_REMOTE = re.compile(
+    r"<script[^>]+src\s*=\s*[\"']?(https?:)?//|<link[^>]+href\s*=\s*[\"']?(https?:)?//"
+    r"|@import\s+url\(\s*[\"']?(https?:)?//",
+    re.IGNORECASE,
+)
+
+
+def _check_offline(text: str) -> None:
+    m = _REMOTE.search(text)
+    if m:
+        raise RuntimeError(f"interactive map would load a remote resource: {m.group(0)!r}")

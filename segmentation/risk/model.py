@@ -1,0 +1,239 @@
+"""The risk model: cohorts and outcomes, the candidate estimators and :class:`RiskModel`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import numpy as np
+import polars as pl
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer, SplineTransformer, StandardScaler
+
+from phm.contract import EMERGENCY_ADMISSION_METHODS
+from phm.measures._sql import date_literal
+from segmentation.features import (
+    build_features,
+    feature_catalogue,
+)
+
+OUTCOME = "emergency_admission_12m"
+HORIZON_DAYS = 365
+TRAINING_OFFSET_DAYS = 730
+VALIDATION_OFFSET_DAYS = 365
+SELECTION_CRITERION = "brier"
+
+CANDIDATES = ("logistic", "gradient_boosting")
+
+
+class FeatureSetMismatch(ValueError):
+    """The model was trained on a different feature set than the current definitions give."""
+
+
+class FeatureNotCovered(ValueError):
+    """The delivery's history does not cover a feature the model needs at the scoring date."""
+
+
+# --------------------------------------------------------------------------------------
+# Cohorts and outcomes
+# --------------------------------------------------------------------------------------
+
+
+def outcomes(
+    con: duckdb.DuckDBPyConnection, index_date: dt.date, horizon_days: int = HORIZON_DAYS
+) -> pl.DataFrame:
+    """``person_id`` of everyone with >= 1 emergency admission in (index, index + horizon]."""
+    methods = ", ".join(f"'{m}'" for m in EMERGENCY_ADMISSION_METHODS)
+    lo = date_literal(index_date)
+    hi = date_literal(index_date + dt.timedelta(days=horizon_days))
+    return con.execute(
+        f"""
+        SELECT DISTINCT i.person_id
+        FROM staging.sus_apc a JOIN marts.person_identity i USING (nhs_number)
+        WHERE a.admission_method IN ({methods})
+          AND a.admission_date > {lo} AND a.admission_date <= {hi}
+        ORDER BY 1
+        """
+    ).pl()
+
+
+def labelled_cohort(con: duckdb.DuckDBPyConnection, index_date: dt.date) -> pl.DataFrame:
+    """Features as of ``index_date`` plus the outcome column (Boolean) in the next 365 days."""
+    feats = build_features(con, index_date)
+    events = outcomes(con, index_date).with_columns(pl.lit(True).alias(OUTCOME))
+    return feats.join(events, on="person_id", how="left").with_columns(
+        pl.col(OUTCOME).fill_null(False)
+    )
+
+
+def to_matrix(df: pl.DataFrame, names: list[str]) -> np.ndarray:
+    missing = [n for n in names if n not in df.columns]
+    if missing:
+        raise FeatureSetMismatch(f"feature frame lacks column(s): {', '.join(missing)}")
+    return df.select(pl.col(n).cast(pl.Float64) for n in names).to_numpy().astype(np.float64)
+
+
+# --------------------------------------------------------------------------------------
+# The model object
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class RiskModel:
+    """A fitted, calibrated model and everything needed to check and explain its scores."""
+
+    name: str  # "logistic" | "gradient_boosting"
+    estimator: Any
+    feature_names: list[str]
+    #: hash and names of the candidate feature definitions at training time
+    feature_set_hash: str
+    candidate_features: list[str]
+    excluded_features: dict[str, str]
+    model_version: str
+    sklearn_version: str
+    training_data_hash: str
+    extract_date: dt.date
+    training_index_date: dt.date
+    validation_index_date: dt.date
+    random_state: int
+    calibration_method: str
+    #: per feature, the value a factor is switched to when measuring its contribution
+    reference_values: dict[str, float]
+    validation_metrics: dict[str, float] = field(default_factory=dict)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Probability of >= 1 emergency admission in 12 months (columns = feature_names)."""
+        if X.shape[1] != len(self.feature_names):
+            raise FeatureSetMismatch(
+                f"model {self.model_version} expects {len(self.feature_names)} features, "
+                f"got {X.shape[1]}"
+            )
+        return self.estimator.predict_proba(X)[:, 1]
+
+    def predict_frame(self, features: pl.DataFrame) -> np.ndarray:
+        return self.predict(to_matrix(features, self.feature_names))
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "model_version": self.model_version,
+            "model": self.name,
+            "features": len(self.feature_names),
+            "feature_set_hash": self.feature_set_hash,
+            "training_data_hash": self.training_data_hash,
+            "sklearn_version": self.sklearn_version,
+            "extract_date": self.extract_date.isoformat(),
+            "training_index_date": self.training_index_date.isoformat(),
+            "validation_index_date": self.validation_index_date.isoformat(),
+            "calibration": self.calibration_method,
+            "random_state": self.random_state,
+        }
+
+
+# --------------------------------------------------------------------------------------
+# Estimators
+# --------------------------------------------------------------------------------------
+
+
+def _logistic(names: list[str], random_state: int) -> Pipeline:
+    kinds = {f.name: f.kind for f in feature_catalogue()}
+    idx = {n: i for i, n in enumerate(names)}
+    age = [idx["age"]] if "age" in idx else []
+    logged = [idx[n] for n in names if kinds[n] == "count" or n == "hfrs_score"]
+    other = [i for n, i in idx.items() if i not in age and i not in logged]
+    transformers = []
+    if age:
+        transformers.append(
+            (
+                "age_spline",
+                make_pipeline(
+                    SplineTransformer(n_knots=6, degree=3, knots="quantile"), StandardScaler()
+                ),
+                age,
+            )
+        )
+    if logged:
+        transformers.append(
+            (
+                "log_counts",
+                make_pipeline(FunctionTransformer(np.log1p), StandardScaler()),
+                logged,
+            )
+        )
+    if other:
+        transformers.append(("scaled", StandardScaler(), other))
+    return Pipeline(
+        [
+            ("features", ColumnTransformer(transformers)),
+            ("lr", LogisticRegression(C=1.0, max_iter=5000, random_state=random_state)),
+        ]
+    )
+
+
+def _gradient_boosting(random_state: int) -> HistGradientBoostingClassifier:
+    return HistGradientBoostingClassifier(
+        learning_rate=0.05,
+        max_iter=500,
+        max_leaf_nodes=15,
+        min_samples_leaf=50,
+        l2_regularization=1.0,
+        early_stopping=True,
+        validation_fraction=0.15,
+        n_iter_no_change=30,
+        scoring="loss",
+        random_state=random_state,
+    )
+
+
+def _calibrated(estimator, method: str, random_state: int) -> CalibratedClassifierCV:
+    return CalibratedClassifierCV(
+        estimator,
+        method=method,
+        cv=StratifiedKFold(n_splits=5, shuffle=True, random_state=random_state),
+        ensemble=True,
+    )
+
+
+def fit_candidate(name: str, names: list[str], X, y, method: str, random_state: int):
+    base = (
+        _logistic(names, random_state) if name == "logistic" else _gradient_boosting(random_state)
+    )
+    model = _calibrated(base, method, random_state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=FutureWarning)
+        model.fit(X, y)
+    return model
+
+
+def training_data_hash(X: np.ndarray, y: np.ndarray, names: list[str], ids: list[str]) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps(names).encode())
+    h.update("\n".join(ids).encode())
+    h.update(np.ascontiguousarray(X, dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(y, dtype=np.int8).tobytes())
+    return h.hexdigest()
+
+
+def factor_reference_values(train: pl.DataFrame, names: list[str]) -> dict[str, float]:
+    ref = {}
+    for f in feature_catalogue():
+        if f.name not in names:
+            continue
+        if f.name == "age":
+            ref[f.name] = float(train["age"].median())
+        elif f.name == "imd_decile":
+            ref[f.name] = 5.5  # the middle of England's deciles
+        elif f.name == "gp_days_since_attendance":
+            ref[f.name] = 366.0  # no attended appointment in 12 months
+        else:
+            ref[f.name] = 0.0
+    return ref
