@@ -22,6 +22,7 @@ import polars as pl
 import yaml
 
 from phm.codelists import CodelistSpec, read_catalogue, write_frame
+from phm.imd import IMD2019_PATH
 from phm.paths import DATA_DIR, REFERENCE_DIR
 
 DEFINITIONS_DIR = DATA_DIR / "definitions"
@@ -29,7 +30,7 @@ LTC_PATH = DEFINITIONS_DIR / "ltc_conditions.yaml"
 EFI_PATH = DEFINITIONS_DIR / "efi_deficits.yaml"
 MEASURES_PATH = DEFINITIONS_DIR / "measures.yaml"
 HFRS_PATH = REFERENCE_DIR / "hfrs" / "hfrs_gilbert2018.csv"
-IMD_PATH = REFERENCE_DIR / "imd2019" / "imd2019_lsoa11_england_tidy.csv.gz"
+IMD_PATH = IMD2019_PATH
 
 CONDITION_TYPES = ("mental", "physical")
 _IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
