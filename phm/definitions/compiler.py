@@ -59,6 +59,8 @@ class RuleCompiler:
         self.ctes: list[str] = []
         self.joins: list[str] = []
         self.reasons: list[str] = []
+        #: > 0 while compiling inside a ``cohort`` leaf, whose inner reasons are not used
+        self._quiet = 0
 
     # ------------------------------------------------------------------ names and text
 
@@ -144,7 +146,9 @@ class RuleCompiler:
 
     # ------------------------------------------------------------------ rules
 
-    def _reason(self, rule: Rule, cond: str, event_alias: str | None = None) -> str:
+    def _reason(self, rule: Rule, cond: str, event_alias: str | None = None) -> str | None:
+        if self._quiet:
+            return None
         return (
             f"CASE WHEN {cond} THEN "
             f"{self.template(rule.reason, rule.path, rule.where, event_alias)} END"
@@ -185,7 +189,11 @@ class RuleCompiler:
             return "TRUE"
         if rule.kind in ("not", "cohort"):
             n_reasons = len(self.reasons)
-            inner = self.condition(rule.children[0])
+            self._quiet += rule.kind == "cohort"
+            try:
+                inner = self.condition(rule.children[0])
+            finally:
+                self._quiet -= rule.kind == "cohort"
             # reasons of a negated rule are not reasons; a cohort rule gives its own reason
             del self.reasons[n_reasons:]
             cond = f"NOT ({inner})" if rule.kind == "not" else f"({inner})"
@@ -199,9 +207,9 @@ class RuleCompiler:
             self.reasons.insert(n_reasons, self._reason(rule, cond))
         return cond
 
-    def reasons_sql(self, reasons: list[str] | None = None) -> str:
+    def reasons_sql(self, reasons: list[str | None] | None = None) -> str:
         """The reasons (default: all so far) joined with '; ' (nulls skipped)."""
-        reasons = self.reasons if reasons is None else reasons
+        reasons = [r for r in (self.reasons if reasons is None else reasons) if r]
         return "concat_ws('; ', " + ", ".join(reasons) + ")" if reasons else "''"
 
     def with_clause(self) -> str:
