@@ -51,7 +51,10 @@ class RuleCompiler:
         events: dict[str, EventDef] | None = None,
         extract_date: dt.date | None = None,
         table_columns: Callable[[str], set[str]] | None = None,
+        leaf: str = "measure",
     ):
+        #: the key of value leaves (``column`` inside an event's ``where``), for messages
+        self.leaf = leaf
         self.columns, self.population, self.alias = set(columns), population, alias
         self.events = events or {}
         self.ed = extract_date
@@ -122,7 +125,7 @@ class RuleCompiler:
         if rule.within_days:
             conds.append(f"{date} >= {date_sql(self.ed - dt.timedelta(days=rule.within_days - 1))}")
         if ev.where is not None:
-            sub = RuleCompiler(cols, population=ev.table, alias="e")
+            sub = RuleCompiler(cols, population=ev.table, alias="e", leaf="column")
             conds.append(sub.condition(ev.where))
         if ev.codelists:
             if "snomed_code" not in cols:
@@ -157,7 +160,7 @@ class RuleCompiler:
     def condition(self, rule: Rule) -> str:
         """The rule as a null-safe SQL boolean; adds its reasons (in tree order)."""
         if rule.kind == "measure":
-            col = self.column(rule.measure, rule.path, f"{rule.where}.measure")
+            col = self.column(rule.measure, rule.path, f"{rule.where}.{self.leaf}")
             op, v = rule.op, rule.value
             if op == "between":
                 cond = f"{col} BETWEEN {literal(v[0])} AND {literal(v[1])}"

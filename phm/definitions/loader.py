@@ -58,7 +58,9 @@ def need_id(d: Any, key: str, path: Path | str, where: str = "") -> str:
     value = need(d, key, path, where, str)
     if not ID.match(value):
         field = f"{where}.{key}" if where else key
-        raise DefinitionError(path, field, f"{value!r} must be lower_snake_case ({ID.pattern})")
+        raise DefinitionError(
+            path, field, f"must be lower_snake_case ({ID.pattern}), got {value!r}"
+        )
     return value
 
 
