@@ -7,7 +7,8 @@ registered patient) and ``marts.cohort_members``:
 * ``population`` — registered patients;
 * ``cohort_<id>_n`` — members of each cohort (patients in ``marts.cohort_members`` who are
   in ``marts.patient_measures``; distinct people);
-* each :data:`PREVALENCES` measure: ``<id>_n`` (numerator), ``<id>_denominator``,
+* each :data:`PREVALENCES` measure (``data/definitions/prevalences.yaml``; numerator and
+  denominator are rules of the cohort language): ``<id>_n`` (numerator), ``<id>_denominator``,
   ``<id>_pct`` with Wilson 95% limits ``<id>_pct_lcl95`` / ``<id>_pct_ucl95``;
 * each :data:`EVENT_RATES` measure: ``<id>_n`` (events in the last 12 months),
   ``<id>_crude_per_1000`` with Poisson limits (Byar's, exact below 10 events),
@@ -37,8 +38,10 @@ import geopandas as gpd
 import polars as pl
 
 from geo.rates import age_standardised_rates, with_crude_rate, with_proportion
-from geo.reference import load_imd2019, load_lsoa_boundaries
+from geo.reference import load_lsoa_boundaries
 from phm.disclosure import DisclosurePolicy, protect_count, protect_rate
+from phm.imd import load_imd2019
+from phm.prevalences import Prevalence, load_prevalences, prevalence_flags_sql
 from phm.warehouse import write_table
 
 PATIENTS_TABLE = "marts.patient_measures"
@@ -53,19 +56,6 @@ RATE_DECIMALS = 1
 
 
 @dataclass(frozen=True)
-class Prevalence:
-    """People meeting ``numerator_sql`` among those meeting ``denominator_sql`` (percent).
-
-    Both are SQL boolean expressions over ``marts.patient_measures`` columns."""
-
-    id: str
-    label: str
-    numerator_sql: str
-    denominator_sql: str
-    definition: str
-
-
-@dataclass(frozen=True)
 class EventRate:
     """Events per 1,000 registered patients per year from an integer count ``column``."""
 
@@ -75,33 +65,8 @@ class EventRate:
     definition: str
 
 
-#: Prevalence measures (edit here to add one or to follow a renamed column).
-PREVALENCES: tuple[Prevalence, ...] = (
-    Prevalence(
-        "ltc2",
-        "2+ long-term conditions",
-        "ltc_count >= 2",
-        "TRUE",
-        "Registered patients with 2 or more long-term conditions (Barnett 2012 list), "
-        "% of all registered patients.",
-    ),
-    Prevalence(
-        "ltc5",
-        "5+ long-term conditions",
-        "ltc_count >= 5",
-        "TRUE",
-        "Registered patients with 5 or more long-term conditions (Barnett 2012 list), "
-        "% of all registered patients.",
-    ),
-    Prevalence(
-        "frailty",
-        "Moderate or severe frailty (eFI), 65+",
-        "efi_category IN ('moderate', 'severe')",
-        "age >= 65",
-        "Registered patients aged 65+ with moderate or severe frailty by the electronic "
-        "Frailty Index (Clegg 2016), % of registered patients aged 65+.",
-    ),
-)
+#: Prevalence measures: data/definitions/prevalences.yaml (rules of the cohort language).
+PREVALENCES: tuple[Prevalence, ...] = load_prevalences()
 
 #: Service-use rates (edit here to follow renamed count columns).
 EVENT_RATES: tuple[EventRate, ...] = (
@@ -235,22 +200,16 @@ def cohort_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
     ]
 
 
-def _patients_cte(area_col: str, prevalences, rates) -> str:
+def _patients_cte(con, area_col: str, prevalences, rates) -> str:
     cols = [
-        f"coalesce(CAST(pcn_code AS VARCHAR), {_sql_str(UNKNOWN_PCN)}) AS pcn_code",
-        f"{area_col} AS area",
-        "CASE WHEN age IS NULL OR age < 0 THEN NULL "
-        "ELSE CAST(least(floor(age / 5), 18) AS INTEGER) END AS band",
+        "pm.* EXCLUDE (pcn_code)",
+        f"coalesce(CAST(pm.pcn_code AS VARCHAR), {_sql_str(UNKNOWN_PCN)}) AS pcn_code",
+        f"pm.{area_col} AS area",
+        "CASE WHEN pm.age IS NULL OR pm.age < 0 THEN NULL "
+        "ELSE CAST(least(floor(pm.age / 5), 18) AS INTEGER) END AS band",
     ]
-    for p in prevalences:
-        den = f"coalesce(({p.denominator_sql}), false)"
-        num = f"coalesce(({p.numerator_sql}), false)"
-        cols += [
-            f"CAST({num} AND {den} AS INTEGER) AS {p.id}_n",
-            f"CAST({den} AS INTEGER) AS {p.id}_denominator",
-        ]
-    cols += [f"CAST(coalesce({r.column}, 0) AS BIGINT) AS {r.id}_n" for r in rates]
-    return f"SELECT * EXCLUDE (pcn_code), {', '.join(cols)} FROM {PATIENTS_TABLE}"
+    cols += [f"CAST(coalesce(pm.{r.column}, 0) AS BIGINT) AS {r.id}_n" for r in rates]
+    return prevalence_flags_sql(con, tuple(prevalences), cols)
 
 
 def _grouped_pcn() -> str:
@@ -269,7 +228,7 @@ def compute_need(
     One row per (``pcn_code``, area), PCN rows first then ``ALL``, sorted; exact numbers."""
     area_col, _ = LEVELS[level]
     _check_inputs(con, prevalences, rates)
-    cte = _patients_cte(area_col, prevalences, rates)
+    cte = _patients_cte(con, area_col, prevalences, rates)
     sums = ["count(*) AS population"]
     for p in prevalences:
         sums += [f"sum({p.id}_n) AS {p.id}_n", f"sum({p.id}_denominator) AS {p.id}_denominator"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import geopandas as gpd
 import polars as pl
 
+from phm.imd import IMD2019_PATH, load_imd2019  # noqa: F401 (re-exported)
 from phm.paths import REFERENCE_DIR
 
 WGS84 = "EPSG:4326"
@@ -22,7 +23,6 @@ WGS84 = "EPSG:4326"
 BNG = "EPSG:27700"
 
 LSOA_BOUNDARIES_PATH = REFERENCE_DIR / "geography" / "lsoa2011_llr.geojson"
-IMD2019_PATH = REFERENCE_DIR / "imd2019" / "imd2019_lsoa11_england_tidy.csv.gz"
 ESP2013_PATH = REFERENCE_DIR / "esp2013" / "esp2013_5yr_age_bands.csv"
 
 #: Attribution the boundary licence requires with any re-use (martinjc/UK-GeoJSON LICENCE,
@@ -71,20 +71,6 @@ def load_lsoa_boundaries(
     if codes is not None:
         gdf = gdf[gdf["lsoa11_code"].isin(set(codes))]
     return gdf.sort_values("lsoa11_code", kind="stable").reset_index(drop=True)
-
-
-def load_imd2019(path: Path | str | None = None) -> pl.DataFrame:
-    """IoD2019 for every LSOA 2011 in England: all domains' ranks and deciles, IDACI, IDAOPI,
-    transformed domain scores and the mid-2015 denominators (the tidy file's columns), with
-    the keys renamed ``lsoa11_code`` / ``lsoa11_name`` and ``imd_quintile`` added
-    (``ceil(decile / 2)``; 1 = most deprived). Sorted by code."""
-    df = pl.read_csv(Path(path) if path else IMD2019_PATH, infer_schema_length=None)
-    missing = {"lsoa11cd", "lsoa11nm", "imd_decile"} - set(df.columns)
-    if missing:
-        raise ValueError(f"IMD 2019 file lacks column(s): {', '.join(sorted(missing))}")
-    df = df.rename({"lsoa11cd": "lsoa11_code", "lsoa11nm": "lsoa11_name"})
-    df = df.with_columns(((pl.col("imd_decile") + 1) // 2).cast(pl.Int64).alias("imd_quintile"))
-    return df.sort("lsoa11_code")
 
 
 def load_esp2013(path: Path | str | None = None) -> pl.DataFrame:

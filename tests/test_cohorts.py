@@ -1,12 +1,11 @@
 """Cohorts: each built-in rule on both sides of every boundary, reasons, malformed files."""
 
 import datetime as dt
-import shutil
 
 import duckdb
 import pytest
 
-from phm.cohorts import COHORT_DIR, CohortDefinitionError, build_cohorts, load_cohorts
+from phm.cohorts import CohortDefinitionError, build_cohorts, load_cohorts
 
 ED = dt.date(2026, 11, 1)
 
@@ -316,7 +315,6 @@ def test_registers():
     ],
 )
 def test_malformed_cohort_file_names_file_and_field(tmp_path, text, field, problem):
-    shutil.copy(COHORT_DIR / "_events.yaml", tmp_path / "_events.yaml")
     (tmp_path / "broken.yaml").write_text(text)
     with pytest.raises(CohortDefinitionError) as e:
         load_cohorts(tmp_path)
@@ -324,7 +322,6 @@ def test_malformed_cohort_file_names_file_and_field(tmp_path, text, field, probl
 
 
 def test_unknown_measure_is_reported_at_compile_time(tmp_path):
-    shutil.copy(COHORT_DIR / "_events.yaml", tmp_path / "_events.yaml")
     (tmp_path / "typo.yaml").write_text(
         "id: typo\ntitle: x\ndescription: x\nsource: x\n"
         "criteria:\n  all:\n    - measure: ltc_cnt\n      op: '>='\n      value: 2\n"
@@ -333,7 +330,7 @@ def test_unknown_measure_is_reported_at_compile_time(tmp_path):
     w.patient("p")
     with pytest.raises(
         CohortDefinitionError,
-        match=r"typo\.yaml: criteria\.all\[0\]\.measure: unknown measure 'ltc_cnt'",
+        match=r"typo\.yaml: criteria\.all\[0\]\.measure: unknown column 'ltc_cnt'",
     ):
         build_cohorts(w.build(), ED, directory=tmp_path)
 

@@ -157,6 +157,24 @@ def test_raw_lsoa_counts_and_rates(con):
     assert raw["pcn_code"].to_list()[-1] == ALL_PCNS
 
 
+def test_frailty_prevalence_is_the_frailty_cohort(con):
+    """The numerator is data/cohorts/frailty.yaml: eFI moderate/severe OR HFRS
+    intermediate/high, aged 65+; the denominator is everyone aged 65+."""
+    con.execute(
+        "UPDATE marts.patient_measures SET hfrs_category = 'high' "
+        "WHERE person_id IN ('U00001-E01013600-10', 'U00001-E01013600-0')"
+    )  # one fit patient aged 70 with high HFRS; one already eFI-moderate
+    con.execute(
+        "UPDATE marts.patient_measures SET efi_category = 'severe', hfrs_category = 'high' "
+        "WHERE person_id = 'U00002-E01013601-0'"
+    )  # aged 40: not in the denominator, so not in the numerator
+    raw = compute_need(con, "lsoa")
+    a = _row(raw, "U00001", "lsoa11_code", L1)
+    assert (a["frailty_n"], a["frailty_denominator"]) == (5, 12)
+    b = _row(raw, "U00002", "lsoa11_code", L2)
+    assert (b["frailty_n"], b["frailty_denominator"]) == (0, 0)
+
+
 def test_imd_group_tables(con):
     dec = compute_need(con, "imd_decile")
     quint = compute_need(con, "imd_quintile")

@@ -161,13 +161,13 @@ def test_definition_needs_a_catch_all_last_segment(tmp_path):
         """
   - id: old
     name: old
-    rules: [{id: r, when: "age >= 80", reason: old, citation: x}]
+    rules: [{id: r, measure: age, op: ">=", value: 80, reason: old, citation: x}]
   - id: rest
     name: rest
-    rules: [{id: r, when: "age < 80", reason: young, citation: x}]
+    rules: [{id: r, measure: age, op: "<", value: 80, reason: young, citation: x}]
 """,
     )
-    with pytest.raises(BridgesDefinitionError, match="when: true"):
+    with pytest.raises(BridgesDefinitionError, match=r"segments\[1\]\.rules: .*everyone: true"):
         load_bridges_definition(path)
 
 
@@ -177,14 +177,38 @@ def test_definition_with_unknown_column_fails_clearly(con, tmp_path):
         """
   - id: odd
     name: odd
-    rules: [{id: r, when: "has_unicorns AND age > 3", reason: odd, citation: x}]
+    rules:
+      - id: r
+        reason: odd
+        citation: x
+        all: [{measure: has_unicorns, op: is_true}, {measure: age, op: ">", value: 3}]
   - id: rest
     name: rest
-    rules: [{id: r, when: "true", reason: rest, citation: x}]
+    rules: [{id: r, everyone: true, reason: rest, citation: x}]
 """,
     )
-    with pytest.raises(BridgesDefinitionError, match="has_unicorns"):
+    with pytest.raises(
+        BridgesDefinitionError,
+        match=r"bridges\.yaml: segments\[0\]\.rules\[0\]\.all\[0\]\.measure: unknown column "
+        "'has_unicorns'",
+    ):
         assign_segments(con, definition=load_bridges_definition(path))
+
+
+def test_definition_rejects_sql_text(tmp_path):
+    path = _write_definition(
+        tmp_path,
+        """
+  - id: odd
+    name: odd
+    rules: [{id: r, when: "age > 3; DROP TABLE x", reason: odd, citation: x}]
+  - id: rest
+    name: rest
+    rules: [{id: r, everyone: true, reason: rest, citation: x}]
+""",
+    )
+    with pytest.raises(BridgesDefinitionError, match=r"rules\[0\]\.when: SQL text is not accepted"):
+        load_bridges_definition(path)
 
 
 def test_custom_definition_first_segment_wins(tmp_path_factory, tmp_path):
@@ -193,10 +217,10 @@ def test_custom_definition_first_segment_wins(tmp_path_factory, tmp_path):
         """
   - id: older
     name: older
-    rules: [{id: r, when: "age >= 50", reason: "aged {age}", citation: x}]
+    rules: [{id: r, measure: age, op: ">=", value: 50, reason: "aged {age}", citation: x}]
   - id: everyone
     name: everyone
-    rules: [{id: r, when: "true", reason: rest, citation: x}]
+    rules: [{id: r, everyone: true, reason: rest, citation: x}]
 """,
     )
     c = duckdb.connect(str(working_copy(tmp_path_factory, "custom_bridges")))

@@ -19,9 +19,10 @@ from typing import Any
 
 import duckdb
 import polars as pl
-import yaml
 
 from phm.codelists import CodelistSpec, read_catalogue
+from phm.definitions import DefinitionError, need_id, read_yaml
+from phm.imd import IMD2019_PATH
 from phm.paths import DATA_DIR, REFERENCE_DIR
 from phm.warehouse import write_table
 
@@ -30,16 +31,11 @@ LTC_PATH = DEFINITIONS_DIR / "ltc_conditions.yaml"
 EFI_PATH = DEFINITIONS_DIR / "efi_deficits.yaml"
 MEASURES_PATH = DEFINITIONS_DIR / "measures.yaml"
 HFRS_PATH = REFERENCE_DIR / "hfrs" / "hfrs_gilbert2018.csv"
-IMD_PATH = REFERENCE_DIR / "imd2019" / "imd2019_lsoa11_england_tidy.csv.gz"
+IMD_PATH = IMD2019_PATH
 
 CONDITION_TYPES = ("mental", "physical")
-_IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
 _BNF_PREFIX = re.compile(r"^[0-9A-Z]{2,15}$")
 _ICD3 = re.compile(r"^[A-Z][0-9]{2}$")
-
-
-class DefinitionError(Exception):
-    """A clinical definition file is missing, malformed or refers to an unknown code list."""
 
 
 # --------------------------------------------------------------------------------------
@@ -75,27 +71,25 @@ class LtcCondition:
     note: str
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise DefinitionError(f"definition file not found: {path}")
-    with path.open(encoding="utf-8") as fh:
-        data = yaml.safe_load(fh)
-    if not isinstance(data, dict):
-        raise DefinitionError(f"{path}: expected a mapping at the top level")
-    return data
+_read_yaml = read_yaml
 
 
-def _need(d: dict, key: str, where: str) -> Any:
-    if key not in d or d[key] is None:
-        raise DefinitionError(f"{where}: missing {key!r}")
+def _need(d: dict, key: str, path: Path, where: str) -> Any:
+    """``d[key]`` (required; null is missing). The shared loader's ``need`` treats empty
+    text as missing too; here a value may be any YAML type."""
+    field = f"{where}.{key}" if where else key
+    if not isinstance(d, dict) or key not in d or d[key] is None:
+        raise DefinitionError(path, field, "is required")
     return d[key]
 
 
-def _check_codelists(ids: tuple[str, ...], catalogue: dict[str, CodelistSpec], where: str) -> None:
+def _check_codelists(
+    ids: tuple[str, ...], catalogue: dict[str, CodelistSpec], path: Path, where: str
+) -> None:
     unknown = [i for i in ids if i not in catalogue]
     if unknown:
         raise DefinitionError(
-            f"{where}: code list(s) {', '.join(unknown)} not in the code-list catalogue"
+            path, where, f"code list(s) {', '.join(unknown)} not in the code-list catalogue"
         )
 
 
@@ -108,55 +102,56 @@ def load_ltc_conditions(
     data = _read_yaml(path)
     out: list[LtcCondition] = []
     seen: set[str] = set()
-    for i, c in enumerate(_need(data, "conditions", str(path))):
-        where = f"{path}: condition #{i + 1} ({c.get('id', '?')})"
-        cid = str(_need(c, "id", where))
-        if not _IDENT.match(cid):
-            raise DefinitionError(f"{where}: id must match {_IDENT.pattern} (used in column names)")
+    for i, c in enumerate(_need(data, "conditions", path, "")):
+        where = f"conditions[{i}]"
+        cid = need_id(c, "id", path, where)
         if cid in seen:
-            raise DefinitionError(f"{where}: duplicate id")
+            raise DefinitionError(path, f"{where}.id", f"duplicate id {cid!r}")
         seen.add(cid)
-        ctype = _need(c, "type", where)
+        ctype = _need(c, "type", path, where)
         if ctype not in CONDITION_TYPES:
-            raise DefinitionError(f"{where}: type {ctype!r} not one of {CONDITION_TYPES}")
-        diagnosis = tuple(_need(c, "diagnosis", where))
+            raise DefinitionError(path, f"{where}.type", f"{ctype!r} not one of {CONDITION_TYPES}")
+        diagnosis = tuple(_need(c, "diagnosis", path, where))
         if not diagnosis:
-            raise DefinitionError(f"{where}: needs at least one diagnosis code list")
+            raise DefinitionError(path, f"{where}.diagnosis", "needs at least one code list")
         resolved = tuple(c.get("resolved") or ())
-        _check_codelists(diagnosis + resolved, catalogue, where)
+        _check_codelists(diagnosis + resolved, catalogue, path, where)
         if set(diagnosis) & set(resolved):
-            raise DefinitionError(f"{where}: a code list is both diagnosis and resolved")
+            raise DefinitionError(path, where, "a code list is both diagnosis and resolved")
         window = None
         if c.get("window"):
             w = c["window"]
             if w.get("applies_to") not in ("latest", "first") or int(w.get("days", 0)) < 1:
                 raise DefinitionError(
-                    f"{where}: window needs applies_to: latest|first and days >= 1"
+                    path, f"{where}.window", "needs applies_to: latest|first and days >= 1"
                 )
             window = Window(on=w["applies_to"], days=int(w["days"]))
         medication = None
         if c.get("medication"):
             m = c["medication"]
-            prefixes = tuple(str(p) for p in _need(m, "bnf_prefixes", where))
+            mwhere = f"{where}.medication"
+            prefixes = tuple(str(p) for p in _need(m, "bnf_prefixes", path, mwhere))
             bad = [p for p in prefixes if not _BNF_PREFIX.match(p)]
             if bad or not prefixes:
-                raise DefinitionError(f"{where}: bad BNF prefix(es) {bad}")
+                raise DefinitionError(path, f"{mwhere}.bnf_prefixes", f"bad BNF prefix(es) {bad}")
             for p in prefixes:
                 if any(q != p and q.startswith(p) for q in prefixes):
-                    raise DefinitionError(f"{where}: overlapping BNF prefixes ({p})")
-            combine = _need(m, "combine", where)
+                    raise DefinitionError(
+                        path, f"{mwhere}.bnf_prefixes", f"overlapping BNF prefixes ({p})"
+                    )
+            combine = _need(m, "combine", path, mwhere)
             if combine not in ("and", "or"):
-                raise DefinitionError(f"{where}: medication combine must be 'and' or 'or'")
+                raise DefinitionError(path, f"{mwhere}.combine", "must be 'and' or 'or'")
             medication = MedicationRule(
                 bnf_prefixes=prefixes,
-                days=int(_need(m, "days", where)),
-                min_issues=int(_need(m, "min_issues", where)),
+                days=int(_need(m, "days", path, mwhere)),
+                min_issues=int(_need(m, "min_issues", path, mwhere)),
                 combine=combine,
             )
         out.append(
             LtcCondition(
                 id=cid,
-                name=str(_need(c, "name", where)),
+                name=str(_need(c, "name", path, where)),
                 type=ctype,
                 barnett_2012=c.get("barnett_2012"),
                 diagnosis=diagnosis,
@@ -215,40 +210,38 @@ def load_efi_definition(
     catalogue = catalogue if catalogue is not None else read_catalogue()
     data = _read_yaml(path)
     deficits = []
-    for i, d in enumerate(_need(data, "deficits", str(path))):
-        where = f"{path}: deficit #{i + 1}"
-        did = str(_need(d, "id", where))
-        if not _IDENT.match(did):
-            raise DefinitionError(f"{where}: id must match {_IDENT.pattern}")
-        cl = str(_need(d, "codelist", where))
-        _check_codelists((cl,), catalogue, where)
-        deficits.append(EfiDeficit(did, str(_need(d, "name", where)), cl))
-    p = _need(data, "polypharmacy", str(path))
+    for i, d in enumerate(_need(data, "deficits", path, "")):
+        where = f"deficits[{i}]"
+        did = need_id(d, "id", path, where)
+        cl = str(_need(d, "codelist", path, where))
+        _check_codelists((cl,), catalogue, path, f"{where}.codelist")
+        deficits.append(EfiDeficit(did, str(_need(d, "name", path, where)), cl))
+    p = _need(data, "polypharmacy", path, "")
     poly = Polypharmacy(
-        id=str(_need(p, "id", f"{path}: polypharmacy")),
-        name=str(_need(p, "name", f"{path}: polypharmacy")),
-        min_distinct=int(_need(p, "min_distinct", f"{path}: polypharmacy")),
-        days=int(_need(p, "days", f"{path}: polypharmacy")),
-        bnf_chapters=tuple(str(c) for c in _need(p, "bnf_chapters", f"{path}: polypharmacy")),
+        id=need_id(p, "id", path, "polypharmacy"),
+        name=str(_need(p, "name", path, "polypharmacy")),
+        min_distinct=int(_need(p, "min_distinct", path, "polypharmacy")),
+        days=int(_need(p, "days", path, "polypharmacy")),
+        bnf_chapters=tuple(str(c) for c in _need(p, "bnf_chapters", path, "polypharmacy")),
         rule=str(p.get("rule") or "").strip(),
     )
     ids = [d.id for d in deficits] + [poly.id]
     if len(set(ids)) != len(ids):
-        raise DefinitionError(f"{path}: duplicate deficit ids")
-    denominator = int(_need(data, "denominator", str(path)))
+        raise DefinitionError(path, "deficits", "duplicate deficit ids")
+    denominator = int(_need(data, "denominator", path, ""))
     if denominator != len(ids):
-        raise DefinitionError(f"{path}: denominator {denominator} but {len(ids)} deficits defined")
+        raise DefinitionError(path, "denominator", f"{denominator} but {len(ids)} deficits defined")
     cats = tuple(
         (str(c["category"]), int(c["min_count"]), int(c["max_count"]))
-        for c in _need(data, "categories", str(path))
+        for c in _need(data, "categories", path, "")
     )
     expected_min = 0
     for name, lo, hi in cats:
         if lo != expected_min or hi < lo:
-            raise DefinitionError(f"{path}: categories must tile 0..{denominator} ({name})")
+            raise DefinitionError(path, "categories", f"must tile 0..{denominator} ({name})")
         expected_min = hi + 1
     if expected_min != denominator + 1:
-        raise DefinitionError(f"{path}: categories must end at {denominator}")
+        raise DefinitionError(path, "categories", f"must end at {denominator}")
     return EfiDefinition(
         deficits=tuple(deficits),
         polypharmacy=poly,
@@ -275,20 +268,22 @@ def load_hfrs_weights(path: Path | None = None) -> list[HfrsWeight]:
     """Read the Gilbert et al. 2018 table (``data/reference/hfrs/hfrs_gilbert2018.csv``)."""
     path = Path(path) if path is not None else HFRS_PATH
     if not path.is_file():
-        raise DefinitionError(f"HFRS weights file not found: {path}")
+        raise DefinitionError(path, "(file)", "HFRS weights file not found")
     with path.open(encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
         for col in ("icd10_code", "weight", "icd10_title"):
             if col not in (reader.fieldnames or []):
-                raise DefinitionError(f"{path}: missing column {col!r}")
+                raise DefinitionError(path, col, "missing column")
         out = []
         for row in reader:
             code = row["icd10_code"].strip()
             if not _ICD3.match(code):
-                raise DefinitionError(f"{path}, line {reader.line_num}: bad ICD-10 code {code!r}")
+                raise DefinitionError(
+                    path, f"line {reader.line_num}.icd10_code", f"bad ICD-10 code {code!r}"
+                )
             out.append(HfrsWeight(code, Decimal(row["weight"].strip()), row["icd10_title"].strip()))
     if len({w.icd10_code for w in out}) != len(out):
-        raise DefinitionError(f"{path}: duplicate ICD-10 codes")
+        raise DefinitionError(path, "icd10_code", "duplicate ICD-10 codes")
     return out
 
 

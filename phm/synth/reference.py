@@ -10,10 +10,10 @@ import numpy as np
 import polars as pl
 import yaml
 
+from phm.imd import IMD2019_PATH as IMD_PATH
 from phm.paths import REFERENCE_DIR
 
 PARAMS_PATH = Path(__file__).with_name("params.yaml")
-IMD_PATH = REFERENCE_DIR / "imd2019" / "imd2019_lsoa11_england_tidy.csv.gz"
 GEOJSON_PATH = REFERENCE_DIR / "geography" / "lsoa2011_llr.geojson"
 ODS_PATH = REFERENCE_DIR / "ods" / "epraccur_qk1_llr.csv"
 
