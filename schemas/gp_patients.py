@@ -9,6 +9,7 @@ import pandera.polars as pa
 
 from phm.contract import TABLES
 from schemas._base import (
+    LSOA11,
     Rule,
     RuleContext,
     build,
@@ -17,6 +18,7 @@ from schemas._base import (
     nhs_number_rules,
     not_after_extract,
     not_before,
+    pattern_rule,
     practice_code_rules,
     unique_first_wins,
 )
@@ -24,6 +26,12 @@ from schemas._base import (
 TABLE = TABLES["gp_patients"]
 
 EARLIEST_BIRTH = date(1900, 1, 1)
+
+
+def lsoa21_rule(ctx: RuleContext) -> list[Rule]:
+    """v2 optional ``lsoa21_code``: an LSOA 2021 code, ``E01`` + 6 digits (same form as 2011;
+    whether the deprivation index covers it is a data-quality count, not a row fault)."""
+    return pattern_rule(ctx, "lsoa21_code", LSOA11, "LSOA 2021 code (E01 + 6 digits)")
 
 
 def extra_rules(ctx: RuleContext) -> list[Rule]:
@@ -40,6 +48,7 @@ def extra_rules(ctx: RuleContext) -> list[Rule]:
         *not_after_extract(ctx, "date_of_birth"),
         *not_before(ctx, "date_of_birth", EARLIEST_BIRTH),
         *lsoa_rule(ctx),
+        *lsoa21_rule(ctx),
         *practice_code_rules(ctx),
         *not_after_extract(ctx, "registration_start"),
         *not_after_extract(ctx, "registration_end"),
