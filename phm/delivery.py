@@ -256,9 +256,7 @@ def read_table_checked(entry: ManifestEntry) -> tuple[pl.DataFrame, list[str]]:
         log.info("%s: extra columns kept in raw and ignored downstream: %s", path.name, extras)
     absent = [c for c in contract.optional_column_names if c not in df.columns]
     if absent:
-        log.info(
-            "%s: optional v2 column(s) not delivered, loaded as null: %s", path.name, absent
-        )
+        log.info("%s: optional v2 column(s) not delivered, loaded as null: %s", path.name, absent)
     df = df.with_columns(pl.col(c).cast(pl.String) for c in df.columns)
     df = df.with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in absent)
     out = df.select(
