@@ -71,6 +71,8 @@ _STREAMS = (
     "assets",
     "ids",
     "faults",
+    "discharges",
+    "lsoa21",
 )
 
 
@@ -193,6 +195,8 @@ def generate(
             rngs["emergency"], params, dem, cond, fr, reg, E
         )
         spells = hospital.make_spells(rngs["spells"], params, dem, cond, fr, reg, em_pid, em_day, E)
+        spells = hospital.discharges(rngs["discharges"], params, dem, reg, spells, E)
+        gp_death_missing = hospital.gp_death_lag(rngs["discharges"], params, reg, spells, E)
         secondary = hospital.secondary_diagnoses(
             rngs["diagnoses"], params, dem.sex, cond, fr, spells
         )
@@ -240,13 +244,16 @@ def generate(
         med = events.medication_table(params)
         md = events.make_medications(rngs["medications"], params, dem, cond, reg, E)
         assets = community.make_assets(rngs["assets"], params, lsoas, patients)
+        lsoa21 = population.lsoa21_codes(rngs["lsoa21"], params, lsoas.code)
     with stage("tables"):
         ids = rngs["ids"]
         nhs_s = pl.Series("nhs_number", nhs.astype(object), dtype=pl.Utf8)
         pcodes = pr.code
         builders = {
             "practices": lambda: tables.finish("practices", pr.table),
-            "gp_patients": lambda: tables.gp_patients(nhs_s, dem, lsoas.code, pcodes, reg),
+            "gp_patients": lambda: tables.gp_patients(
+                nhs_s, dem, lsoas.code, pcodes, reg, lsoa21, gp_death_missing
+            ),
             "gp_events": lambda: tables.gp_events(nhs_s, book.codes, pcodes, reg.practice, *ev),
             "gp_medications": lambda: tables.gp_medications(ids, nhs_s, med, *md),
             "gp_appointments": lambda: tables.gp_appointments(nhs_s, pcodes, appts),
@@ -264,6 +271,7 @@ def generate(
         frames["sp_outcomes"] = tables.sp_outcomes(ref_ids, outcomes)
         frames["community_assets"] = tables.community_assets(assets)
         current = reg.status == population.CURRENT
+        v2_truth = _v2_truth(nhs, dem, reg, spells, lsoa21, gp_death_missing, E)
         truth_df = pl.DataFrame(
             {
                 "nhs_number": nhs[current],
@@ -299,6 +307,7 @@ def generate(
             files = {t: futures[t].result() for t in TABLE_NAMES}
         truth_path = side / "truth.parquet"
         truth_df.write_parquet(truth_path, compression="zstd", statistics=True)
+        v2_truth.write_parquet(side / "v2_truth.parquet", compression="zstd", statistics=True)
         faults_path = side / "faults.csv"
         if faults > 0:
             fault_injection.faults_frame(fault_records).write_csv(
@@ -327,6 +336,32 @@ def generate(
         seed=seed,
         timings=timings,
     )
+
+
+def _v2_truth(nhs, dem, reg, spells, lsoa21, gp_death_missing, extract_day) -> pl.DataFrame:
+    """Per person with anything v2-specific (sidecar ``v2_truth.parquet``, never the delivery):
+    died in hospital (last spell ``4``/``79``), the GP record not yet showing that death at the
+    extract date, spells ending in a transfer, and a 2021-only LSOA code."""
+    n = len(dem.dob)
+    died_h = np.zeros(n, dtype=bool)
+    died_h[spells.pid[spells.discharge_method == "4"]] = True
+    transfers = np.bincount(
+        spells.pid[np.isin(spells.kind, [5])], minlength=n
+    )  # spells that are transfers in
+    new21 = np.zeros(n, dtype=bool)
+    has = dem.lsoa >= 0
+    new21[has] = lsoa21.code21[dem.lsoa[has]] != lsoa21.code11[dem.lsoa[has]]
+    keep = died_h | gp_death_missing | (transfers > 0) | new21
+    idx = np.flatnonzero(keep)
+    return pl.DataFrame(
+        {
+            "nhs_number": nhs[idx],
+            "died_in_hospital": died_h[idx],
+            "gp_date_of_death_missing": gp_death_missing[idx],
+            "transfers_in": transfers[idx].astype(np.int32),
+            "lsoa21_only_code": new21[idx],
+        }
+    ).sort("nhs_number")
 
 
 def _fault_context(

@@ -43,7 +43,11 @@ class Spells:
     primary: np.ndarray  # canonical ICD-10
     kind: (
         np.ndarray
-    )  # 0 emergency (hazard), 1 emergency (terminal), 2 elective, 3 maternity, 4 other
+    )  # 0 emergency (hazard), 1 emergency (terminal), 2 elective, 3 maternity, 4 other,
+    # 5 emergency transfer in (2B) after a spell discharged to another hospital
+    #: contract v2: NHS Data Dictionary DISCHARGE METHOD / DESTINATION codes ('' never occurs)
+    discharge_method: np.ndarray | None = None
+    discharge_destination: np.ndarray | None = None
 
 
 @dataclass
@@ -257,7 +261,106 @@ def make_spells(
     nxt[-1] = 2**40
     discharge = np.where(same_next, np.minimum(discharge, nxt), discharge)
     discharge = np.where(discharge > extract_day, -1, discharge)
-    return Spells(pid, adm, discharge.astype(np.int32), method, provider, primary, kind)
+    sp = Spells(pid, adm, discharge.astype(np.int32), method, provider, primary, kind)
+    return sp
+
+
+def discharges(
+    rng: np.random.Generator,
+    params: dict,
+    dem: Demography,
+    reg: Registrations,
+    sp: Spells,
+    extract_day: int,
+) -> Spells:
+    """Contract v2: discharge method and destination for every spell, and transfers.
+
+    - still in hospital at the extract date (no discharge_date): method ``8``, destination ``98``;
+    - discharged on the day of the patient's death: died in hospital, ``4`` / ``79``;
+    - otherwise ``1`` (or ``2``, self-discharge) to usual residence, a care home (more often
+      when old), a hospice, or another hospital: a transfer, which is followed by a new
+      emergency spell (``2B``) at another provider starting the same or the next day, whose own
+      discharge is the real one (it may itself end in death or be unfinished).
+    Returns a new :class:`Spells` sorted by person and admission.
+    """
+    dp = params["discharge"]
+    death = reg.death[sp.pid]
+    m = len(sp.pid)
+    still = sp.discharge < 0
+    died = ~still & (sp.discharge == death)
+    alive = ~still & ~died
+    # transfers: discharged alive from an emergency spell, room before the next admission
+    nxt = np.full(m, 2**31 - 1, dtype=np.int64)
+    same_next = np.zeros(m, dtype=bool)
+    same_next[:-1] = sp.pid[:-1] == sp.pid[1:]
+    nxt[:-1] = np.where(same_next[:-1], sp.admission[1:], nxt[:-1])
+    gap = (rng.random(m) < dp["transfer_next_day_share"]).astype(np.int64)
+    t_adm = sp.discharge.astype(np.int64) + gap
+    transfer = (
+        alive
+        & (sp.kind <= 1)
+        & (t_adm <= extract_day)
+        & (t_adm < nxt)
+        & (t_adm < death)
+        & (rng.random(m) < dp["transfer_prob"])
+    )
+    ti = np.flatnonzero(transfer)
+    t_los = _los(rng, np.full(len(ti), float(dp["transfer_los_median_days"])), 0.8, 0.0)
+    t_dis = np.minimum(t_adm[ti] + t_los, np.minimum(nxt[ti], death[ti]))
+    t_dis = np.where(t_dis > extract_day, -1, t_dis)
+    providers = np.asarray([str(k) for k in dp["transfer_providers"]])
+    t_prov = providers[np.floor(rng.random(len(ti)) * len(providers)).astype(int)]
+    t_prov = np.where(t_prov == sp.provider[ti], providers[0], t_prov)
+    t_prov = np.where(t_prov == sp.provider[ti], providers[-1], t_prov)
+    pid = np.concatenate([sp.pid, sp.pid[ti]])
+    adm = np.concatenate([sp.admission, t_adm[ti]]).astype(np.int32)
+    dis = np.concatenate([sp.discharge, t_dis]).astype(np.int32)
+    method = np.concatenate([sp.method, np.full(len(ti), "2B", dtype="U2")])
+    provider = np.concatenate([sp.provider.astype(str), t_prov.astype(str)])
+    primary = np.concatenate([sp.primary, sp.primary[ti]])
+    kind = np.concatenate([sp.kind, np.full(len(ti), 5, dtype=np.int8)])
+    is_transfer = np.concatenate([transfer, np.zeros(len(ti), dtype=bool)])
+    n = len(pid)
+    death = reg.death[pid]
+    still = dis < 0
+    died = ~still & (dis == death)
+    self_discharge = rng.random(n) < dp["self_discharge_share"]
+    d_method = np.where(still, "8", np.where(died, "4", np.where(self_discharge, "2", "1")))
+    age = (adm - dem.dob[pid]) / YEAR
+    dest = _pick(rng, dp["destination_weights"], n).astype("U2")
+    care = age >= 75
+    to_care = care & (rng.random(n) < dp["care_home_share_75plus"])
+    dest = np.where(to_care, _pick(rng, dp["care_home_codes"], n), dest)
+    # transfers only where there is a following spell
+    dest = np.where(np.isin(dest, list(dp["other_hospital_codes"])), "19", dest)
+    dest = np.where(is_transfer, _pick(rng, dp["other_hospital_codes"], n), dest)
+    dest = np.where(still, "98", np.where(died, "79", dest))
+    order = np.lexsort((kind, adm, pid))
+    return Spells(
+        pid[order],
+        adm[order],
+        dis[order],
+        method[order],
+        provider[order],
+        primary[order],
+        kind[order],
+        d_method[order],
+        dest[order],
+    )
+
+
+def gp_death_lag(
+    rng: np.random.Generator, params: dict, reg: Registrations, sp: Spells, extract_day: int
+) -> np.ndarray:
+    """People who died in hospital recently whose GP record does not show the death yet at
+    the extract date (``date_of_death`` and ``registration_end`` still empty): a death within
+    ``gp_death_lag_days`` of the extract date, with probability ``gp_death_lag_prob``."""
+    dp = params["discharge"]
+    n = len(reg.death)
+    died_h = np.zeros(n, dtype=bool)
+    died_h[sp.pid[sp.discharge_method == "4"]] = True
+    recent = (reg.death <= extract_day) & (reg.death > extract_day - dp["gp_death_lag_days"])
+    return died_h & recent & (rng.random(n) < dp["gp_death_lag_prob"])
 
 
 def _emergency_primary(
