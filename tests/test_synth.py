@@ -27,6 +27,9 @@ from phm.contract import (
     APPOINTMENT_STATUS,
     ASSET_CATEGORIES,
     DEPARTMENT_TYPES,
+    DISCHARGE_DESTINATION_GROUPS,
+    DISCHARGE_DESTINATIONS,
+    DISCHARGE_METHODS,
     EMERGENCY_ADMISSION_METHODS,
     ETHNIC_CATEGORIES,
     OP_ATTENDANCE_STATUS,
@@ -52,7 +55,7 @@ from phm.synth.codes import (
     nhs_test_capacity,
 )
 from phm.synth.faults import FAULT_COLUMNS, FAULT_KINDS
-from phm.synth.reference import load_params
+from phm.synth.reference import IMD_PATH, load_params
 
 EXTRACT = dt.date(2025, 11, 1)
 EXTRACT_STR = EXTRACT.isoformat()
@@ -156,6 +159,9 @@ def rules(table: str, df: pl.DataFrame, extract: dt.date, ctx: dict) -> dict[str
         r["lsoa11_code:malformed_code"] = pl.col("lsoa11_code").is_not_null() & ~pl.col(
             "lsoa11_code"
         ).str.contains(r"^E01\d{6}$")
+        r["lsoa21_code:malformed_code"] = pl.col("lsoa21_code").is_not_null() & ~pl.col(
+            "lsoa21_code"
+        ).str.contains(r"^E01\d{6}$")
         required("practice_code")
         r["practice_code:orphan_reference"] = not_in("practice_code", ctx["practice_codes"])
         required_date("registration_start")
@@ -207,6 +213,16 @@ def rules(table: str, df: pl.DataFrame, extract: dt.date, ctx: dict) -> dict[str
         r["discharge_date:date_order"] = parse_date("discharge_date") < parse_date("admission_date")
         required("admission_method")
         r["admission_method:not_allowed_value"] = not_in("admission_method", ADMISSION_METHODS)
+        has_date = pl.col("discharge_date").is_not_null()
+        method, dest = pl.col("discharge_method"), pl.col("discharge_destination")
+        r["discharge_method:not_allowed_value"] = (
+            not_in("discharge_method", DISCHARGE_METHODS)
+            | (method.is_in(["4", "5"]) & dest.is_not_null() & (dest != "79"))
+            | ((method == "8") & has_date)
+        ).fill_null(False)
+        r["discharge_destination:not_allowed_value"] = (
+            not_in("discharge_destination", DISCHARGE_DESTINATIONS) | ((dest == "98") & has_date)
+        ).fill_null(False)
         required("primary_diagnosis")
         r["primary_diagnosis:malformed_code"] = pl.col("primary_diagnosis").is_not_null() & ~pl.col(
             "primary_diagnosis"
@@ -419,7 +435,7 @@ def test_same_arguments_give_identical_files_and_other_seed_differs(tmp_path):
     c = gen(tmp_path / "c", 1500, seed=4, faults=0.02)
     da, db, dc = _digests(tmp_path / "a"), _digests(tmp_path / "b"), _digests(tmp_path / "c")
     assert da == db
-    assert len(da) == len(TABLE_NAMES) + 3  # tables, manifest, truth, faults
+    assert len(da) == len(TABLE_NAMES) + 4  # tables, manifest, truth, v2 truth, faults
     assert a.rows == b.rows and a.n_faults == b.n_faults
     differing = [k for k in da if da[k] != dc.get(k)]
     assert f"{EXTRACT_STR}/gp_events.csv" in differing
@@ -430,7 +446,7 @@ def test_same_arguments_give_identical_files_and_other_seed_differs(tmp_path):
 def test_columns_in_contract_order_and_manifest_matches(clean):
     manifest = json.loads((clean.delivery / "_manifest.json").read_text())
     assert manifest["extract_date"] == EXTRACT_STR
-    assert manifest["contract_version"] == 1
+    assert manifest["contract_version"] == 2
     assert set(manifest["files"]) == set(TABLE_NAMES)
     for t in TABLE_NAMES:
         path = clean.delivery / f"{t}.csv"
@@ -793,3 +809,55 @@ def test_other_formats_are_readable_and_match_csv(tmp_path, fmt):
     again = gen(tmp_path / "again", 600, seed=9, faults=0.02, fmt=fmt)
     assert _digests(tmp_path / "again") == _digests(tmp_path / fmt.replace(".", "_"))
     assert again.rows == res.rows
+
+
+def test_v2_discharges_transfers_deaths_and_lsoa21(clean):
+    """Contract v2 columns with realistic content, consistent with the truth sidecar."""
+    apc = read_table(clean.delivery, "sus_apc")
+    methods = apc["admission_method"].value_counts()
+    share = dict(zip(methods["admission_method"], methods["count"], strict=True))
+    assert share.get("2A", 0) > 0 and share.get("2D", 0) > 0 and share.get("2B", 0) > 0
+    assert "26" not in share and "27" not in share
+    # still in hospital: 8/98 exactly when there is no discharge date
+    no_date = apc["discharge_date"].is_null()
+    assert ((apc["discharge_method"] == "8") == no_date).all()
+    assert ((apc["discharge_destination"] == "98") == no_date).all()
+    # deaths in hospital: 4 with 79, on the GP date of death unless the GP record lags
+    died = apc.filter(pl.col("discharge_method") == "4")
+    assert died.height > 0 and (died["discharge_destination"] == "79").all()
+    groups = {c: g for g, cs in DISCHARGE_DESTINATION_GROUPS.items() for c in cs}
+    dest_group = apc["discharge_destination"].replace_strict(groups).value_counts()
+    g = dict(zip(dest_group["discharge_destination"], dest_group["count"], strict=True))
+    assert g["home"] > 0.8 * apc.height and g["care_home"] > 0 and g["other_hospital"] > 0
+    # a transfer is followed by a 2B spell at another provider the same or the next day
+    a = apc.with_columns(
+        parse_date("admission_date").alias("adm"), parse_date("discharge_date").alias("dis")
+    ).sort("nhs_number", "adm", "admission_method")
+    nxt = a.with_columns(
+        pl.col("adm").shift(-1).over("nhs_number").alias("next_adm"),
+        pl.col("admission_method").shift(-1).over("nhs_number").alias("next_method"),
+        pl.col("provider_code").shift(-1).over("nhs_number").alias("next_provider"),
+    ).filter(pl.col("discharge_destination").is_in(DISCHARGE_DESTINATION_GROUPS["other_hospital"]))
+    assert nxt.height > 0
+    gap = (nxt["next_adm"] - nxt["dis"]).dt.total_days()
+    assert gap.is_in([0, 1]).all()
+    assert (nxt["next_method"] == "2B").all()
+    assert (nxt["next_provider"] != nxt["provider_code"]).all()
+    # truth sidecar: hospital deaths, GP record lag, 2021-only LSOA codes
+    truth = pl.read_parquet(clean.truth.parent / "v2_truth.parquet")
+    pts = read_table(clean.delivery, "gp_patients")
+    lag = truth.filter("gp_date_of_death_missing")["nhs_number"]
+    assert lag.len() > 0
+    assert set(lag) <= set(died["nhs_number"])
+    lagged = pts.filter(pl.col("nhs_number").is_in(lag.implode()))
+    assert lagged["date_of_death"].is_null().all() and lagged["registration_end"].is_null().all()
+    recorded = truth.filter(pl.col("died_in_hospital") & ~pl.col("gp_date_of_death_missing"))
+    rec = pts.filter(pl.col("nhs_number").is_in(recorded["nhs_number"].implode()))
+    assert rec["date_of_death"].is_not_null().all()
+    imd = set(pl.read_csv(IMD_PATH, columns=["lsoa11cd"])["lsoa11cd"])
+    only21 = pts.filter(pl.col("lsoa21_code").is_not_null() & ~pl.col("lsoa21_code").is_in(imd))
+    assert 0 < only21.height < 0.1 * pts.height
+    assert set(only21["nhs_number"]) == set(truth.filter("lsoa21_only_code")["nhs_number"])
+    same = pts.filter(pl.col("lsoa21_code").is_in(imd))
+    assert (same["lsoa21_code"] == same["lsoa11_code"]).all()
+    assert (pts["lsoa21_code"].is_null() == pts["lsoa11_code"].is_null()).all()

@@ -324,7 +324,7 @@ def lsoa21_codes(rng: np.random.Generator, params: dict, codes11: np.ndarray) ->
     p = params["lsoa21"]
     code11 = np.asarray(codes11).astype("U9")
     n = len(code11)
-    n_split = max(1, int(round(p["split_share"] * n)))
+    n_split = max(1, round(p["split_share"] * n))
     split = np.sort(rng.choice(n, size=n_split, replace=False))
     new = p["new_code_start"] + 2 * np.arange(n_split)
     a, b = code11.copy(), code11.copy()
