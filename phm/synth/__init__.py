@@ -15,6 +15,7 @@ See docs/synthetic-data.md for the model, parameters, sources and the fault voca
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,7 @@ import polars as pl
 from phm.contract import TABLE_NAMES
 from phm.manifest import write_manifest
 from phm.paths import sidecar_dir
-from phm.synth import community, events, hospital, population, tables
+from phm.synth import community, events, hospital, impact, population, tables
 from phm.synth import faults as fault_injection
 from phm.synth.clinical import deficits_at, make_risk_factors, simulate_conditions, simulate_frailty
 from phm.synth.codes import generate_nhs_numbers, icd10_messy
@@ -73,6 +74,7 @@ _STREAMS = (
     "faults",
     "discharges",
     "lsoa21",
+    "impact",
 )
 
 
@@ -190,9 +192,20 @@ def generate(
             len(pr.code),
             pr.table["pcn_code"].n_unique(),
         )
+    with stage("referrals"):
+        # social prescribing referrals first: their peaks of need and the effect are laid
+        # over the hospital and GP appointment processes (phm.synth.impact)
+        eng = community.make_engagement(
+            rngs["engagement"], params, dem, cond, reg, rf.engagement_z, E
+        )
+        carer = events.make_carers(rngs["carers"], params, dem, E)
+        refs = community.make_referrals(
+            rngs["referrals"], params, dem, cond, fr, reg, eng, carer, rf.bmi, E
+        )
+        sp_ex = impact.make_exposure(params, refs, len(dem.dob))
     with stage("hospital"):
         em_pid, em_day, truth, u_frail = hospital.emergency_admissions(
-            rngs["emergency"], params, dem, cond, fr, reg, E
+            rngs["emergency"], params, dem, cond, fr, reg, E, rngs["impact"], sp_ex
         )
         spells = hospital.make_spells(rngs["spells"], params, dem, cond, fr, reg, em_pid, em_day, E)
         spells = hospital.discharges(rngs["discharges"], params, dem, reg, spells, E)
@@ -202,26 +215,44 @@ def generate(
         )
         forms = rngs["diagnoses"].choice(4, size=len(spells.pid), p=[0.45, 0.3, 0.12, 0.13])
         primary = icd10_messy(spells.primary, forms, set(params["emergency"]["asterisk_codes"]))
-        ed = hospital.make_ecds(rngs["ecds"], params, dem, cond, reg, spells, u_frail, E)
-    with stage("community"):
-        eng = community.make_engagement(
-            rngs["engagement"], params, dem, cond, reg, rf.engagement_z, E
+        ed = hospital.make_ecds(
+            rngs["ecds"], params, dem, cond, reg, spells, u_frail, E, rngs["impact"], sp_ex
         )
+    with stage("community"):
         op = hospital.make_outpatients(
             rngs["outpatients"], params, dem, cond, reg, eng.low, u_frail, E
         )
         ppn = community.make_ppn(rngs["ppn"], params, dem, cond, reg, eng, E)
-        carer = events.make_carers(rngs["carers"], params, dem, E)
-        refs = community.make_referrals(
-            rngs["referrals"], params, dem, cond, fr, reg, eng, carer, rf.bmi, E
-        )
-        outcomes = community.make_outcomes(rngs["outcomes"], params, dem, refs, E)
+        outcomes, score_truth = community.make_outcomes(rngs["outcomes"], params, dem, refs, E)
         book = events.CodeBook()
         invites, first_invite = events.make_invites(
             rngs["invites"], params, book, dem, cond, reg, eng, E
         )
         appts = community.make_appointments(
-            rngs["appointments"], params, dem, cond, fr, reg, eng, refs, first_invite, u_frail, E
+            rngs["appointments"],
+            params,
+            dem,
+            cond,
+            fr,
+            reg,
+            eng,
+            refs,
+            first_invite,
+            u_frail,
+            E,
+            rngs["impact"],
+            sp_ex,
+        )
+        ep = params["emergency"]["method_weights"]
+        impact_truth = impact.impact_truth(
+            sp_ex,
+            refs,
+            np.where(reg.status == population.CURRENT, E, reg.end),
+            reg.death,
+            E,
+            float(ep["21"]) / sum(float(v) for v in ep.values()),
+            score_truth,
+            params,
         )
     with stage("gp_record"):
         ev = events.make_events(
@@ -308,6 +339,8 @@ def generate(
         truth_path = side / "truth.parquet"
         truth_df.write_parquet(truth_path, compression="zstd", statistics=True)
         v2_truth.write_parquet(side / "v2_truth.parquet", compression="zstd", statistics=True)
+        impact_path = side / "impact_truth.json"
+        impact_path.write_text(json.dumps(impact_truth, indent=2, sort_keys=False) + "\n")
         faults_path = side / "faults.csv"
         if faults > 0:
             fault_injection.faults_frame(fault_records).write_csv(

@@ -28,6 +28,7 @@ from phm.synth._util import (
 )
 from phm.synth.clinical import Conditions, Frailty, deficits_at
 from phm.synth.codes import icd10_messy
+from phm.synth.impact import Exposure, expected, overlay
 from phm.synth.population import CURRENT, DIED, Demography, Registrations
 
 MH_KEYS = ("depression", "severe_mental_illness", "substance_misuse", "anxiety")
@@ -86,17 +87,23 @@ def emergency_admissions(
     fr: Frailty,
     reg: Registrations,
     extract_day: int,
+    impact_rng: np.random.Generator | None = None,
+    ex: Exposure | None = None,
 ) -> tuple[np.ndarray, np.ndarray, Truth, np.ndarray]:
     """Hazard-driven emergency admissions over three 365-day windows ending on the extract
     date: (person, admission day), the truth for current patients, and the unobserved
-    gamma frailty (which also raises GP appointment, A&E and outpatient rates)."""
+    gamma frailty (which also raises GP appointment, A&E and outpatient rates).
+
+    With ``ex``, the social prescribing peak of need and effect are laid over the hazard's
+    admissions (phm.synth.impact; drawn from ``impact_rng``; the hazard's own feedback from
+    prior admissions is unchanged) and the truth's probabilities include them."""
     ep = params["emergency"]
     n = len(dem.dob)
     shape = ep["gamma_shape"]
     u = rng.gamma(shape, 1.0 / shape, n)
     last = np.where(reg.status == CURRENT, extract_day, reg.end)
     prior = rng.poisson(_state_rate(params, dem, cond, fr, u, extract_day - 1095, np.zeros(n)))
-    pids, days = [], []
+    pids, days, rates = [], [], []
     rate = exposure = None
     for w in range(3):
         state_day = extract_day - 1095 + 365 * w
@@ -104,6 +111,7 @@ def emergency_admissions(
         hi = np.minimum(state_day + 365, last)
         exposure = np.maximum(hi - lo + 1, 0)
         rate = _state_rate(params, dem, cond, fr, u, state_day, prior)
+        rates.append(rate)
         count = rng.poisson(rate * exposure / 365.0)
         pid = np.repeat(np.arange(n, dtype=np.int32), count)
         pids.append(pid)
@@ -113,7 +121,45 @@ def emergency_admissions(
     p_before = 1.0 - np.exp(-rate * exposure / 365.0)
     rate_after = _state_rate(params, dem, cond, fr, u, extract_day, prior)
     p_after = 1.0 - np.exp(-rate_after)
-    return np.concatenate(pids), np.concatenate(days), Truth(p_before, p_after), u
+    em_pid, em_day = np.concatenate(pids), np.concatenate(days)
+    if ex is not None and impact_rng is not None:
+        by_window = np.stack([*rates, rate_after], axis=1) / 365.0  # per day
+        first_day = extract_day - 1094
+
+        def rate_at(p: np.ndarray, d: np.ndarray) -> np.ndarray:
+            w = np.clip((d.astype(np.int64) - first_day) // 365, 0, 3)
+            return by_window[p, w]
+
+        em_pid, em_day = overlay(
+            impact_rng,
+            ex,
+            "emergency_admissions",
+            em_pid,
+            em_day,
+            rate_at,
+            by_window[:, :3].max(axis=1),
+            np.maximum(first_day, dem.dob),
+            last,
+        )
+        # the truth's probabilities with the peak and the effect, for people with referrals
+        sel = np.flatnonzero(ex.ref_count > 0)
+        lo = np.maximum(extract_day - 364, dem.dob)
+        lam = expected(
+            ex,
+            "emergency_admissions",
+            sel,
+            np.full(len(sel), extract_day - 364),
+            365,
+            True,
+            lo,
+            last,
+        )
+        p_before[sel] = 1.0 - np.exp(-lam)
+        lam = expected(
+            ex, "emergency_admissions", sel, np.full(len(sel), extract_day + 1), 365, True
+        )
+        p_after[sel] = 1.0 - np.exp(-lam)
+    return em_pid, em_day, Truth(p_before, p_after), u
 
 
 def _los(
@@ -470,7 +516,11 @@ def make_ecds(
     sp: Spells,
     u_frailty: np.ndarray,
     extract_day: int,
+    impact_rng: np.random.Generator | None = None,
+    ex: Exposure | None = None,
 ) -> EdAttendances:
+    """A&E attendances: a Poisson process per person (with ``ex``, the social prescribing
+    overlay, phm.synth.impact) plus one admitted attendance per spell admitted via A&E."""
     ed = params["ecds"]
     window_lo = extract_day - 1094
     last = np.where(reg.status == CURRENT, extract_day, reg.end)
@@ -483,6 +533,18 @@ def make_ecds(
     )
     rate = rate * u_frailty ** ed["frailty_power"]
     pid, day = poisson_events(rng, rate, np.maximum(window_lo, dem.dob), last)
+    if ex is not None and impact_rng is not None:
+        pid, day = overlay(
+            impact_rng,
+            ex,
+            "ae_attendances",
+            pid,
+            day,
+            lambda p, d: rate[p] / YEAR,
+            rate / YEAR,
+            np.maximum(window_lo, dem.dob),
+            last,
+        )
     # admitted attendances: emergency spells admitted via A&E (method 21)
     via_ae = sp.method == "21"
     a_pid, a_day = sp.pid[via_ae], sp.admission[via_ae]
