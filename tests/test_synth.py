@@ -435,7 +435,9 @@ def test_same_arguments_give_identical_files_and_other_seed_differs(tmp_path):
     c = gen(tmp_path / "c", 1500, seed=4, faults=0.02)
     da, db, dc = _digests(tmp_path / "a"), _digests(tmp_path / "b"), _digests(tmp_path / "c")
     assert da == db
-    assert len(da) == len(TABLE_NAMES) + 4  # tables, manifest, truth, v2 truth, faults
+    # tables, manifest, truth, v2 truth, impact truth, faults
+    assert len(da) == len(TABLE_NAMES) + 5
+    assert f"_sidecar/{EXTRACT_STR}/impact_truth.json" in da
     assert a.rows == b.rows and a.n_faults == b.n_faults
     differing = [k for k in da if da[k] != dc.get(k)]
     assert f"{EXTRACT_STR}/gp_events.csv" in differing
@@ -792,6 +794,122 @@ def test_social_prescribing_outcomes_improve(clean):
     assert d["ucla3_loneliness"] < -0.3 and d["ons4_anxiety"] < -0.3
 
 
+# --- social prescribing impact: referral at a peak of need, known true effect -----------------
+
+
+IMPACT_KEYS = [
+    f"{o}_{w}"
+    for w in ("6m", "12m")
+    for o in ("gp_appointments", "ae_attendances", "emergency_admissions")
+]
+
+
+def test_impact_truth_sidecar_has_the_effects_with_the_parameterised_signs(clean):
+    path = sidecar_dir(clean.delivery.parent, EXTRACT_STR) / "impact_truth.json"
+    truth = json.loads(path.read_text())
+    params = load_params()["social_prescribing"]
+    eff = truth["social_prescribing"]
+    assert set(eff) == set(IMPACT_KEYS) | set(SP_MEASURE_RANGES)
+    for key in IMPACT_KEYS:
+        outcome = key.rsplit("_", 1)[0]
+        assert truth["n"][key] > 50, key
+        # rates x (1 - effect): fewer contacts when the effect is positive
+        assert np.sign(eff[key]) == -np.sign(params["effect"][outcome]), key
+    for o in ("gp_appointments", "ae_attendances", "emergency_admissions"):
+        assert truth["n"][f"{o}_12m"] < truth["n"][f"{o}_6m"]
+        assert abs(eff[f"{o}_12m"]) > abs(eff[f"{o}_6m"])
+    for m in SP_MEASURE_RANGES:
+        assert truth["n"][m] > 50
+        assert np.sign(eff[m]) == np.sign(params["measures"][m]["effect"]), m
+        # the mean dose is about 1: the truth is of the order of the parameter
+        assert 0.5 < eff[m] / params["measures"][m]["effect"] < 1.5, m
+    assert truth["parameters"]["effect"] == params["effect"]
+    assert "population" in truth["definitions"]
+
+
+def test_referred_people_use_services_most_just_before_referral(clean):
+    """Referral comes at a temporary peak of need: GP and A&E use in the 3 months before the
+    first referral is well above the same people's use 7-12 months before."""
+    refs = read_table(clean.delivery, "sp_referrals").select(
+        "nhs_number", parse_date("referral_date").alias("ref")
+    )
+    first = refs.group_by("nhs_number").agg(pl.col("ref").min())
+    # a full year of history inside the three-year window
+    first = first.filter(pl.col("ref") >= pl.lit(EXTRACT - dt.timedelta(days=1094 - 365)))
+    assert first.height > 200
+    for table, col, ratio in (
+        ("gp_appointments", "appointment_date", 1.4),
+        ("sus_ecds", "arrival_datetime", 1.3),
+    ):
+        ev = (
+            read_table(clean.delivery, table)
+            .with_columns(pl.col(col).str.slice(0, 10).alias("_d"))
+            .select("nhs_number", parse_date("_d").alias("day"))
+        )
+        j = first.join(ev, on="nhs_number", how="left").with_columns(
+            (pl.col("ref") - pl.col("day")).dt.total_days().alias("before")
+        )
+        recent = j.filter((pl.col("before") >= 1) & (pl.col("before") <= 91)).height / 91
+        early = j.filter((pl.col("before") >= 183) & (pl.col("before") <= 365)).height / 183
+        assert recent > ratio * early, (table, recent, early)
+
+
+def test_overlay_intensity_matches_the_exact_expectation():
+    """Peak events and thinning give exactly rate x (1 + height*s) x (1 - effect) in effect:
+    the simulated mean count agrees with impact.expected (the sidecar's arithmetic)."""
+    from phm.synth._util import poisson_events
+    from phm.synth.community import Referrals
+    from phm.synth.impact import expected, make_exposure, overlay
+
+    n = 40_000
+    rng = np.random.default_rng(1)
+    pid = np.arange(n, dtype=np.int32)
+    ref_day = np.full(n, 1000) + (pid % 30)
+    fc = ref_day + 10
+    engaged = pid % 2 == 0
+    refs = Referrals(
+        pid,
+        ref_day,
+        np.full(n, "gp"),
+        np.full(n, "other"),
+        np.ones(n, dtype=np.int64),
+        fc,
+        np.where(engaged, "active", "declined"),
+        np.full(n, -1),
+        np.full(n, 3),
+    )
+    ex = make_exposure(load_params(), refs, n)
+    rate = np.where(pid % 3 == 0, 8.0, 2.0) / 365.25
+    lo, hi = np.zeros(n, dtype=np.int64), np.full(n, 2500)
+    e_pid, e_day = poisson_events(rng, rate * 365.25, lo, hi)
+    e_pid, e_day = overlay(
+        rng, ex, "gp_appointments", e_pid, e_day, lambda p, d: rate[p], rate, lo, hi
+    )
+    for start, days in ((fc, 182), (ref_day - 91, 91), (fc - 182, 182)):
+        ev = pl.DataFrame({"pid": e_pid, "day": e_day}).join(
+            pl.DataFrame({"pid": pid, "s": start}), on="pid"
+        )
+        got = np.bincount(
+            ev.filter((pl.col("day") >= pl.col("s")) & (pl.col("day") < pl.col("s") + days))[
+                "pid"
+            ].to_numpy(),
+            minlength=n,
+        )
+        want = expected(ex, "gp_appointments", pid.astype(np.int64), start, days, True)
+        se = np.sqrt(want.sum()) / n
+        assert abs(got.mean() - want.mean()) < 4 * se, (
+            start[0] - ref_day[0],
+            got.mean(),
+            want.mean(),
+        )
+    # engaged people lose effect x their expected use after first contact, declined nothing
+    untreated = expected(ex, "gp_appointments", pid.astype(np.int64), fc, 182, False)
+    treated = expected(ex, "gp_appointments", pid.astype(np.int64), fc, 182, True)
+    eff = load_params()["social_prescribing"]["effect"]["gp_appointments"]
+    assert np.allclose(treated[engaged], (1 - eff) * untreated[engaged])
+    assert np.allclose(treated[~engaged], untreated[~engaged])
+
+
 # --- other formats --------------------------------------------------------------------------------------
 
 
@@ -836,7 +954,7 @@ def test_v2_discharges_transfers_deaths_and_lsoa21(clean):
     # a transfer is followed by a 2B spell at another provider the same or the next day
     a = apc.with_columns(
         parse_date("admission_date").alias("adm"), parse_date("discharge_date").alias("dis")
-    ).sort("nhs_number", "adm", "admission_method")
+    ).sort("nhs_number", "adm", "dis", "admission_method", nulls_last=True)
     nxt = a.with_columns(
         pl.col("adm").shift(-1).over("nhs_number").alias("next_adm"),
         pl.col("admission_method").shift(-1).over("nhs_number").alias("next_method"),
