@@ -1,4 +1,4 @@
-"""The extract data contract (v1) as data.
+"""The extract data contract (v2) as data.
 
 This module restates ``shared/data-contract.md`` (also in ``docs/data-contract.md``) in a form
 that code can use: the twelve tables, their columns in delivery order, types, nullability
@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2
+#: contract versions this pipeline reads (a v1 delivery lacks the v2 optional columns)
+ACCEPTED_CONTRACT_VERSIONS = (1, 2)
 
 #: The contract's scalar types.
 TYPES = ("str", "date", "datetime", "int", "float", "bool")
@@ -26,6 +28,14 @@ class Column:
     #: allowed values for an enumerated column (None = free)
     allowed: tuple[str, ...] | None = None
     description: str = ""
+    #: contract version that added the column; a column added after v1 is optional: a
+    #: delivery may leave it out (it is then null in raw and staging, and the data-quality
+    #: report names it as missing)
+    since: int = 1
+
+    @property
+    def optional(self) -> bool:
+        return self.since > 1
 
     def __post_init__(self) -> None:
         if self.type not in TYPES:
@@ -44,6 +54,15 @@ class Table:
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    @property
+    def required_column_names(self) -> list[str]:
+        """Columns every delivery must have (all but the optional, later-version ones)."""
+        return [c.name for c in self.columns if not c.optional]
+
+    @property
+    def optional_column_names(self) -> list[str]:
+        return [c.name for c in self.columns if c.optional]
 
     def column(self, name: str) -> Column:
         for c in self.columns:
@@ -72,14 +91,41 @@ STAFF_ROLES = (
     "other",
 )
 APPOINTMENT_MODES = ("face_to_face", "telephone", "video", "home_visit")
-ADMISSION_METHODS = (
-    "11", "12", "13",  # elective
-    *(str(x) for x in range(21, 29)),  # emergency 21-28
-    "31", "32",  # maternity
-    "81", "82", "83",  # other
-)  # fmt: skip
-EMERGENCY_ADMISSION_METHODS = tuple(str(x) for x in range(21, 29))
+#: NHS Data Dictionary ADMISSION METHOD (data/reference/nhs-data-dictionary/admission_method.csv)
 ELECTIVE_ADMISSION_METHODS = ("11", "12", "13")
+#: emergency: 21-25, 2A-2D, and 28 (retired 2013, still in older history); 26/27 do not exist
+EMERGENCY_ADMISSION_METHODS = ("21", "22", "23", "24", "25", "2A", "2B", "2C", "2D", "28")
+MATERNITY_ADMISSION_METHODS = ("31", "32")
+OTHER_ADMISSION_METHODS = ("81", "82", "83")
+#: ``99`` not known: accepted, counted as neither elective nor emergency
+UNKNOWN_ADMISSION_METHOD = "99"
+ADMISSION_METHODS = (
+    *ELECTIVE_ADMISSION_METHODS,
+    *EMERGENCY_ADMISSION_METHODS,
+    *MATERNITY_ADMISSION_METHODS,
+    *OTHER_ADMISSION_METHODS,
+    UNKNOWN_ADMISSION_METHOD,
+)
+#: NHS Data Dictionary DISCHARGE METHOD (data/reference/nhs-data-dictionary/discharge_method.csv)
+DISCHARGE_METHODS = ("1", "2", "3", "4", "5", "8", "9")
+DISCHARGE_METHODS_DIED = ("4", "5")
+DISCHARGE_METHOD_NOT_DISCHARGED = "8"
+#: NHS Data Dictionary DISCHARGE DESTINATION, by the groups the pipeline uses
+#: (data/reference/nhs-data-dictionary/discharge_destination.csv; current and retired codes)
+DISCHARGE_DESTINATION_GROUPS: dict[str, tuple[str, ...]] = {
+    "home": ("19", "29"),
+    "care_home": ("54", "55", "56", "65", "85"),
+    "other_hospital": ("48", "49", "50", "51", "52", "53", "84", "87"),
+    "hospice": ("88",),
+    "court_penal": ("37", "38", "40", "42"),
+    "died": ("79",),
+    "not_discharged": ("98",),
+    "unknown": ("99",),
+    "other": ("30", "66", "89"),
+}
+DISCHARGE_DESTINATIONS = tuple(sorted(c for g in DISCHARGE_DESTINATION_GROUPS.values() for c in g))
+DISCHARGE_DESTINATION_DIED = "79"
+DISCHARGE_DESTINATION_NOT_DISCHARGED = "98"
 DEPARTMENT_TYPES = ("01", "02", "03", "04")
 OP_ATTENDANCE_STATUS = ("5", "6", "7", "2", "3", "4")
 PPN_CATEGORIES = (
@@ -158,6 +204,13 @@ TABLES: dict[str, Table] = {
                 C("sex", "str", allowed=SEX),
                 C("ethnic_category", "str", nullable=True, allowed=ETHNIC_CATEGORIES),
                 C("lsoa11_code", "str", nullable=True, description="E01 + 6 digits"),
+                C(
+                    "lsoa21_code",
+                    "str",
+                    nullable=True,
+                    description="v2, optional: LSOA 2021 code, E01 + 6 digits",
+                    since=2,
+                ),
                 C("practice_code", "str", description="must exist in practices"),
                 C("registration_start", "date"),
                 C("registration_end", "date", nullable=True, description="null = current"),
@@ -214,6 +267,22 @@ TABLES: dict[str, Table] = {
                 C("admission_date", "date"),
                 C("discharge_date", "date", nullable=True, description=">= admission_date"),
                 C("admission_method", "str", allowed=ADMISSION_METHODS),
+                C(
+                    "discharge_method",
+                    "str",
+                    nullable=True,
+                    allowed=DISCHARGE_METHODS,
+                    description="v2, optional: NHS Data Dictionary DISCHARGE METHOD",
+                    since=2,
+                ),
+                C(
+                    "discharge_destination",
+                    "str",
+                    nullable=True,
+                    allowed=DISCHARGE_DESTINATIONS,
+                    description="v2, optional: NHS Data Dictionary DISCHARGE DESTINATION",
+                    since=2,
+                ),
                 C("primary_diagnosis", "str", description="ICD-10, as SUS sends it"),
                 C("secondary_diagnoses", "str", nullable=True, description="ICD-10 codes; ';'"),
             ),
@@ -302,6 +371,11 @@ TABLES: dict[str, Table] = {
 }
 
 TABLE_NAMES: tuple[str, ...] = tuple(TABLES)
+
+#: table -> its columns added after v1 (optional in a delivery), e.g. for the data-quality report
+OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {
+    t.name: tuple(t.optional_column_names) for t in TABLES.values() if t.optional_column_names
+}
 
 #: file name suffixes a delivery may use for a table, in order of preference
 FILE_SUFFIXES = (".csv", ".csv.gz", ".parquet")

@@ -18,7 +18,14 @@ from pathlib import Path
 
 import polars as pl
 
-from phm.contract import CONTRACT_VERSION, FILE_SUFFIXES, MANIFEST_NAME, TABLE_NAMES, TABLES
+from phm.contract import (
+    ACCEPTED_CONTRACT_VERSIONS,
+    CONTRACT_VERSION,
+    FILE_SUFFIXES,
+    MANIFEST_NAME,
+    TABLE_NAMES,
+    TABLES,
+)
 from phm.manifest import count_rows, sha256_file
 
 log = logging.getLogger("phm.delivery")
@@ -49,6 +56,8 @@ class Delivery:
     folder: Path
     extract_date: date
     entries: dict[str, ManifestEntry]
+    #: the manifest's contract_version (1 or 2); a v1 delivery lacks the v2 optional columns
+    contract_version: int = CONTRACT_VERSION
 
     @property
     def extract_date_str(self) -> str:
@@ -106,11 +115,12 @@ def read_manifest(folder: Path) -> Delivery:
         raise DeliveryError(path, f"manifest is not valid JSON ({e})") from e
     if not isinstance(raw, dict) or not isinstance(raw.get("files"), dict):
         raise DeliveryError(path, "manifest has no 'files' object")
-    if raw.get("contract_version") != CONTRACT_VERSION:
+    version = raw.get("contract_version")
+    if isinstance(version, bool) or version not in ACCEPTED_CONTRACT_VERSIONS:
         raise DeliveryError(
             path,
-            f"contract_version is {raw.get('contract_version')!r}; this pipeline reads version "
-            f"{CONTRACT_VERSION}",
+            f"contract_version is {version!r}; this pipeline reads versions "
+            f"{', '.join(map(str, ACCEPTED_CONTRACT_VERSIONS))}",
         )
     try:
         extract_date = date.fromisoformat(str(raw.get("extract_date")))
@@ -141,7 +151,7 @@ def read_manifest(folder: Path) -> Delivery:
     unknown = sorted(set(raw["files"]) - set(TABLE_NAMES))
     if unknown:
         log.warning("manifest lists tables outside the contract, ignored: %s", unknown)
-    return Delivery(folder, extract_date, entries)
+    return Delivery(folder, extract_date, entries, int(version))
 
 
 def verify_files(delivery: Delivery) -> None:
@@ -201,7 +211,16 @@ def _parquet_as_strings(path: Path) -> pl.DataFrame:
 
 def read_table(entry: ManifestEntry) -> pl.DataFrame:
     """A table exactly as delivered: every column as text (empty field = null) plus
-    ``_row_number`` (1-based data row in the file). Unknown extra columns are kept."""
+    ``_row_number`` (1-based data row in the file). Unknown extra columns are kept.
+
+    A missing optional (v2) column is added as all null; see :func:`read_table_checked` for
+    which ones were missing."""
+    return read_table_checked(entry)[0]
+
+
+def read_table_checked(entry: ManifestEntry) -> tuple[pl.DataFrame, list[str]]:
+    """:func:`read_table` and the optional (later contract version) columns the file lacks,
+    in contract order; those columns are in the frame, all null."""
     path = entry.file
     try:
         if path.name.endswith(".parquet"):
@@ -223,7 +242,7 @@ def read_table(entry: ManifestEntry) -> pl.DataFrame:
     # strip a BOM polars may leave on the first header and stray spaces around names
     df = df.rename({c: c.lstrip("\ufeff").strip() for c in df.columns})
     contract = TABLES[entry.table]
-    missing = [c for c in contract.column_names if c not in df.columns]
+    missing = [c for c in contract.required_column_names if c not in df.columns]
     if missing:
         raise DeliveryError(path, f"missing required column(s): {', '.join(missing)}")
     if len(set(df.columns)) != len(df.columns):
@@ -235,9 +254,14 @@ def read_table(entry: ManifestEntry) -> pl.DataFrame:
     extras = [c for c in df.columns if c not in contract.column_names]
     if extras:
         log.info("%s: extra columns kept in raw and ignored downstream: %s", path.name, extras)
+    absent = [c for c in contract.optional_column_names if c not in df.columns]
+    if absent:
+        log.info("%s: optional v2 column(s) not delivered, loaded as null: %s", path.name, absent)
     df = df.with_columns(pl.col(c).cast(pl.String) for c in df.columns)
-    return df.select(
+    df = df.with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in absent)
+    out = df.select(
         pl.int_range(1, df.height + 1, dtype=pl.Int64).alias(ROW_NUMBER),
         *contract.column_names,
         *extras,
     )
+    return out, absent

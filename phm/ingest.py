@@ -10,7 +10,7 @@ import duckdb
 import polars as pl
 
 from phm.contract import TABLE_NAMES
-from phm.delivery import Delivery, read_table
+from phm.delivery import Delivery, read_table_checked
 from phm.warehouse import DELIVERY_TABLE, ensure_schemas, write_table
 
 log = logging.getLogger("phm.ingest")
@@ -22,15 +22,22 @@ def load_raw(con: duckdb.DuckDBPyConnection, delivery: Delivery) -> dict[str, in
     Any file-level fault (unreadable, wrong encoding, missing column) raises
     :class:`phm.delivery.DeliveryError` and rolls back: the warehouse keeps the last good state.
     Returns rows loaded per table.
+
+    ``raw._delivery`` records the extract date, the folder, the manifest, the contract version
+    and ``missing_columns`` (JSON: table -> optional v2 columns the delivery left out, loaded
+    as null), which the data-quality report lists.
     """
     ensure_schemas(con)
     counts: dict[str, int] = {}
+    missing: dict[str, list[str]] = {}
     con.execute("BEGIN TRANSACTION")
     try:
         for table in TABLE_NAMES:
             t0 = time.perf_counter()
             entry = delivery.entries[table]
-            df = read_table(entry)
+            df, absent = read_table_checked(entry)
+            if absent:
+                missing[table] = absent
             counts[table] = write_table(con, f"raw.{table}", df)
             del df
             log.info(
@@ -53,6 +60,8 @@ def load_raw(con: duckdb.DuckDBPyConnection, delivery: Delivery) -> dict[str, in
                         sort_keys=True,
                     )
                 ],
+                "contract_version": [delivery.contract_version],
+                "missing_columns": [json.dumps(missing, sort_keys=True)],
             }
         )
         write_table(con, DELIVERY_TABLE, meta)

@@ -21,6 +21,7 @@ sp_referrals``) are checked against the keys *delivered* in the referenced raw t
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from pandera.config import ValidationDepth, config_context
 from pandera.errors import SchemaErrors
 
 import schemas
-from phm.contract import TABLE_NAMES, TABLES
+from phm.contract import OPTIONAL_COLUMNS, TABLE_NAMES, TABLES
 from schemas._base import (
     ROW_NUMBER,
     MissingColumnsError,
@@ -49,6 +50,7 @@ __all__ = [
     "ValidationResult",
     "data_quality_markdown",
     "data_quality_summary",
+    "missing_v2_fields",
     "normalise_icd10",
     "reference_keys",
     "validate_delivery",
@@ -75,6 +77,8 @@ class ValidationResult:
     quarantine: pl.DataFrame
     #: rule name -> number of rows that broke it (all rules of the table, in rule order)
     rule_counts: dict[str, int] = field(default_factory=dict)
+    #: optional (v2) contract columns the delivered table lacked (validated as null)
+    missing_columns: tuple[str, ...] = ()
 
     @property
     def rows_delivered(self) -> int:
@@ -166,7 +170,8 @@ def validate_table(
     ``refs``: keys delivered in the tables this one references (:data:`schemas.REFERENCES`),
     e.g. ``{"practices": {...}}`` for ``gp_events``; see :func:`reference_keys`.
 
-    Raises :class:`MissingColumnsError` when a contract column is missing.
+    Raises :class:`MissingColumnsError` when a required contract column is missing; a
+    missing optional (v2) column is taken as null and listed in ``missing_columns``.
     """
     if table not in TABLES:
         raise KeyError(f"unknown table {table!r}; tables: {', '.join(TABLE_NAMES)}")
@@ -175,6 +180,9 @@ def validate_table(
         raise ValueError(f"{table}: delivered columns clash with quarantine's: {sorted(clash)}")
     if ROW_NUMBER in raw.columns and raw[ROW_NUMBER].null_count():
         raise ValueError(f"{table}: {ROW_NUMBER} has nulls")
+    absent = tuple(c for c in OPTIONAL_COLUMNS.get(table, ()) if c not in raw.columns)
+    if absent:
+        raw = raw.with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in absent)
     frame = check_frame(table, raw)
     rules = schemas.rules_for(table, extract_date, refs)
     schema = schemas.schema_for(table, extract_date, refs)
@@ -215,7 +223,7 @@ def validate_table(
         )
         .select(*QUARANTINE_COLUMNS, *delivered)
     )
-    return ValidationResult(table, extract_date, staging, quarantine, rule_counts)
+    return ValidationResult(table, extract_date, staging, quarantine, rule_counts, absent)
 
 
 def validate_delivery(
@@ -256,6 +264,13 @@ COMPLETENESS: tuple[Completeness, ...] = (
         "current patients with an LSOA (lsoa11_code)",
         ("registration_end", "lsoa11_code"),
         pl.col("lsoa11_code").is_not_null(),
+        _CURRENT,
+    ),
+    Completeness(
+        "gp_patients",
+        "current patients with an LSOA 2021 code (lsoa21_code, v2)",
+        ("registration_end", "lsoa21_code"),
+        pl.col("lsoa21_code").is_not_null(),
         _CURRENT,
     ),
     Completeness(
@@ -302,6 +317,18 @@ COMPLETENESS: tuple[Completeness, ...] = (
     ),
     Completeness(
         "sus_apc",
+        "spells with a discharge_method (v2)",
+        ("discharge_method",),
+        pl.col("discharge_method").is_not_null(),
+    ),
+    Completeness(
+        "sus_apc",
+        "spells with a discharge_destination (v2)",
+        ("discharge_destination",),
+        pl.col("discharge_destination").is_not_null(),
+    ),
+    Completeness(
+        "sus_apc",
         "spells with secondary_diagnoses",
         ("secondary_diagnoses",),
         pl.col("secondary_diagnoses").is_not_null(),
@@ -325,6 +352,9 @@ COMPLETENESS: tuple[Completeness, ...] = (
         pl.col("lsoa11_code").is_not_null(),
     ),
 )
+
+#: the summary metric naming an optional (v2) contract field the delivery did not include
+MISSING_FIELD_METRIC = "v2_field_missing"
 
 _SUMMARY_SCHEMA = {
     "table": pl.String,
@@ -367,12 +397,19 @@ def _table_rows(
     quarantined: int,
     rule_counts: Mapping[str, int],
     staging: pl.DataFrame,
+    missing_columns: tuple[str, ...] | list[str] = (),
 ) -> list[dict]:
     base = {"table": table, "detail": None, "denominator": None, "share": None}
     rows = [
         {**base, "metric": "rows_delivered", "value": delivered},
         {**base, "metric": "rows_accepted", "value": accepted},
         {**base, "metric": "rows_quarantined", "value": quarantined},
+    ]
+    # v2 fields the delivery lacks (a v1 delivery): value = rows without the field
+    rows += [
+        {**base, "metric": MISSING_FIELD_METRIC, "detail": f"{table}.{c}", "value": delivered}
+        for c in OPTIONAL_COLUMNS.get(table, ())
+        if c in missing_columns
     ]
     rows += [
         {**base, "metric": "rule_broken", "detail": rule, "value": int(n)}
@@ -390,7 +427,8 @@ def data_quality_summary(source) -> pl.DataFrame:
     schemas hold the tables (as the pipeline writes them).
 
     Columns: ``table``; ``metric`` (``rows_delivered``, ``rows_accepted``,
-    ``rows_quarantined``, ``rule_broken``, ``completeness``); ``detail`` (the rule or the
+    ``rows_quarantined``, ``rule_broken``, ``completeness``, ``v2_field_missing`` with
+    ``detail`` = ``table.column`` for an optional v2 field the delivery lacked); ``detail`` (the rule or the
     completeness measure); ``value`` (a row count; for completeness the rows that have the
     field); ``denominator`` and ``share`` (completeness only).
     """
@@ -407,8 +445,33 @@ def data_quality_summary(source) -> pl.DataFrame:
                 r.rows_quarantined,
                 r.rule_counts,
                 r.staging,
+                r.missing_columns,
             )
     return pl.DataFrame(rows, schema=_SUMMARY_SCHEMA)
+
+
+def missing_v2_fields(source) -> list[str]:
+    """``table.column`` for every optional (v2) contract field the delivery lacked, in
+    contract order; ``source`` as for :func:`data_quality_summary` (or its frame)."""
+    s = source if isinstance(source, pl.DataFrame) else data_quality_summary(source)
+    return s.filter(pl.col("metric") == MISSING_FIELD_METRIC)["detail"].to_list()
+
+
+def _warehouse_missing_columns(con, existing: set[tuple[str, str]]) -> dict[str, list[str]]:
+    """table -> optional columns the ingested delivery lacked (from ``raw._delivery``)."""
+    if ("raw", "_delivery") not in existing:
+        return {}
+    cols = {
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = 'raw' AND table_name = '_delivery'"
+        ).fetchall()
+    }
+    if "missing_columns" not in cols:
+        return {}
+    row = con.execute("SELECT missing_columns FROM raw._delivery").fetchone()
+    return json.loads(row[0]) if row and row[0] else {}
 
 
 def _summary_from_warehouse(con) -> list[dict]:
@@ -419,6 +482,7 @@ def _summary_from_warehouse(con) -> list[dict]:
         ).fetchall()
     }
     rows: list[dict] = []
+    missing = _warehouse_missing_columns(con, existing)
     for t in TABLE_NAMES:
         if not {("raw", t), ("staging", t), ("quarantine", t)} <= existing:
             continue
@@ -439,7 +503,9 @@ def _summary_from_warehouse(con) -> list[dict]:
             if cols
             else pl.DataFrame()
         )
-        rows += _table_rows(t, delivered, accepted, quarantined, rule_counts, staging)
+        rows += _table_rows(
+            t, delivered, accepted, quarantined, rule_counts, staging, missing.get(t, ())
+        )
     return rows
 
 
@@ -482,6 +548,18 @@ def data_quality_markdown(source, extract_date: date | None = None) -> str:
             tot.get("rows_quarantined", 0),
         )
         out.append(f"| **all** | {d:,} | {a:,} | {q:,} | {_pct(q / d if d else None)} |")
+
+    lacking = s.filter(pl.col("metric") == MISSING_FIELD_METRIC)
+    out += ["", "## Contract v2 fields", ""]
+    if lacking.height:
+        out += [
+            "The delivery lacks these optional v2 fields (a v1 delivery); they are null in "
+            "raw and staging:",
+            "",
+        ]
+        out += [f"- `{r['detail']}`" for r in lacking.iter_rows(named=True)]
+    else:
+        out.append("The delivery has every v2 field.")
 
     broken = s.filter(pl.col("metric") == "rule_broken")
     out += ["", "## Broken rules", ""]

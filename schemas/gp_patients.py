@@ -6,6 +6,7 @@ from datetime import date
 
 from phm.contract import TABLES
 from schemas._base import (
+    LSOA11,
     Rule,
     RuleContext,
     date_order,
@@ -13,6 +14,7 @@ from schemas._base import (
     nhs_number_rules,
     not_after_extract,
     not_before,
+    pattern_rule,
     practice_code_rules,
     table_schema,
     unique_first_wins,
@@ -21,6 +23,12 @@ from schemas._base import (
 TABLE = TABLES["gp_patients"]
 
 EARLIEST_BIRTH = date(1900, 1, 1)
+
+
+def lsoa21_rule(ctx: RuleContext) -> list[Rule]:
+    """v2 optional ``lsoa21_code``: an LSOA 2021 code, ``E01`` + 6 digits (same form as 2011;
+    whether the deprivation index covers it is a data-quality count, not a row fault)."""
+    return pattern_rule(ctx, "lsoa21_code", LSOA11, "LSOA 2021 code (E01 + 6 digits)")
 
 
 def extra_rules(ctx: RuleContext) -> list[Rule]:
@@ -37,6 +45,7 @@ def extra_rules(ctx: RuleContext) -> list[Rule]:
         *not_after_extract(ctx, "date_of_birth"),
         *not_before(ctx, "date_of_birth", EARLIEST_BIRTH),
         *lsoa_rule(ctx),
+        *lsoa21_rule(ctx),
         *practice_code_rules(ctx),
         *not_after_extract(ctx, "registration_start"),
         *not_after_extract(ctx, "registration_end"),

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import polars as pl
 
-from phm.contract import TABLES
+from phm.contract import (
+    DISCHARGE_DESTINATION_DIED,
+    DISCHARGE_DESTINATION_NOT_DISCHARGED,
+    DISCHARGE_METHOD_NOT_DISCHARGED,
+    DISCHARGE_METHODS_DIED,
+    TABLES,
+)
 from schemas._base import (
     ICD10_CODE,
     Rule,
@@ -62,6 +68,56 @@ def _secondary(text: pl.Expr) -> pl.Expr:
     return pl.when(_secondary_valid(text) & (norm != "")).then(norm)
 
 
+# --- v2 discharge consistency (quarantined with the rule's name) ----------------------
+
+
+def died_only_with_destination_died(ctx: RuleContext) -> list[Rule]:
+    """discharge_method 4/5 (died, stillbirth) only with discharge_destination 79, when both
+    are supplied."""
+    method, dest = ctx.raw("discharge_method"), ctx.raw("discharge_destination")
+    return [
+        Rule(
+            "discharge_method: 4 or 5 (died) only with discharge_destination 79",
+            "discharge_method",
+            "not_allowed_value",
+            ok_when(
+                [ctx.present("discharge_method"), ctx.present("discharge_destination")],
+                ~method.is_in(list(DISCHARGE_METHODS_DIED)) | (dest == DISCHARGE_DESTINATION_DIED),
+            ),
+            detail="checked when both are supplied",
+        )
+    ]
+
+
+def not_discharged_only_without_date(ctx: RuleContext) -> list[Rule]:
+    """discharge_method 8 / discharge_destination 98 (not discharged) only when
+    discharge_date is empty; equally, a spell with a discharge_date is not 8/98."""
+    has_date = ctx.present("discharge_date")
+    return [
+        Rule(
+            "discharge_method: 8 (still in hospital) only without a discharge_date",
+            "discharge_method",
+            "not_allowed_value",
+            ok_when(
+                [ctx.present("discharge_method")],
+                ~(ctx.raw("discharge_method") == DISCHARGE_METHOD_NOT_DISCHARGED) | ~has_date,
+            ),
+            detail="a spell with a discharge_date is not `8`",
+        ),
+        Rule(
+            "discharge_destination: 98 (not discharged) only without a discharge_date",
+            "discharge_destination",
+            "not_allowed_value",
+            ok_when(
+                [ctx.present("discharge_destination")],
+                ~(ctx.raw("discharge_destination") == DISCHARGE_DESTINATION_NOT_DISCHARGED)
+                | ~has_date,
+            ),
+            detail="a spell with a discharge_date is not `98`",
+        ),
+    ]
+
+
 def extra_rules(ctx: RuleContext) -> list[Rule]:
     secondary = ctx.raw("secondary_diagnoses")
     well_formed = _secondary_valid(secondary)
@@ -73,6 +129,8 @@ def extra_rules(ctx: RuleContext) -> list[Rule]:
         *not_after_extract(ctx, "admission_date"),
         *not_after_extract(ctx, "discharge_date"),
         *date_order(ctx, "discharge_date", "admission_date"),
+        *died_only_with_destination_died(ctx),
+        *not_discharged_only_without_date(ctx),
         Rule(
             "primary_diagnosis: ICD-10 code",
             "primary_diagnosis",

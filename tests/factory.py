@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
 from datetime import date
 from pathlib import Path
 
 import polars as pl
 
-from phm.contract import TABLE_NAMES, TABLES
+from phm.contract import CONTRACT_VERSION, TABLE_NAMES, TABLES
 from phm.manifest import write_manifest
 
 EXTRACT_DATE = date(2026, 11, 1)
@@ -47,6 +48,7 @@ def default_rows() -> dict[str, list[dict]]:
                 "sex": "F",
                 "ethnic_category": "A",
                 "lsoa11_code": "E01013600",
+                "lsoa21_code": "E01013600",
                 "practice_code": "C82001",
                 "registration_start": "2001-01-01",
             },
@@ -109,6 +111,8 @@ def default_rows() -> dict[str, list[dict]]:
                 "admission_date": "2026-05-01",
                 "discharge_date": "2026-05-04",
                 "admission_method": "21",
+                "discharge_method": "1",
+                "discharge_destination": "19",
                 "primary_diagnosis": "I50.0",
                 "secondary_diagnoses": "F00.0*;W19",
             },
@@ -184,9 +188,13 @@ def default_rows() -> dict[str, list[dict]]:
     }
 
 
-def write_table_file(folder: Path, table: str, rows: list[dict], fmt: str = "csv") -> Path:
-    columns = TABLES[table].column_names
-    extra = [k for r in rows for k in r if k not in columns]
+def write_table_file(
+    folder: Path, table: str, rows: list[dict], fmt: str = "csv", drop: set[str] | None = None
+) -> Path:
+    """One table file; columns in ``drop`` are left out of the file (e.g. v2 columns)."""
+    columns = [c for c in TABLES[table].column_names if c not in (drop or set())]
+    skip = set(columns) | (drop or set())
+    extra = [k for r in rows for k in r if k not in skip]
     header = columns + list(dict.fromkeys(extra))
     if fmt == "parquet":
         path = folder / f"{table}.parquet"
@@ -211,12 +219,23 @@ def make_delivery(
     extract_date: date = EXTRACT_DATE,
     fmt: str = "csv",
     manifest: bool = True,
+    contract_version: int = CONTRACT_VERSION,
 ) -> Path:
+    """A delivery folder with the factory's rows (``tables`` replaces whole tables).
+
+    ``contract_version=1`` writes a v1 delivery: without the columns added in v2 (the files
+    do not have them at all) and with ``contract_version: 1`` in the manifest."""
     rows = default_rows()
     rows.update(tables or {})
     folder = Path(root) / extract_date.isoformat()
     folder.mkdir(parents=True, exist_ok=True)
-    files = {t: write_table_file(folder, t, rows[t], fmt) for t in TABLE_NAMES}
+    drop = {c.name for t in TABLES.values() for c in t.columns if c.since > contract_version}
+    files = {t: write_table_file(folder, t, rows[t], fmt, drop) for t in TABLE_NAMES}
     if manifest:
-        write_manifest(folder, extract_date.isoformat(), files)
+        path = write_manifest(folder, extract_date.isoformat(), files)
+        if contract_version != CONTRACT_VERSION:
+            mpath = Path(path)
+            m = json.loads(mpath.read_text(encoding="utf-8"))
+            m["contract_version"] = contract_version
+            mpath.write_text(json.dumps(m, indent=2), encoding="utf-8")
     return folder

@@ -5,11 +5,18 @@ import json
 from datetime import date
 
 import duckdb
+import polars as pl
 import pytest
 from factory import EXTRACT_DATE, make_delivery
 
 from phm.contract import TABLE_NAMES
-from phm.delivery import DeliveryError, find_delivery, open_delivery, read_table
+from phm.delivery import (
+    DeliveryError,
+    find_delivery,
+    open_delivery,
+    read_table,
+    read_table_checked,
+)
 from phm.ingest import load_raw
 from phm.manifest import count_csv_rows, write_manifest
 
@@ -176,3 +183,74 @@ def test_csv_row_count_honours_quoted_newlines(tmp_path):
     g = tmp_path / "x.csv.gz"
     g.write_bytes(gzip.compress(b"a\n1\n2\n3\n"))
     assert count_csv_rows(g) == 3
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_v1_delivery_loads_with_null_v2_columns_and_the_report_names_them(tmp_path, fmt):
+    from phm.validate import (
+        data_quality_markdown,
+        data_quality_summary,
+        missing_v2_fields,
+        validate_table,
+        warehouse_reference_keys,
+    )
+
+    folder = make_delivery(tmp_path, fmt=fmt, contract_version=1)
+    header = pl.read_csv(folder / "sus_apc.csv").columns if fmt == "csv" else None
+    if header is not None:
+        assert "discharge_method" not in header
+    delivery = open_delivery(tmp_path)
+    assert delivery.contract_version == 1
+    df, absent = read_table_checked(delivery.entries["sus_apc"])
+    assert absent == ["discharge_method", "discharge_destination"]
+    assert df["discharge_method"].null_count() == df.height == 1
+    con = duckdb.connect()
+    load_raw(con, delivery)
+    assert (
+        con.execute("select count(*) from raw.gp_patients where lsoa21_code is null").fetchone()[0]
+        == con.execute("select count(*) from raw.gp_patients").fetchone()[0]
+    )
+    # validate into staging and quarantine as the pipeline does
+    con.execute("create schema if not exists staging; create schema if not exists quarantine")
+    for t in TABLE_NAMES:
+        raw = con.execute(f"select * from raw.{t}").pl()
+        r = validate_table(t, raw, delivery.extract_date, warehouse_reference_keys(con, t))
+        assert r.rows_quarantined == 0, r.quarantine
+        con.register("s", r.staging.to_arrow())
+        con.register("q", r.quarantine.to_arrow())
+        con.execute(f"create table staging.{t} as select * from s")
+        con.execute(f"create table quarantine.{t} as select * from q")
+        con.unregister("s")
+        con.unregister("q")
+    assert (
+        con.execute(
+            "select count(*) from staging.sus_apc where discharge_destination is null"
+        ).fetchone()[0]
+        == 1
+    )
+    summary = data_quality_summary(con)
+    assert missing_v2_fields(summary) == [
+        "gp_patients.lsoa21_code",
+        "sus_apc.discharge_method",
+        "sus_apc.discharge_destination",
+    ]
+    md = data_quality_markdown(summary)
+    assert "`sus_apc.discharge_destination`" in md and "`gp_patients.lsoa21_code`" in md
+
+
+def test_v2_delivery_report_names_no_missing_field(tmp_path):
+    from phm.validate import data_quality_markdown, missing_v2_fields, validate_delivery
+
+    delivery = open_delivery(make_delivery(tmp_path).parent)
+    assert delivery.contract_version == 2
+    raw = {t: read_table(e) for t, e in delivery.entries.items()}
+    assert raw["sus_apc"]["discharge_destination"].to_list() == ["19"]
+    results = validate_delivery(raw, delivery.extract_date)
+    assert missing_v2_fields(results) == []
+    assert "The delivery has every v2 field." in data_quality_markdown(results)
+
+
+def test_unknown_contract_version_is_refused(tmp_path):
+    make_delivery(tmp_path, contract_version=3)
+    with pytest.raises(DeliveryError, match="contract_version is 3"):
+        open_delivery(tmp_path)

@@ -244,6 +244,18 @@ def _specific_cases() -> list[Case]:
             {"lsoa11_code": "E0101360"},
             {"lsoa11_code": None},
         ),
+        _c(
+            "gp_patients",
+            "lsoa21_code: LSOA 2021 code (E01 + 6 digits)",
+            {"lsoa21_code": "E0103593"},
+            {"lsoa21_code": "E01035930"},
+        ),
+        _c(
+            "gp_patients",
+            "lsoa21_code: LSOA 2021 code (E01 + 6 digits)",
+            {"lsoa21_code": "W01000001"},
+            {"lsoa21_code": None},
+        ),
         _future("gp_patients", "registration_start"),
         _future("gp_patients", "registration_end"),
         _c(
@@ -361,6 +373,46 @@ def _specific_cases() -> list[Case]:
             "admission_method: one of the allowed values",
             {"admission_method": "14"},
             {"admission_method": "83"},
+        ),
+        # v2: 26 and 27 do not exist; 2A-2D and 99 do
+        *(
+            _c(
+                "sus_apc",
+                "admission_method: one of the allowed values",
+                {"admission_method": bad},
+                {"admission_method": good},
+            )
+            for bad, good in (("26", "2A"), ("27", "2B"), ("2E", "2C"), ("2a", "2D"), ("29", "28"))
+        ),
+        _c(
+            "sus_apc",
+            "admission_method: one of the allowed values",
+            {"admission_method": "98"},
+            {"admission_method": "99"},
+        ),
+        _c(
+            "sus_apc",
+            "discharge_method: 4 or 5 (died) only with discharge_destination 79",
+            {"discharge_method": "4", "discharge_destination": "19"},
+            {"discharge_method": "4", "discharge_destination": "79"},
+        ),
+        _c(
+            "sus_apc",
+            "discharge_method: 4 or 5 (died) only with discharge_destination 79",
+            {"discharge_method": "5", "discharge_destination": "51"},
+            {"discharge_method": "5", "discharge_destination": None},  # not both supplied
+        ),
+        _c(
+            "sus_apc",
+            "discharge_method: 8 (still in hospital) only without a discharge_date",
+            {"discharge_method": "8", "discharge_destination": None},
+            {"discharge_method": "8", "discharge_destination": None, "discharge_date": None},
+        ),
+        _c(
+            "sus_apc",
+            "discharge_destination: 98 (not discharged) only without a discharge_date",
+            {"discharge_destination": "98", "discharge_method": None},
+            {"discharge_destination": "98", "discharge_method": "8", "discharge_date": None},
         ),
         _c(
             "sus_apc",
@@ -817,3 +869,59 @@ def test_schema_checks_dtypes():
 def test_docs_list_every_rule():
     doc = (Path(__file__).parent.parent / "docs" / "validation.md").read_text(encoding="utf-8")
     assert schemas.rules_markdown() in doc, "regenerate: python -m schemas > rules section"
+
+
+# --------------------------------------------------------------------------------------
+# contract v2
+# --------------------------------------------------------------------------------------
+
+_NDD = Path(__file__).resolve().parents[1] / "data" / "reference" / "nhs-data-dictionary"
+
+
+@pytest.mark.parametrize(
+    ("file", "codes"),
+    [
+        ("admission_method.csv", "ADMISSION_METHODS"),
+        ("discharge_method.csv", "DISCHARGE_METHODS"),
+        ("discharge_destination.csv", "DISCHARGE_DESTINATIONS"),
+    ],
+)
+def test_contract_code_sets_equal_the_vendored_nhs_data_dictionary(file, codes):
+    import phm.contract as contract
+
+    ref = pl.read_csv(_NDD / file, infer_schema=False)
+    assert sorted(ref["code"]) == sorted(getattr(contract, codes))
+    if file == "admission_method.csv":
+        emergency = ref.filter(pl.col("group") == "emergency")["code"].to_list()
+        assert sorted(emergency) == sorted(contract.EMERGENCY_ADMISSION_METHODS)
+        assert "26" not in contract.ADMISSION_METHODS and "27" not in contract.ADMISSION_METHODS
+    if file == "discharge_destination.csv":
+        groups = dict(ref.group_by("group").agg("code").iter_rows())
+        assert {g: sorted(c) for g, c in groups.items()} == {
+            g: sorted(c) for g, c in contract.DISCHARGE_DESTINATION_GROUPS.items()
+        }
+
+
+def test_v2_admission_methods_accepted_and_26_27_quarantined_with_the_rule_name():
+    ok = ["21", "2A", "2B", "2C", "2D", "28", "99"]
+    bad = ["26", "27"]
+    rows = [row("sus_apc", spell_id=f"S{i}", admission_method=m) for i, m in enumerate(ok + bad)]
+    result = _validate("sus_apc", rows)
+    assert result.staging["admission_method"].to_list() == ok
+    assert result.quarantine["admission_method"].to_list() == bad
+    assert (
+        result.quarantine["failed_rules"].to_list()
+        == [["admission_method: one of the allowed values"]] * 2
+    )
+
+
+def test_v1_frame_without_v2_columns_validates_with_nulls():
+    v1 = raw_frame("sus_apc", [row("sus_apc")]).drop("discharge_method", "discharge_destination")
+    result = validate_table("sus_apc", v1, EXTRACT, REFS)
+    assert result.rows_accepted == 1
+    assert result.missing_columns == ("discharge_method", "discharge_destination")
+    assert result.staging["discharge_method"].null_count() == 1
+    assert result.staging["discharge_destination"].null_count() == 1
+    # a required column is still required
+    with pytest.raises(schemas.MissingColumnsError):
+        validate_table("sus_apc", v1.drop("admission_method"), EXTRACT, REFS)

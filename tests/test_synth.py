@@ -28,6 +28,9 @@ from phm.contract import (
     APPOINTMENT_STATUS,
     ASSET_CATEGORIES,
     DEPARTMENT_TYPES,
+    DISCHARGE_DESTINATION_GROUPS,
+    DISCHARGE_DESTINATIONS,
+    DISCHARGE_METHODS,
     EMERGENCY_ADMISSION_METHODS,
     ETHNIC_CATEGORIES,
     OP_ATTENDANCE_STATUS,
@@ -53,7 +56,7 @@ from phm.synth.codes import (
     nhs_test_capacity,
 )
 from phm.synth.faults import FAULT_COLUMNS, FAULT_KINDS
-from phm.synth.reference import load_params
+from phm.synth.reference import IMD_PATH, load_params
 
 EXTRACT = dt.date(2025, 11, 1)
 EXTRACT_STR = EXTRACT.isoformat()
@@ -147,6 +150,9 @@ def rules(table: str, df: pl.DataFrame, extract: dt.date, ctx: dict) -> dict[str
         r["lsoa11_code:malformed_code"] = pl.col("lsoa11_code").is_not_null() & ~pl.col(
             "lsoa11_code"
         ).str.contains(r"^E01\d{6}$")
+        r["lsoa21_code:malformed_code"] = pl.col("lsoa21_code").is_not_null() & ~pl.col(
+            "lsoa21_code"
+        ).str.contains(r"^E01\d{6}$")
         required("practice_code")
         r["practice_code:orphan_reference"] = not_in("practice_code", ctx["practice_codes"])
         required_date("registration_start")
@@ -198,6 +204,16 @@ def rules(table: str, df: pl.DataFrame, extract: dt.date, ctx: dict) -> dict[str
         r["discharge_date:date_order"] = parse_date("discharge_date") < parse_date("admission_date")
         required("admission_method")
         r["admission_method:not_allowed_value"] = not_in("admission_method", ADMISSION_METHODS)
+        has_date = pl.col("discharge_date").is_not_null()
+        method, dest = pl.col("discharge_method"), pl.col("discharge_destination")
+        r["discharge_method:not_allowed_value"] = (
+            not_in("discharge_method", DISCHARGE_METHODS)
+            | (method.is_in(["4", "5"]) & dest.is_not_null() & (dest != "79"))
+            | ((method == "8") & has_date)
+        ).fill_null(False)
+        r["discharge_destination:not_allowed_value"] = (
+            not_in("discharge_destination", DISCHARGE_DESTINATIONS) | ((dest == "98") & has_date)
+        ).fill_null(False)
         required("primary_diagnosis")
         r["primary_diagnosis:malformed_code"] = pl.col("primary_diagnosis").is_not_null() & ~pl.col(
             "primary_diagnosis"
@@ -410,7 +426,9 @@ def test_same_arguments_give_identical_files_and_other_seed_differs(tmp_path):
     c = gen(tmp_path / "c", 1500, seed=4, faults=0.02)
     da, db, dc = _digests(tmp_path / "a"), _digests(tmp_path / "b"), _digests(tmp_path / "c")
     assert da == db
-    assert len(da) == len(TABLE_NAMES) + 3  # tables, manifest, truth, faults
+    # tables, manifest, truth, v2 truth, impact truth, faults
+    assert len(da) == len(TABLE_NAMES) + 5
+    assert f"_sidecar/{EXTRACT_STR}/impact_truth.json" in da
     assert a.rows == b.rows and a.n_faults == b.n_faults
     differing = [k for k in da if da[k] != dc.get(k)]
     assert f"{EXTRACT_STR}/gp_events.csv" in differing
@@ -421,7 +439,7 @@ def test_same_arguments_give_identical_files_and_other_seed_differs(tmp_path):
 def test_columns_in_contract_order_and_manifest_matches(clean):
     manifest = json.loads((clean.delivery / "_manifest.json").read_text())
     assert manifest["extract_date"] == EXTRACT_STR
-    assert manifest["contract_version"] == 1
+    assert manifest["contract_version"] == 2
     assert set(manifest["files"]) == set(TABLE_NAMES)
     for t in TABLE_NAMES:
         path = clean.delivery / f"{t}.csv"
@@ -453,7 +471,11 @@ def test_clean_delivery_formats_and_references(clean):
     pat = read_table(d, "gp_patients")
     assert pat["nhs_number"].str.starts_with("999").all()
     cur = pat.filter(pl.col("registration_end").is_null())
-    assert cur.height == 20_000 and cur["nhs_number"].n_unique() == 20_000
+    # plus hospital deaths the GP record does not show yet (still registered at the extract)
+    lag = pl.read_parquet(clean.truth.parent / "v2_truth.parquet").filter(
+        "gp_date_of_death_missing"
+    )
+    assert cur.height == 20_000 + lag.height and cur["nhs_number"].n_unique() == cur.height
     ended = pat.filter(pl.col("registration_end").is_not_null())
     assert ended.height > 0
     dead = ended.filter(pl.col("date_of_death").is_not_null())
@@ -763,6 +785,122 @@ def test_social_prescribing_outcomes_improve(clean):
     assert d["ucla3_loneliness"] < -0.3 and d["ons4_anxiety"] < -0.3
 
 
+# --- social prescribing impact: referral at a peak of need, known true effect -----------------
+
+
+IMPACT_KEYS = [
+    f"{o}_{w}"
+    for w in ("6m", "12m")
+    for o in ("gp_appointments", "ae_attendances", "emergency_admissions")
+]
+
+
+def test_impact_truth_sidecar_has_the_effects_with_the_parameterised_signs(clean):
+    path = sidecar_dir(clean.delivery.parent, EXTRACT_STR) / "impact_truth.json"
+    truth = json.loads(path.read_text())
+    params = load_params()["social_prescribing"]
+    eff = truth["social_prescribing"]
+    assert set(eff) == set(IMPACT_KEYS) | set(SP_MEASURE_RANGES)
+    for key in IMPACT_KEYS:
+        outcome = key.rsplit("_", 1)[0]
+        assert truth["n"][key] > 50, key
+        # rates x (1 - effect): fewer contacts when the effect is positive
+        assert np.sign(eff[key]) == -np.sign(params["effect"][outcome]), key
+    for o in ("gp_appointments", "ae_attendances", "emergency_admissions"):
+        assert truth["n"][f"{o}_12m"] < truth["n"][f"{o}_6m"]
+        assert abs(eff[f"{o}_12m"]) > abs(eff[f"{o}_6m"])
+    for m in SP_MEASURE_RANGES:
+        assert truth["n"][m] > 50
+        assert np.sign(eff[m]) == np.sign(params["measures"][m]["effect"]), m
+        # the mean dose is about 1: the truth is of the order of the parameter
+        assert 0.5 < eff[m] / params["measures"][m]["effect"] < 1.5, m
+    assert truth["parameters"]["effect"] == params["effect"]
+    assert "population" in truth["definitions"]
+
+
+def test_referred_people_use_services_most_just_before_referral(clean):
+    """Referral comes at a temporary peak of need: GP and A&E use in the 3 months before the
+    first referral is well above the same people's use 7-12 months before."""
+    refs = read_table(clean.delivery, "sp_referrals").select(
+        "nhs_number", parse_date("referral_date").alias("ref")
+    )
+    first = refs.group_by("nhs_number").agg(pl.col("ref").min())
+    # a full year of history inside the three-year window
+    first = first.filter(pl.col("ref") >= pl.lit(EXTRACT - dt.timedelta(days=1094 - 365)))
+    assert first.height > 200
+    for table, col, ratio in (
+        ("gp_appointments", "appointment_date", 1.4),
+        ("sus_ecds", "arrival_datetime", 1.3),
+    ):
+        ev = (
+            read_table(clean.delivery, table)
+            .with_columns(pl.col(col).str.slice(0, 10).alias("_d"))
+            .select("nhs_number", parse_date("_d").alias("day"))
+        )
+        j = first.join(ev, on="nhs_number", how="left").with_columns(
+            (pl.col("ref") - pl.col("day")).dt.total_days().alias("before")
+        )
+        recent = j.filter((pl.col("before") >= 1) & (pl.col("before") <= 91)).height / 91
+        early = j.filter((pl.col("before") >= 183) & (pl.col("before") <= 365)).height / 183
+        assert recent > ratio * early, (table, recent, early)
+
+
+def test_overlay_intensity_matches_the_exact_expectation():
+    """Peak events and thinning give exactly rate x (1 + height*s) x (1 - effect) in effect:
+    the simulated mean count agrees with impact.expected (the sidecar's arithmetic)."""
+    from phm.synth._util import poisson_events
+    from phm.synth.community import Referrals
+    from phm.synth.impact import expected, make_exposure, overlay
+
+    n = 40_000
+    rng = np.random.default_rng(1)
+    pid = np.arange(n, dtype=np.int32)
+    ref_day = np.full(n, 1000) + (pid % 30)
+    fc = ref_day + 10
+    engaged = pid % 2 == 0
+    refs = Referrals(
+        pid,
+        ref_day,
+        np.full(n, "gp"),
+        np.full(n, "other"),
+        np.ones(n, dtype=np.int64),
+        fc,
+        np.where(engaged, "active", "declined"),
+        np.full(n, -1),
+        np.full(n, 3),
+    )
+    ex = make_exposure(load_params(), refs, n)
+    rate = np.where(pid % 3 == 0, 8.0, 2.0) / 365.25
+    lo, hi = np.zeros(n, dtype=np.int64), np.full(n, 2500)
+    e_pid, e_day = poisson_events(rng, rate * 365.25, lo, hi)
+    e_pid, e_day = overlay(
+        rng, ex, "gp_appointments", e_pid, e_day, lambda p, d: rate[p], rate, lo, hi
+    )
+    for start, days in ((fc, 182), (ref_day - 91, 91), (fc - 182, 182)):
+        ev = pl.DataFrame({"pid": e_pid, "day": e_day}).join(
+            pl.DataFrame({"pid": pid, "s": start}), on="pid"
+        )
+        got = np.bincount(
+            ev.filter((pl.col("day") >= pl.col("s")) & (pl.col("day") < pl.col("s") + days))[
+                "pid"
+            ].to_numpy(),
+            minlength=n,
+        )
+        want = expected(ex, "gp_appointments", pid.astype(np.int64), start, days, True)
+        se = np.sqrt(want.sum()) / n
+        assert abs(got.mean() - want.mean()) < 4 * se, (
+            start[0] - ref_day[0],
+            got.mean(),
+            want.mean(),
+        )
+    # engaged people lose effect x their expected use after first contact, declined nothing
+    untreated = expected(ex, "gp_appointments", pid.astype(np.int64), fc, 182, False)
+    treated = expected(ex, "gp_appointments", pid.astype(np.int64), fc, 182, True)
+    eff = load_params()["social_prescribing"]["effect"]["gp_appointments"]
+    assert np.allclose(treated[engaged], (1 - eff) * untreated[engaged])
+    assert np.allclose(treated[~engaged], untreated[~engaged])
+
+
 # --- other formats --------------------------------------------------------------------------------------
 
 
@@ -784,3 +922,55 @@ def test_other_formats_are_readable_and_match_csv(tmp_path, fmt):
     again = gen(tmp_path / "again", 600, seed=9, faults=0.02, fmt=fmt)
     assert _digests(tmp_path / "again") == _digests(tmp_path / fmt.replace(".", "_"))
     assert again.rows == res.rows
+
+
+def test_v2_discharges_transfers_deaths_and_lsoa21(clean):
+    """Contract v2 columns with realistic content, consistent with the truth sidecar."""
+    apc = read_table(clean.delivery, "sus_apc")
+    methods = apc["admission_method"].value_counts()
+    share = dict(zip(methods["admission_method"], methods["count"], strict=True))
+    assert share.get("2A", 0) > 0 and share.get("2D", 0) > 0 and share.get("2B", 0) > 0
+    assert "26" not in share and "27" not in share
+    # still in hospital: 8/98 exactly when there is no discharge date
+    no_date = apc["discharge_date"].is_null()
+    assert ((apc["discharge_method"] == "8") == no_date).all()
+    assert ((apc["discharge_destination"] == "98") == no_date).all()
+    # deaths in hospital: 4 with 79, on the GP date of death unless the GP record lags
+    died = apc.filter(pl.col("discharge_method") == "4")
+    assert died.height > 0 and (died["discharge_destination"] == "79").all()
+    groups = {c: g for g, cs in DISCHARGE_DESTINATION_GROUPS.items() for c in cs}
+    dest_group = apc["discharge_destination"].replace_strict(groups).value_counts()
+    g = dict(zip(dest_group["discharge_destination"], dest_group["count"], strict=True))
+    assert g["home"] > 0.8 * apc.height and g["care_home"] > 0 and g["other_hospital"] > 0
+    # a transfer is followed by a 2B spell at another provider the same or the next day
+    a = apc.with_columns(
+        parse_date("admission_date").alias("adm"), parse_date("discharge_date").alias("dis")
+    ).sort("nhs_number", "adm", "dis", "admission_method", nulls_last=True)
+    nxt = a.with_columns(
+        pl.col("adm").shift(-1).over("nhs_number").alias("next_adm"),
+        pl.col("admission_method").shift(-1).over("nhs_number").alias("next_method"),
+        pl.col("provider_code").shift(-1).over("nhs_number").alias("next_provider"),
+    ).filter(pl.col("discharge_destination").is_in(DISCHARGE_DESTINATION_GROUPS["other_hospital"]))
+    assert nxt.height > 0
+    gap = (nxt["next_adm"] - nxt["dis"]).dt.total_days()
+    assert gap.is_in([0, 1]).all()
+    assert (nxt["next_method"] == "2B").all()
+    assert (nxt["next_provider"] != nxt["provider_code"]).all()
+    # truth sidecar: hospital deaths, GP record lag, 2021-only LSOA codes
+    truth = pl.read_parquet(clean.truth.parent / "v2_truth.parquet")
+    pts = read_table(clean.delivery, "gp_patients")
+    lag = truth.filter("gp_date_of_death_missing")["nhs_number"]
+    assert lag.len() > 0
+    assert set(lag) <= set(died["nhs_number"])
+    lagged = pts.filter(pl.col("nhs_number").is_in(lag.implode()))
+    assert lagged["date_of_death"].is_null().all() and lagged["registration_end"].is_null().all()
+    recorded = truth.filter(pl.col("died_in_hospital") & ~pl.col("gp_date_of_death_missing"))
+    rec = pts.filter(pl.col("nhs_number").is_in(recorded["nhs_number"].implode()))
+    assert rec["date_of_death"].is_not_null().all()
+    imd = set(pl.read_csv(IMD_PATH, columns=["lsoa11cd"])["lsoa11cd"])
+    only21 = pts.filter(pl.col("lsoa21_code").is_not_null() & ~pl.col("lsoa21_code").is_in(imd))
+    assert 0 < only21.height < 0.1 * pts.height
+    assert set(only21["nhs_number"]) == set(truth.filter("lsoa21_only_code")["nhs_number"])
+    same = pts.filter(pl.col("lsoa21_code").is_in(imd))
+    assert (same["lsoa21_code"] == same["lsoa11_code"]).all()
+    assert (pts["lsoa21_code"].is_null() == pts["lsoa11_code"].is_null()).all()

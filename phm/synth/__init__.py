@@ -15,6 +15,7 @@ See docs/synthetic-data.md for the model, parameters, sources and the fault voca
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +30,7 @@ from phm.contract import TABLE_NAMES
 from phm.manifest import write_manifest
 from phm.nhs_test_range import NHS_TEST_CAPACITY, NHS_TEST_PATIENTS, NHS_TEST_RANGE_NOTE
 from phm.paths import sidecar_dir
-from phm.synth import community, events, hospital, population, tables
+from phm.synth import community, events, hospital, impact, population, tables
 from phm.synth import faults as fault_injection
 from phm.synth.clinical import deficits_at, make_risk_factors, simulate_conditions, simulate_frailty
 from phm.synth.codes import generate_nhs_numbers, icd10_messy
@@ -69,6 +70,9 @@ _STREAMS = (
     "assets",
     "ids",
     "faults",
+    "discharges",
+    "lsoa21",
+    "impact",
 )
 
 
@@ -184,36 +188,67 @@ def generate(
             len(pr.code),
             pr.table["pcn_code"].n_unique(),
         )
+    with stage("referrals"):
+        # social prescribing referrals first: their peaks of need and the effect are laid
+        # over the hospital and GP appointment processes (phm.synth.impact)
+        eng = community.make_engagement(
+            rngs["engagement"], params, dem, cond, reg, rf.engagement_z, E
+        )
+        carer = events.make_carers(rngs["carers"], params, dem, E)
+        refs = community.make_referrals(
+            rngs["referrals"], params, dem, cond, fr, reg, eng, carer, rf.bmi, E
+        )
+        sp_ex = impact.make_exposure(params, refs, len(dem.dob))
     with stage("hospital"):
         em_pid, em_day, truth, u_frail = hospital.emergency_admissions(
-            rngs["emergency"], params, dem, cond, fr, reg, E
+            rngs["emergency"], params, dem, cond, fr, reg, E, rngs["impact"], sp_ex
         )
         spells = hospital.make_spells(rngs["spells"], params, dem, cond, fr, reg, em_pid, em_day, E)
+        spells = hospital.discharges(rngs["discharges"], params, dem, reg, spells, E)
+        gp_death_missing = hospital.gp_death_lag(rngs["discharges"], params, reg, spells, E)
         secondary = hospital.secondary_diagnoses(
             rngs["diagnoses"], params, dem.sex, cond, fr, spells
         )
         forms = rngs["diagnoses"].choice(4, size=len(spells.pid), p=[0.45, 0.3, 0.12, 0.13])
         primary = icd10_messy(spells.primary, forms, set(params["emergency"]["asterisk_codes"]))
-        ed = hospital.make_ecds(rngs["ecds"], params, dem, cond, reg, spells, u_frail, E)
-    with stage("community"):
-        eng = community.make_engagement(
-            rngs["engagement"], params, dem, cond, reg, rf.engagement_z, E
+        ed = hospital.make_ecds(
+            rngs["ecds"], params, dem, cond, reg, spells, u_frail, E, rngs["impact"], sp_ex
         )
+    with stage("community"):
         op = hospital.make_outpatients(
             rngs["outpatients"], params, dem, cond, reg, eng.low, u_frail, E
         )
         ppn = community.make_ppn(rngs["ppn"], params, dem, cond, reg, eng, E)
-        carer = events.make_carers(rngs["carers"], params, dem, E)
-        refs = community.make_referrals(
-            rngs["referrals"], params, dem, cond, fr, reg, eng, carer, rf.bmi, E
-        )
-        outcomes = community.make_outcomes(rngs["outcomes"], params, dem, refs, E)
+        outcomes, score_truth = community.make_outcomes(rngs["outcomes"], params, dem, refs, E)
         book = events.CodeBook()
         invites, first_invite = events.make_invites(
             rngs["invites"], params, book, dem, cond, reg, eng, E
         )
         appts = community.make_appointments(
-            rngs["appointments"], params, dem, cond, fr, reg, eng, refs, first_invite, u_frail, E
+            rngs["appointments"],
+            params,
+            dem,
+            cond,
+            fr,
+            reg,
+            eng,
+            refs,
+            first_invite,
+            u_frail,
+            E,
+            rngs["impact"],
+            sp_ex,
+        )
+        ep = params["emergency"]["method_weights"]
+        impact_truth = impact.impact_truth(
+            sp_ex,
+            refs,
+            np.where(reg.status == population.CURRENT, E, reg.end),
+            reg.death,
+            E,
+            float(ep["21"]) / sum(float(v) for v in ep.values()),
+            score_truth,
+            params,
         )
     with stage("gp_record"):
         ev = events.make_events(
@@ -236,13 +271,16 @@ def generate(
         med = events.medication_table(params)
         md = events.make_medications(rngs["medications"], params, dem, cond, reg, E)
         assets = community.make_assets(rngs["assets"], params, lsoas, patients)
+        lsoa21 = population.lsoa21_codes(rngs["lsoa21"], params, lsoas.code)
     with stage("tables"):
         ids = rngs["ids"]
         nhs_s = pl.Series("nhs_number", nhs.astype(object), dtype=pl.Utf8)
         pcodes = pr.code
         builders = {
             "practices": lambda: tables.finish("practices", pr.table),
-            "gp_patients": lambda: tables.gp_patients(nhs_s, dem, lsoas.code, pcodes, reg),
+            "gp_patients": lambda: tables.gp_patients(
+                nhs_s, dem, lsoas.code, pcodes, reg, lsoa21, gp_death_missing
+            ),
             "gp_events": lambda: tables.gp_events(nhs_s, book.codes, pcodes, reg.practice, *ev),
             "gp_medications": lambda: tables.gp_medications(ids, nhs_s, med, *md),
             "gp_appointments": lambda: tables.gp_appointments(nhs_s, pcodes, appts),
@@ -260,6 +298,7 @@ def generate(
         frames["sp_outcomes"] = tables.sp_outcomes(ref_ids, outcomes)
         frames["community_assets"] = tables.community_assets(assets)
         current = reg.status == population.CURRENT
+        v2_truth = _v2_truth(nhs, dem, reg, spells, lsoa21, gp_death_missing, E)
         truth_df = pl.DataFrame(
             {
                 "nhs_number": nhs[current],
@@ -295,6 +334,9 @@ def generate(
             files = {t: futures[t].result() for t in TABLE_NAMES}
         truth_path = side / "truth.parquet"
         truth_df.write_parquet(truth_path, compression="zstd", statistics=True)
+        v2_truth.write_parquet(side / "v2_truth.parquet", compression="zstd", statistics=True)
+        impact_path = side / "impact_truth.json"
+        impact_path.write_text(json.dumps(impact_truth, indent=2, sort_keys=False) + "\n")
         faults_path = side / "faults.csv"
         if faults > 0:
             fault_injection.faults_frame(fault_records).write_csv(
@@ -323,6 +365,32 @@ def generate(
         seed=seed,
         timings=timings,
     )
+
+
+def _v2_truth(nhs, dem, reg, spells, lsoa21, gp_death_missing, extract_day) -> pl.DataFrame:
+    """Per person with anything v2-specific (sidecar ``v2_truth.parquet``, never the delivery):
+    died in hospital (last spell ``4``/``79``), the GP record not yet showing that death at the
+    extract date, spells ending in a transfer, and a 2021-only LSOA code."""
+    n = len(dem.dob)
+    died_h = np.zeros(n, dtype=bool)
+    died_h[spells.pid[spells.discharge_method == "4"]] = True
+    transfers = np.bincount(
+        spells.pid[np.isin(spells.kind, [5])], minlength=n
+    )  # spells that are transfers in
+    new21 = np.zeros(n, dtype=bool)
+    has = dem.lsoa >= 0
+    new21[has] = lsoa21.code21[dem.lsoa[has]] != lsoa21.code11[dem.lsoa[has]]
+    keep = died_h | gp_death_missing | (transfers > 0) | new21
+    idx = np.flatnonzero(keep)
+    return pl.DataFrame(
+        {
+            "nhs_number": nhs[idx],
+            "died_in_hospital": died_h[idx],
+            "gp_date_of_death_missing": gp_death_missing[idx],
+            "transfers_in": transfers[idx].astype(np.int32),
+            "lsoa21_only_code": new21[idx],
+        }
+    ).sort("nhs_number")
 
 
 def _fault_context(

@@ -25,6 +25,7 @@ from phm.synth._util import (
     uniform_days,
 )
 from phm.synth.clinical import Conditions, Frailty, deficits_at
+from phm.synth.impact import Exposure, overlay
 from phm.synth.population import CURRENT, Demography, Registrations, calibrated_bernoulli
 from phm.synth.reference import Lsoas
 
@@ -293,8 +294,20 @@ class Outcomes:
 
 def make_outcomes(
     rng: np.random.Generator, params: dict, dem: Demography, refs: Referrals, extract_day: int
-) -> Outcomes:
+) -> tuple[Outcomes, dict[str, tuple[float, int]]]:
+    """Outcome scores at first contact (baseline) and about 6 months later, and the truth:
+    per measure, the mean change attributable to social prescribing over the referrals with
+    both scores recorded, and their number.
+
+    The person's usual level ``U`` is worse at referral by ``dip`` (the peak of need), so
+    ``baseline = U - dip``; at 6 months ``need_dip_remaining_6m`` of the dip is left, and the
+    effect ``effect * dose`` (dose = min(sessions / 4, 1.5)) is added, with noise. Scores are
+    rounded and clipped to the measure's range (directions: ``dip`` is towards worse,
+    ``effect`` is the signed change in the score)."""
+    from phm.synth.impact import expected_rounded
+
     sp = params["social_prescribing"]
+    remaining = sp["need_dip_remaining_6m"]
     m = len(refs.pid)
     engaged = np.isin(refs.status, ["active", "discharged"])
     with_outcomes = engaged & (rng.random(m) >= sp["no_outcomes_share"])
@@ -304,15 +317,28 @@ def make_outcomes(
     has_fu = (fu_day <= extract_day) & (rng.random(len(ri)) >= sp["followup_loss"])
     dose = np.minimum(refs.sessions[ri] / 4.0, 1.5)
     parts = []
-    for measure, (mean, sd, change, change_sd) in sp["measures"].items():
+    truth: dict[str, tuple[float, int]] = {}
+    for measure, mp in sp["measures"].items():
         lo, hi = _measure_range(measure)
-        sign = -1.0 if measure in ("ons4_anxiety", "ucla3_loneliness") else 1.0
-        base = mean + sign * 0.6 * sd * wellbeing + rng.normal(0, 0.8 * sd, len(ri))
-        base = np.clip(np.round(base), lo, hi)
-        fu = base + change * dose + rng.normal(0, change_sd, len(ri))
+        better = -1.0 if measure in ("ons4_anxiety", "ucla3_loneliness") else 1.0
+        sd = mp["sd"]
+        usual = (
+            mp["baseline_mean"]
+            + better * mp["dip"]
+            + better * 0.6 * sd * wellbeing
+            + rng.normal(0, 0.8 * sd, len(ri))
+        )
+        base = np.clip(np.round(usual - better * mp["dip"]), lo, hi)
+        mu0 = usual - better * mp["dip"] * remaining  # follow-up without social prescribing
+        effect = mp["effect"] * dose
+        fu = mu0 + effect + rng.normal(0, mp["change_sd"], len(ri))
         fu = np.clip(np.round(fu), lo, hi)
         rec_b = rng.random(len(ri)) < sp["measure_recorded_prob"]
         rec_f = has_fu & rec_b & (rng.random(len(ri)) < 0.97)
+        both = rec_b & rec_f
+        gain = expected_rounded(mu0[both] + effect[both], mp["change_sd"], lo, hi)
+        gain = gain - expected_rounded(mu0[both], mp["change_sd"], lo, hi)
+        truth[measure] = (float(gain.mean()) if both.any() else 0.0, int(both.sum()))
         for tp, score, day, rec in (
             ("baseline", base, refs.first_contact[ri], rec_b),
             ("followup_6m", fu, fu_day, rec_f),
@@ -333,9 +359,10 @@ def make_outcomes(
     recorded = np.concatenate([p[4] for p in parts]).astype(np.int64)
     mi = {k: i for i, k in enumerate(sp["measures"])}
     order = np.lexsort((_rank(measure, mi), timepoint == "followup_6m", ref_index))
-    return Outcomes(
+    outcomes = Outcomes(
         ref_index[order], measure[order], timepoint[order], score[order], recorded[order]
     )
+    return outcomes, truth
 
 
 def _rank(values: np.ndarray, mapping: dict[str, int]) -> np.ndarray:
@@ -382,7 +409,11 @@ def make_appointments(
     first_invite: np.ndarray,
     u_frailty: np.ndarray,
     extract_day: int,
+    impact_rng: np.random.Generator | None = None,
+    ex: Exposure | None = None,
 ) -> Appointments:
+    """GP appointments; with ``ex``, the social prescribing peak of need and effect are laid
+    over the past appointments (drawn from ``impact_rng``, see phm.synth.impact)."""
     ap = params["appointments"]
     n = len(dem.dob)
     age = (extract_day - dem.dob) / YEAR
@@ -402,6 +433,42 @@ def make_appointments(
     reg_lo = np.where(reg.prev_practice >= 0, reg.prev_start, reg.start)
     lo = np.maximum(np.maximum(extract_day - ap["window_days"] + 1, reg_lo), dem.dob)
     pid, day = poisson_events(rng, rate, lo, last)
+    young_p = (age >= 18) & (age < 35)
+    p_dna_p = np.minimum(
+        ap["dna_base"]
+        * np.exp(
+            ap["dna_dep"] * dem.dep
+            + ap["dna_young_adult"] * young_p
+            + ap["dna_low_engagement"] * eng.low
+        ),
+        0.6,
+    )
+    if ex is not None and impact_rng is not None:
+        frail_p = (age >= 65) & (defs >= 4)
+        sp_share = {
+            f: w["social_prescriber"] / sum(w.values())
+            for f, w in ((True, ap["staff_weights_frail"]), (False, ap["staff_weights"]))
+        }
+        attend = (1.0 - p_dna_p - ap["cancel_patient"] - ap["cancel_practice"]) * np.where(
+            frail_p, 1.0 - sp_share[True], 1.0 - sp_share[False]
+        )
+        answered_until = np.where(eng.low & (first_invite >= 0), first_invite, 2**40)
+
+        def counted(p: np.ndarray, d: np.ndarray) -> np.ndarray:
+            return attend[p] * (d < answered_until[p])
+
+        pid, day = overlay(
+            impact_rng,
+            ex,
+            "gp_appointments",
+            pid,
+            day,
+            lambda p, d: rate[p] / YEAR,
+            rate / YEAR,
+            lo,
+            last,
+            counted,
+        )
     fut_pid, fut_day = poisson_events(
         rng,
         np.where(current, rate, 0.0),
@@ -413,13 +480,7 @@ def make_appointments(
     day = np.concatenate([day, fut_day]).astype(np.int32)
     m = len(pid)
     # status
-    young = (age[pid] >= 18) & (age[pid] < 35)
-    p_dna = ap["dna_base"] * np.exp(
-        ap["dna_dep"] * dem.dep[pid]
-        + ap["dna_young_adult"] * young
-        + ap["dna_low_engagement"] * eng.low[pid]
-    )
-    p_dna = np.minimum(p_dna, 0.6)
+    p_dna = p_dna_p[pid]
     u = rng.random(m)
     c1 = p_dna + ap["cancel_patient"]
     c2 = c1 + ap["cancel_practice"]

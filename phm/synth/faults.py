@@ -172,6 +172,22 @@ def bad_lsoa(rng, df, ctx):
     return [f"E02{x:05d}" if i % 2 == 0 else f"E01{x:05d}" for i, x in enumerate(d)]
 
 
+def _alive_dest(df, ctx) -> np.ndarray:
+    """Spells discharged alive with a destination other than 79 (method 4/5 there breaks only
+    the died-with-79 rule)."""
+    d = df["discharge_destination"]
+    ok = df["discharge_date"].is_not_null() & d.is_not_null() & (d != "79") & (d != "98")
+    return ok.to_numpy()
+
+
+def _discharged_alive(df, ctx) -> np.ndarray:
+    """Spells with a discharge_date and a live discharge method (98 there breaks only the
+    not-discharged rule)."""
+    m = df["discharge_method"]
+    ok = df["discharge_date"].is_not_null() & m.is_not_null() & ~m.is_in(["4", "5", "8"])
+    return ok.to_numpy()
+
+
 def orphan_practice(rng, df, ctx):
     existing = set(ctx.practice_codes)
     out = []
@@ -311,6 +327,7 @@ OPTIONS: dict[str, list[Option]] = {
         Option("sex", "not_allowed_value", const("X", "Male", "9")),
         Option("ethnic_category", "not_allowed_value", const("T", "White British", "O")),
         Option("lsoa11_code", "malformed_code", bad_lsoa),
+        Option("lsoa21_code", "malformed_code", bad_lsoa),
         Option("practice_code", "orphan_reference", orphan_practice),
         Option("practice_code", "missing_required", missing),
         Option("registration_end", "date_order", _before("registration_start", 400)),
@@ -352,7 +369,13 @@ OPTIONS: dict[str, list[Option]] = {
         Option("nhs_number", "bad_nhs_number", bad_nhs),
         Option("discharge_date", "date_order", _before("admission_date", 10)),
         Option("admission_date", "bad_date", bad_date),
-        Option("admission_method", "not_allowed_value", const("99", "2A", "10")),
+        Option("admission_method", "not_allowed_value", const("26", "27", "10")),
+        # v2 consistency: died (4/5) with a destination other than 79
+        Option("discharge_method", "not_allowed_value", const("4", "5"), eligible=_alive_dest),
+        # v2 consistency: "not discharged" (98) on a spell that has a discharge_date
+        Option(
+            "discharge_destination", "not_allowed_value", const("98"), eligible=_discharged_alive
+        ),
         Option("primary_diagnosis", "malformed_code", const("XYZ", "I5O0", "123", "ZZ99")),
         Option("primary_diagnosis", "missing_required", missing),
     ],

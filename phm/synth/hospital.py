@@ -28,6 +28,7 @@ from phm.synth._util import (
 )
 from phm.synth.clinical import Conditions, Frailty, deficits_at
 from phm.synth.codes import icd10_messy
+from phm.synth.impact import Exposure, expected, overlay
 from phm.synth.population import CURRENT, DIED, Demography, Registrations
 
 MH_KEYS = ("depression", "severe_mental_illness", "substance_misuse", "anxiety")
@@ -43,7 +44,11 @@ class Spells:
     primary: np.ndarray  # canonical ICD-10
     kind: (
         np.ndarray
-    )  # 0 emergency (hazard), 1 emergency (terminal), 2 elective, 3 maternity, 4 other
+    )  # 0 emergency (hazard), 1 emergency (terminal), 2 elective, 3 maternity, 4 other,
+    # 5 emergency transfer in (2B) after a spell discharged to another hospital
+    #: contract v2: NHS Data Dictionary DISCHARGE METHOD / DESTINATION codes ('' never occurs)
+    discharge_method: np.ndarray | None = None
+    discharge_destination: np.ndarray | None = None
 
 
 @dataclass
@@ -82,17 +87,23 @@ def emergency_admissions(
     fr: Frailty,
     reg: Registrations,
     extract_day: int,
+    impact_rng: np.random.Generator | None = None,
+    ex: Exposure | None = None,
 ) -> tuple[np.ndarray, np.ndarray, Truth, np.ndarray]:
     """Hazard-driven emergency admissions over three 365-day windows ending on the extract
     date: (person, admission day), the truth for current patients, and the unobserved
-    gamma frailty (which also raises GP appointment, A&E and outpatient rates)."""
+    gamma frailty (which also raises GP appointment, A&E and outpatient rates).
+
+    With ``ex``, the social prescribing peak of need and effect are laid over the hazard's
+    admissions (phm.synth.impact; drawn from ``impact_rng``; the hazard's own feedback from
+    prior admissions is unchanged) and the truth's probabilities include them."""
     ep = params["emergency"]
     n = len(dem.dob)
     shape = ep["gamma_shape"]
     u = rng.gamma(shape, 1.0 / shape, n)
     last = np.where(reg.status == CURRENT, extract_day, reg.end)
     prior = rng.poisson(_state_rate(params, dem, cond, fr, u, extract_day - 1095, np.zeros(n)))
-    pids, days = [], []
+    pids, days, rates = [], [], []
     rate = exposure = None
     for w in range(3):
         state_day = extract_day - 1095 + 365 * w
@@ -100,6 +111,7 @@ def emergency_admissions(
         hi = np.minimum(state_day + 365, last)
         exposure = np.maximum(hi - lo + 1, 0)
         rate = _state_rate(params, dem, cond, fr, u, state_day, prior)
+        rates.append(rate)
         count = rng.poisson(rate * exposure / 365.0)
         pid = np.repeat(np.arange(n, dtype=np.int32), count)
         pids.append(pid)
@@ -109,7 +121,45 @@ def emergency_admissions(
     p_before = 1.0 - np.exp(-rate * exposure / 365.0)
     rate_after = _state_rate(params, dem, cond, fr, u, extract_day, prior)
     p_after = 1.0 - np.exp(-rate_after)
-    return np.concatenate(pids), np.concatenate(days), Truth(p_before, p_after), u
+    em_pid, em_day = np.concatenate(pids), np.concatenate(days)
+    if ex is not None and impact_rng is not None:
+        by_window = np.stack([*rates, rate_after], axis=1) / 365.0  # per day
+        first_day = extract_day - 1094
+
+        def rate_at(p: np.ndarray, d: np.ndarray) -> np.ndarray:
+            w = np.clip((d.astype(np.int64) - first_day) // 365, 0, 3)
+            return by_window[p, w]
+
+        em_pid, em_day = overlay(
+            impact_rng,
+            ex,
+            "emergency_admissions",
+            em_pid,
+            em_day,
+            rate_at,
+            by_window[:, :3].max(axis=1),
+            np.maximum(first_day, dem.dob),
+            last,
+        )
+        # the truth's probabilities with the peak and the effect, for people with referrals
+        sel = np.flatnonzero(ex.ref_count > 0)
+        lo = np.maximum(extract_day - 364, dem.dob)
+        lam = expected(
+            ex,
+            "emergency_admissions",
+            sel,
+            np.full(len(sel), extract_day - 364),
+            365,
+            True,
+            lo,
+            last,
+        )
+        p_before[sel] = 1.0 - np.exp(-lam)
+        lam = expected(
+            ex, "emergency_admissions", sel, np.full(len(sel), extract_day + 1), 365, True
+        )
+        p_after[sel] = 1.0 - np.exp(-lam)
+    return em_pid, em_day, Truth(p_before, p_after), u
 
 
 def _los(
@@ -257,7 +307,106 @@ def make_spells(
     nxt[-1] = 2**40
     discharge = np.where(same_next, np.minimum(discharge, nxt), discharge)
     discharge = np.where(discharge > extract_day, -1, discharge)
-    return Spells(pid, adm, discharge.astype(np.int32), method, provider, primary, kind)
+    sp = Spells(pid, adm, discharge.astype(np.int32), method, provider, primary, kind)
+    return sp
+
+
+def discharges(
+    rng: np.random.Generator,
+    params: dict,
+    dem: Demography,
+    reg: Registrations,
+    sp: Spells,
+    extract_day: int,
+) -> Spells:
+    """Contract v2: discharge method and destination for every spell, and transfers.
+
+    - still in hospital at the extract date (no discharge_date): method ``8``, destination ``98``;
+    - discharged on the day of the patient's death: died in hospital, ``4`` / ``79``;
+    - otherwise ``1`` (or ``2``, self-discharge) to usual residence, a care home (more often
+      when old), a hospice, or another hospital: a transfer, which is followed by a new
+      emergency spell (``2B``) at another provider starting the same or the next day, whose own
+      discharge is the real one (it may itself end in death or be unfinished).
+    Returns a new :class:`Spells` sorted by person and admission.
+    """
+    dp = params["discharge"]
+    death = reg.death[sp.pid]
+    m = len(sp.pid)
+    still = sp.discharge < 0
+    died = ~still & (sp.discharge == death)
+    alive = ~still & ~died
+    # transfers: discharged alive from an emergency spell, room before the next admission
+    nxt = np.full(m, 2**31 - 1, dtype=np.int64)
+    same_next = np.zeros(m, dtype=bool)
+    same_next[:-1] = sp.pid[:-1] == sp.pid[1:]
+    nxt[:-1] = np.where(same_next[:-1], sp.admission[1:], nxt[:-1])
+    gap = (rng.random(m) < dp["transfer_next_day_share"]).astype(np.int64)
+    t_adm = sp.discharge.astype(np.int64) + gap
+    transfer = (
+        alive
+        & (sp.kind <= 1)
+        & (t_adm <= extract_day)
+        & (t_adm < nxt)
+        & (t_adm < death)
+        & (rng.random(m) < dp["transfer_prob"])
+    )
+    ti = np.flatnonzero(transfer)
+    t_los = _los(rng, np.full(len(ti), float(dp["transfer_los_median_days"])), 0.8, 0.0)
+    t_dis = np.minimum(t_adm[ti] + t_los, np.minimum(nxt[ti], death[ti]))
+    t_dis = np.where(t_dis > extract_day, -1, t_dis)
+    providers = np.asarray([str(k) for k in dp["transfer_providers"]])
+    t_prov = providers[np.floor(rng.random(len(ti)) * len(providers)).astype(int)]
+    t_prov = np.where(t_prov == sp.provider[ti], providers[0], t_prov)
+    t_prov = np.where(t_prov == sp.provider[ti], providers[-1], t_prov)
+    pid = np.concatenate([sp.pid, sp.pid[ti]])
+    adm = np.concatenate([sp.admission, t_adm[ti]]).astype(np.int32)
+    dis = np.concatenate([sp.discharge, t_dis]).astype(np.int32)
+    method = np.concatenate([sp.method, np.full(len(ti), "2B", dtype="U2")])
+    provider = np.concatenate([sp.provider.astype(str), t_prov.astype(str)])
+    primary = np.concatenate([sp.primary, sp.primary[ti]])
+    kind = np.concatenate([sp.kind, np.full(len(ti), 5, dtype=np.int8)])
+    is_transfer = np.concatenate([transfer, np.zeros(len(ti), dtype=bool)])
+    n = len(pid)
+    death = reg.death[pid]
+    still = dis < 0
+    died = ~still & (dis == death)
+    self_discharge = rng.random(n) < dp["self_discharge_share"]
+    d_method = np.where(still, "8", np.where(died, "4", np.where(self_discharge, "2", "1")))
+    age = (adm - dem.dob[pid]) / YEAR
+    dest = _pick(rng, dp["destination_weights"], n).astype("U2")
+    care = age >= 75
+    to_care = care & (rng.random(n) < dp["care_home_share_75plus"])
+    dest = np.where(to_care, _pick(rng, dp["care_home_codes"], n), dest)
+    # transfers only where there is a following spell
+    dest = np.where(np.isin(dest, list(dp["other_hospital_codes"])), "19", dest)
+    dest = np.where(is_transfer, _pick(rng, dp["other_hospital_codes"], n), dest)
+    dest = np.where(still, "98", np.where(died, "79", dest))
+    order = np.lexsort((kind, adm, pid))
+    return Spells(
+        pid[order],
+        adm[order],
+        dis[order],
+        method[order],
+        provider[order],
+        primary[order],
+        kind[order],
+        d_method[order],
+        dest[order],
+    )
+
+
+def gp_death_lag(
+    rng: np.random.Generator, params: dict, reg: Registrations, sp: Spells, extract_day: int
+) -> np.ndarray:
+    """People who died in hospital recently whose GP record does not show the death yet at
+    the extract date (``date_of_death`` and ``registration_end`` still empty): a death within
+    ``gp_death_lag_days`` of the extract date, with probability ``gp_death_lag_prob``."""
+    dp = params["discharge"]
+    n = len(reg.death)
+    died_h = np.zeros(n, dtype=bool)
+    died_h[sp.pid[sp.discharge_method == "4"]] = True
+    recent = (reg.death <= extract_day) & (reg.death > extract_day - dp["gp_death_lag_days"])
+    return died_h & recent & (rng.random(n) < dp["gp_death_lag_prob"])
 
 
 def _emergency_primary(
@@ -367,7 +516,11 @@ def make_ecds(
     sp: Spells,
     u_frailty: np.ndarray,
     extract_day: int,
+    impact_rng: np.random.Generator | None = None,
+    ex: Exposure | None = None,
 ) -> EdAttendances:
+    """A&E attendances: a Poisson process per person (with ``ex``, the social prescribing
+    overlay, phm.synth.impact) plus one admitted attendance per spell admitted via A&E."""
     ed = params["ecds"]
     window_lo = extract_day - 1094
     last = np.where(reg.status == CURRENT, extract_day, reg.end)
@@ -380,6 +533,18 @@ def make_ecds(
     )
     rate = rate * u_frailty ** ed["frailty_power"]
     pid, day = poisson_events(rng, rate, np.maximum(window_lo, dem.dob), last)
+    if ex is not None and impact_rng is not None:
+        pid, day = overlay(
+            impact_rng,
+            ex,
+            "ae_attendances",
+            pid,
+            day,
+            lambda p, d: rate[p] / YEAR,
+            rate / YEAR,
+            np.maximum(window_lo, dem.dob),
+            last,
+        )
     # admitted attendances: emergency spells admitted via A&E (method 21)
     via_ae = sp.method == "21"
     a_pid, a_day = sp.pid[via_ae], sp.admission[via_ae]

@@ -305,3 +305,37 @@ def cut_pool(status: np.ndarray, n_current: int) -> np.ndarray:
 def calibrated_bernoulli(rng: np.random.Generator, score: np.ndarray, target: float) -> np.ndarray:
     c = bisect_offset(score, target)
     return rng.random(len(score)) < logistic(score + c)
+
+
+@dataclass
+class Lsoa21:
+    """LSOA 2021 codes of each of the area's LSOA 2011 codes (same order): ``code21`` and
+    ``code21b`` are equal (and equal to ``code11``) unless the LSOA was split in 2021."""
+
+    code11: np.ndarray
+    code21: np.ndarray
+    code21b: np.ndarray
+
+
+def lsoa21_codes(rng: np.random.Generator, params: dict, codes11: np.ndarray) -> Lsoa21:
+    """Most 2021 codes equal the 2011 code; a few 2011 LSOAs (``lsoa21.split_share``) were split
+    in 2021 into two new codes ``E01`` + (``new_code_start`` + 2k, + 2k + 1), beyond every
+    2011 code (so the IMD 2019 list, which is by LSOA 2011, does not have them)."""
+    p = params["lsoa21"]
+    code11 = np.asarray(codes11).astype("U9")
+    n = len(code11)
+    n_split = max(1, round(p["split_share"] * n))
+    split = np.sort(rng.choice(n, size=n_split, replace=False))
+    new = p["new_code_start"] + 2 * np.arange(n_split)
+    a, b = code11.copy(), code11.copy()
+    a[split] = np.char.add("E01", np.char.zfill(new.astype(str), 6))
+    b[split] = np.char.add("E01", np.char.zfill((new + 1).astype(str), 6))
+    return Lsoa21(code11, a, b)
+
+
+def lsoa21_of_people(l21: Lsoa21, lsoa_idx: np.ndarray, pid: np.ndarray) -> np.ndarray:
+    """Each person's 2021 code ('' without an LSOA): residents of a split LSOA are spread over
+    its two new codes by person id (deterministic)."""
+    i = np.maximum(lsoa_idx, 0)
+    code = np.where(pid % 2 == 1, l21.code21b[i], l21.code21[i])
+    return np.where(lsoa_idx >= 0, code, "")

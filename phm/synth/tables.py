@@ -69,10 +69,20 @@ def finish(name: str, df: pl.DataFrame) -> pl.DataFrame:
     return df.select(exprs)
 
 
-def gp_patients(nhs_s: pl.Series, dem, lsoa_codes, practice_codes, reg) -> pl.DataFrame:
+def gp_patients(
+    nhs_s: pl.Series, dem, lsoa_codes, practice_codes, reg, lsoa21, death_missing
+) -> pl.DataFrame:
+    """Registrations; ``lsoa21`` (:class:`population.Lsoa21`) gives the v2 ``lsoa21_code``;
+    ``death_missing`` marks people whose death is not yet in the GP record (date_of_death and
+    registration_end still empty)."""
+    from phm.synth.population import lsoa21_of_people
+
     n = len(nhs_s)
     pcodes = list(practice_codes)
     lsoa = np.where(dem.lsoa >= 0, lsoa_codes[np.maximum(dem.lsoa, 0)], "")
+    lsoa21_code = lsoa21_of_people(lsoa21, dem.lsoa, np.arange(n))
+    end = np.where(death_missing, NEVER, reg.end)
+    death = np.where(death_missing, NEVER, reg.death)
     main = pl.DataFrame(
         {
             "nhs_number": nhs_s,
@@ -80,10 +90,11 @@ def gp_patients(nhs_s: pl.Series, dem, lsoa_codes, practice_codes, reg) -> pl.Da
             "sex": _str(dem.sex),
             "ethnic_category": _str_or_null(dem.ethnicity),
             "lsoa11_code": _str_or_null(lsoa),
+            "lsoa21_code": _str_or_null(lsoa21_code),
             "practice_code": _cat(pcodes, reg.practice),
             "registration_start": _date(reg.start),
-            "registration_end": _date(reg.end, null_at=int(NEVER)),
-            "date_of_death": _date(reg.death, null_at=int(NEVER)),
+            "registration_end": _date(end, null_at=int(NEVER)),
+            "date_of_death": _date(death, null_at=int(NEVER)),
             "_pid": np.arange(n),
         }
     )
@@ -95,6 +106,7 @@ def gp_patients(nhs_s: pl.Series, dem, lsoa_codes, practice_codes, reg) -> pl.Da
             "sex": _str(dem.sex[t]),
             "ethnic_category": _str_or_null(dem.ethnicity[t]),
             "lsoa11_code": _str_or_null(lsoa[t]),
+            "lsoa21_code": _str_or_null(lsoa21_code[t]),
             "practice_code": _cat(pcodes, reg.prev_practice[t]),
             "registration_start": _date(reg.prev_start[t]),
             "registration_end": _date(reg.prev_end[t]),
@@ -188,6 +200,8 @@ def sus_apc(
             "admission_date": _date(sp.admission[order]),
             "discharge_date": _date(sp.discharge[order], null_below=0),
             "admission_method": _str(sp.method[order]),
+            "discharge_method": _str(sp.discharge_method[order]),
+            "discharge_destination": _str(sp.discharge_destination[order]),
             "primary_diagnosis": _str(primary_messy[order]),
             "secondary_diagnoses": _str_or_null(secondary[order]),
         }
