@@ -206,7 +206,7 @@ def estimate_impact(
     naive = treated_windows(con, intervention)
     pairs = pair_windows(con, intervention, pairs_table)
     rows = []
-    for o, (label, unit) in OUTCOMES.items():
+    for o, (_label, unit) in OUTCOMES.items():
         for w in WINDOWS:
             nv = naive.filter(pl.col("window_months") == w)
             ch = scaled_change(nv[f"pre_{o}"], nv[f"post_{o}"], nv["follow_months"], w)
