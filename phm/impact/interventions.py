@@ -121,7 +121,9 @@ def build_interventions(
 def build_people(con: duckdb.DuckDBPyConnection, extract_date: dt.date) -> int:
     """``marts.impact_people``: everyone ever registered, with what matching needs.
 
-    Columns: person_id, sex, date_of_birth, registration_start (earliest; registrations are
+    Columns: person_id, sex, birth_month (the date of birth is not kept: age at an index
+    month counts the birthday as reached on the first of the birth month), registration_start
+    (earliest; registrations are
     assumed continuous), censor_date, pcn_code (latest registration), imd_quintile,
     ltc_count and efi_category (from ``marts.patient_measures``, i.e. as at the extract
     date; null for people no longer registered, matched as "unknown").
@@ -141,7 +143,9 @@ def build_people(con: duckdb.DuckDBPyConnection, extract_date: dt.date) -> int:
                    min(p.date_of_death) AS date_of_death
             FROM staging.gp_patients p JOIN marts.person_identity i USING (nhs_number)
             GROUP BY i.person_id)
-        SELECT r.person_id, r.sex, r.date_of_birth, r.registration_start,
+        SELECT r.person_id, r.sex,
+               CAST(date_trunc('month', r.date_of_birth) AS DATE) AS birth_month,
+               r.registration_start,
                least(coalesce(r.date_of_death, {ed}), coalesce(r.last_end, {ed}), {ed})
                    AS censor_date,
                coalesce(pm.pcn_code, pr.pcn_code) AS pcn_code,
@@ -225,8 +229,8 @@ def eligible_sql(intervention: str, index_month: dt.date) -> str:
     m0 = _d(index_month)
     iv = intervention.replace("'", "''")
     age = (
-        f"(date_part('year', {m0}) - date_part('year', p.date_of_birth)"
-        f" - CASE WHEN strftime({m0}, '%m%d') < strftime(p.date_of_birth, '%m%d')"
+        f"(date_part('year', {m0}) - date_part('year', p.birth_month)"
+        f" - CASE WHEN date_part('month', {m0}) < date_part('month', p.birth_month)"
         " THEN 1 ELSE 0 END)"
     )
     return f"""
