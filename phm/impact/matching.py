@@ -87,25 +87,32 @@ def _add_derived(df: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def feature_matrix(pool: pl.DataFrame, summary_weight: float = 3.0) -> np.ndarray:
-    """The matching features: the monthly pre-period use (each column over its standard
-    deviation in the pool) and, weighted by ``summary_weight``, each outcome's 12-month and
-    last-3-month totals (so the overall level and a recent peak weigh more than any one
-    month)."""
+#: weight of each of the 3 months just before the index month (where the peak that
+#: prompted the referral usually is) relative to earlier months
+RECENT_WEIGHT = 10.0
+#: weight of each outcome's 12-month total
+TOTAL_WEIGHT = 10.0
+
+
+def feature_matrix(
+    pool: pl.DataFrame, recent_weight: float = RECENT_WEIGHT, total_weight: float = TOTAL_WEIGHT
+) -> np.ndarray:
+    """The matching features: every outcome's use in each of the 12 months before the index
+    month, each column divided by its standard deviation in the pool; the 3 most recent
+    months weighted by ``recent_weight`` (so that a peak is matched by a peak in the same
+    month) and each outcome's 12-month total, likewise standardised, by ``total_weight``
+    (so that the overall level is matched too)."""
     monthly = pool.select(pre_vector_columns()).to_numpy().astype(float)
-    totals = np.column_stack(
-        [pool[f"{o}_pre12"].to_numpy() for o in OUTCOMES]
-        + [
-            pool.select(pl.sum_horizontal(f"{o}_m1", f"{o}_m2", f"{o}_m3")).to_series().to_numpy()
-            for o in OUTCOMES
-        ]
-    ).astype(float)
+    totals = np.column_stack([pool[f"{o}_pre12"].to_numpy() for o in OUTCOMES]).astype(float)
     x = np.hstack([monthly, totals])
     sd = x.std(axis=0)
     sd[sd == 0] = 1.0
     x = x / sd
-    x[:, monthly.shape[1] :] *= summary_weight
-    return x
+    w = np.ones(x.shape[1])
+    for j in range(len(OUTCOMES)):
+        w[j * PRE_MONTHS : j * PRE_MONTHS + 3] = recent_weight
+    w[monthly.shape[1] :] = total_weight
+    return x * w
 
 
 def nearest(xt: np.ndarray, xc: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -108,6 +108,69 @@ def caseload_table(
     )
 
 
+def caseload_totals(
+    caseload: pl.DataFrame,
+    pcn_code: str,
+    extract_date: dt.date,
+    months: int = 12,
+    policy: DisclosurePolicy | None = None,
+) -> pl.DataFrame:
+    """One PCN's referrals made in the ``months`` calendar months up to the extract date,
+    summed per dimension and category (means re-weighted by their counts; medians cannot be
+    summed and are left out), disclosure-controlled like :func:`caseload_table`."""
+    p = policy or DisclosurePolicy.from_env()
+    first = dt.date(extract_date.year, extract_date.month, 1)
+    start = (
+        dt.date(
+            first.year - (1 if first.month <= months % 12 else 0) - months // 12,
+            (first.month - months - 1) % 12 + 1,
+            1,
+        )
+        if months % 12
+        else dt.date(first.year - months // 12, first.month, 1)
+    )
+    df = caseload.filter(
+        (pl.col("pcn_code") == pcn_code)
+        & (pl.col("month") >= start)
+        & (pl.col("month") <= extract_date)
+        & (pl.col("category") != "median")
+    )
+    total = int(df.filter(pl.col("dimension") == "referrals")["n"].sum() or 0)
+    agg = (
+        df.group_by("dimension", "category")
+        .agg(
+            pl.col("n").sum().alias("n"),
+            ((pl.col("value") * pl.col("n")).sum() / pl.col("n").sum()).alias("value"),
+        )
+        .with_columns(
+            pl.lit(pcn_code).alias("pcn_code"),
+            pl.lit(start.isoformat()).alias("month"),
+            pl.lit(total, pl.Int64).alias("denominator"),
+        )
+    )
+    order = {c: i for i, c in enumerate(STATUS_ORDER)}
+    agg = (
+        agg.with_columns(
+            pl.col("category").replace_strict(order, default=99, return_dtype=pl.Int64).alias("_o")
+        )
+        .sort("dimension", "_o", "category")
+        .drop("_o")
+    )
+    return caseload_table(
+        agg.select(
+            "pcn_code",
+            pl.col("month").str.to_date(),
+            "dimension",
+            "category",
+            "n",
+            "denominator",
+            "value",
+        ),
+        pcn_code,
+        p,
+    ).drop("month")
+
+
 def funnel_table(
     funnel: pl.DataFrame, pcn_code: str, policy: DisclosurePolicy | None = None
 ) -> pl.DataFrame:
@@ -315,6 +378,7 @@ def render_report(
     pcn_name: str | None,
     extract_date: dt.date,
     caseload: pl.DataFrame,
+    caseload_raw: pl.DataFrame,
     funnel: pl.DataFrame,
     estimates: pl.DataFrame,
     outcomes_pcn: pl.DataFrame,
@@ -322,7 +386,9 @@ def render_report(
     match_summary: dict[str, dict[str, int]] | None = None,
     policy: DisclosurePolicy | None = None,
 ) -> str:
-    """The report as an HTML string (tables already disclosure-controlled)."""
+    """The report as an HTML string. ``caseload``, ``funnel``, ``estimates`` and the outcome
+    tables are the disclosure-controlled tables; ``caseload_raw`` (marts.caseload_monthly) is
+    summed over the last 12 months and then disclosure-controlled."""
     p = policy or DisclosurePolicy.from_env()
     title = f"Social prescribing and proactive care: impact and caseload - {pcn_name or pcn_code} ({pcn_code})"
     parts = [
@@ -334,42 +400,27 @@ def render_report(
         "<h2>Caseload</h2>",
         _img(referrals_chart(caseload), "referrals per month"),
     ]
-    # totals over the last 12 months of referrals, by dimension
-    months = sorted(set(caseload["month"].to_list()))[-12:]
-    recent = caseload.filter(pl.col("month").is_in(months))
+    totals = caseload_totals(caseload_raw, pcn_code, extract_date, 12, p)
     for dim, label in (
-        ("status", "Status now, referrals made in each month"),
+        ("referrals", "Referrals"),
+        ("status", "Status now"),
         ("source", "Referral source"),
-        ("reason", "Referral reasons (a referral may have several)"),
-        ("contact_attempts", "Contact attempts"),
-        ("days_to_first_contact", "Days from referral to first contact"),
+        (
+            "reason",
+            "Referral reasons (a referral may have several, so shares add up to more than 100%)",
+        ),
+        ("contact_attempts", "Contact attempts (distribution and mean)"),
+        ("days_to_first_contact", "Mean days from referral to first contact"),
     ):
-        sub = recent.filter(pl.col("dimension") == dim)
-        if dim == "status":
-            order = {s: i for i, s in enumerate(STATUS_ORDER)}
-            sub = sub.sort("month", pl.col("category").replace_strict(order, default=99))
-        parts.append(f"<h3>{_esc(label)} (last 12 months with referrals)</h3>")
-        if dim in ("contact_attempts", "days_to_first_contact"):
-            cols = [
-                ("month", "month"),
-                ("category", "category"),
-                ("n", "referrals counted"),
-                ("share", "share"),
-                ("value", "value"),
-            ]
-        else:
-            cols = [
-                ("month", "month"),
-                ("category", "category"),
-                ("n", "referrals"),
-                ("referrals", "all referrals that month"),
-                ("share", "share"),
-            ]
-        parts.append(
-            _table(
-                sub.with_columns(pl.col("share").map_elements(_pct, return_dtype=pl.String)), cols
-            )
+        sub = totals.filter(pl.col("dimension") == dim).with_columns(
+            pl.col("share").map_elements(_pct, return_dtype=pl.String)
         )
+        parts.append(f"<h3>{_esc(label)}: referrals made in the last 12 months</h3>")
+        cols = [("category", "category"), ("n", "referrals"), ("share", "share")]
+        if dim in ("contact_attempts", "days_to_first_contact"):
+            cols.append(("value", "mean"))
+        parts.append(_table(sub, cols))
+    parts.append(f'<p class="note">{_esc("Month by month figures: impact_caseload.csv.")}</p>')
     parts.append("<h3>Outreach funnel of each proactive cohort (people)</h3>")
     parts.append(
         f'<p class="note">{_esc("Identified: in the cohort now. Referred: a social prescribing referral in the last 12 months. Contacted: first contact made. Engaged: active or seen and discharged.")}</p>'
@@ -492,6 +543,7 @@ def write_pcn_reports(
                 pcn_name=pcns[code],
                 extract_date=extract_date,
                 caseload=case,
+                caseload_raw=caseload,
                 funnel=fun,
                 estimates=est,
                 outcomes_pcn=out_pcn,
