@@ -55,15 +55,81 @@ class MatchResult:
     summary: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
-def pre_period_pool(con: duckdb.DuckDBPyConnection, intervention: str, index_month) -> pl.DataFrame:
-    """Everyone eligible at ``index_month`` with their strata and pre-period vector
-    (``<outcome>_m<k>``: use k months before the index month) and 12-month totals."""
+def _candidate_moments(
+    con: duckdb.DuckDBPyConnection, index_month
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """Sums for the before-matching balance over every candidate in ``_impact_elig`` (all
+    strata), computed in DuckDB from the sparse monthly use: (number of candidates, and per
+    balance column: non-null count, sum, sum of squares)."""
+    n = con.execute("SELECT count(*) FROM _impact_elig WHERE NOT treated").fetchone()[0]
+    demo = con.execute(
+        """SELECT count(age), sum(age), sum(age * age),
+                  count(*), sum(CAST(sex = 'F' AS INTEGER)), sum(CAST(sex = 'F' AS INTEGER)),
+                  count(imd_quintile), sum(imd_quintile), sum(imd_quintile * imd_quintile),
+                  count(ltc_count), sum(ltc_count), sum(ltc_count * ltc_count)
+           FROM _impact_elig WHERE NOT treated"""
+    ).fetchone()
+    demo = np.array([0.0 if v is None else float(v) for v in demo]).reshape(4, 3)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _impact_cuse AS "
+        + pre_use_sql("(SELECT person_id FROM _impact_elig WHERE NOT treated)", index_month)
+    )
+    tot = con.execute(
+        "SELECT "
+        + ", ".join(f"coalesce(sum(t_{o}), 0), coalesce(sum(t_{o} * t_{o}), 0)" for o in OUTCOMES)
+        + " FROM (SELECT person_id, "
+        + ", ".join(f"CAST(sum({o}) AS DOUBLE) AS t_{o}" for o in OUTCOMES)
+        + " FROM _impact_cuse GROUP BY person_id)"
+    ).fetchone()
+    monthly = dict(
+        ((r[0], j), (r[1 + 2 * j], r[2 + 2 * j]))
+        for r in con.execute(
+            "SELECT months_before, "
+            + ", ".join(
+                f"CAST(sum({o}) AS DOUBLE), CAST(sum({o} * {o}) AS DOUBLE)" for o in OUTCOMES
+            )
+            + " FROM _impact_cuse GROUP BY months_before"
+        ).fetchall()
+        for j in range(len(OUTCOMES))
+    )
+    con.execute("DROP TABLE IF EXISTS _impact_cuse")
+    w = [*demo[:, 0], *([float(n)] * len(OUTCOMES))]
+    s1 = [*demo[:, 1], *(float(tot[2 * j]) for j in range(len(OUTCOMES)))]
+    s2 = [*demo[:, 2], *(float(tot[2 * j + 1]) for j in range(len(OUTCOMES)))]
+    for j in range(len(OUTCOMES)):
+        for k in range(1, PRE_MONTHS + 1):
+            a, b = monthly.get((k, j), (0.0, 0.0))
+            w.append(float(n))
+            s1.append(a)
+            s2.append(b)
+    return n, np.array(w), np.array(s1), np.array(s2)
+
+
+def pre_period_pool(
+    con: duckdb.DuckDBPyConnection, intervention: str, index_month
+) -> tuple[pl.DataFrame, tuple[int, np.ndarray, np.ndarray, np.ndarray] | None]:
+    """The people eligible at ``index_month`` in the strata of its treated people, with their
+    strata and pre-period vector (``<outcome>_m<k>``: use k months before the index month)
+    and 12-month totals; and the before-matching balance sums over every candidate (all
+    strata; None when nobody is treated that month). Only the treated people's strata are
+    made dense, so memory follows the treated, not the population."""
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE _impact_elig AS {eligible_sql(intervention, index_month)}"
     )
-    elig = con.execute("SELECT * FROM _impact_elig ORDER BY person_id").pl()
-    use = con.execute(pre_use_sql("_impact_elig", index_month)).pl()
-    con.execute("DROP TABLE IF EXISTS _impact_elig")
+    strata = ", ".join(STRATA)
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _impact_pool AS
+            SELECT e.* FROM _impact_elig e
+            SEMI JOIN (SELECT DISTINCT {strata} FROM _impact_elig WHERE treated) s
+            USING ({strata})"""
+    )
+    moments = None
+    if con.execute("SELECT count(*) FROM _impact_pool").fetchone()[0]:
+        moments = _candidate_moments(con, index_month)
+    elig = con.execute("SELECT * FROM _impact_pool ORDER BY person_id").pl()
+    use = con.execute(pre_use_sql("_impact_pool", index_month)).pl()
+    for t in ("_impact_elig", "_impact_pool"):
+        con.execute(f"DROP TABLE IF EXISTS {t}")
     x = np.zeros((elig.height, len(OUTCOMES) * PRE_MONTHS))
     if use.height:
         rows = use.join(elig.select("person_id").with_row_index("_row"), on="person_id").select(
@@ -74,7 +140,7 @@ def pre_period_pool(con: duckdb.DuckDBPyConnection, intervention: str, index_mon
         for j, o in enumerate(OUTCOMES):
             x[r, j * PRE_MONTHS + k] = rows[o].to_numpy()
     vec = pl.DataFrame(x, schema=pre_vector_columns())
-    return _add_derived(pl.concat([elig, vec], how="horizontal"))
+    return _add_derived(pl.concat([elig, vec], how="horizontal")), moments
 
 
 def _add_derived(df: pl.DataFrame) -> pl.DataFrame:
@@ -98,7 +164,8 @@ def feature_matrix(
     pool: pl.DataFrame, recent_weight: float = RECENT_WEIGHT, total_weight: float = TOTAL_WEIGHT
 ) -> np.ndarray:
     """The matching features: every outcome's use in each of the 12 months before the index
-    month, each column divided by its standard deviation in the pool; the 3 most recent
+    month, each column divided by its standard deviation in the pool (everyone eligible that
+    month in the treated people's strata); the 3 most recent
     months weighted by ``recent_weight`` (so that a peak is matched by a peak in the same
     month) and each outcome's 12-month total, likewise standardised, by ``total_weight``
     (so that the overall level is matched too)."""
@@ -122,7 +189,7 @@ def nearest(xt: np.ndarray, xc: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
     nt, nc = xt.shape[0], xc.shape[0]
     dist = np.empty((nt, k))
     idx = np.empty((nt, k), dtype=np.int64)
-    step = max(1, 20_000_000 // max(nc * max(xt.shape[1], 1), 1))
+    step = max(1, 4_000_000 // max(nc * max(xt.shape[1], 1), 1))
     for a in range(0, nt, step):
         b = min(nt, a + step)
         d2 = ((xt[a:b, None, :] - xc[None, :, :]) ** 2).sum(axis=2)
@@ -201,6 +268,12 @@ class _Moments:
         self.s += (w * xz).sum(axis=0)
         self.s2 += (w * xz * xz).sum(axis=0)
 
+    def add_sums(self, w: np.ndarray, s: np.ndarray, s2: np.ndarray, weight: float) -> None:
+        """Add precomputed per-column counts, sums and sums of squares, times ``weight``."""
+        self.w += weight * w
+        self.s += weight * s
+        self.s2 += weight * s2
+
     def mean_var(self) -> tuple[np.ndarray, np.ndarray]:
         with np.errstate(invalid="ignore", divide="ignore"):
             m = self.s / self.w
@@ -237,17 +310,18 @@ def match_intervention(
     all_pairs = []
     eligible = unmatched = 0
     for m0 in months:
-        pool = pre_period_pool(con, intervention, m0)
+        pool, moments = pre_period_pool(con, intervention, m0)
         t = pool.filter(pl.col("treated"))
         c = pool.filter(~pl.col("treated"))
-        if t.height == 0:
+        if t.height == 0 or moments is None:
             continue
         eligible += t.height
         pairs, um = match_frame(pool, k=k)
         unmatched += um
         treated_m.add(t)
-        if c.height:
-            before_m.add(c, t.height / c.height)
+        n_cand, w_, s1_, s2_ = moments
+        if n_cand:
+            before_m.add_sums(w_, s1_, s2_, t.height / n_cand)
         if pairs.height:
             n_per = pairs.group_by("person_id").len().rename({"len": "_n"})
             comp = (
