@@ -85,6 +85,27 @@ def test_outcome_scores_state_completion_and_mid_sources():
     u1 = out.filter(pl.col("pcn_code") == "U1").row(0, named=True)
     assert (u1["n_baseline"], u1["n_paired"]) == (3, 2)
 
+    # follow-up not yet due: recent baselines do not count against completion
+    dated = scores.with_columns(
+        pl.Series(
+            "baseline_date",
+            [
+                dt.date(2026, 1, 1),
+                dt.date(2026, 9, 1),
+                dt.date(2026, 1, 1),
+                dt.date(2026, 4, 5),
+                None,
+                dt.date(2026, 4, 4),
+            ],
+        )
+    )
+    due = outcome_scores(dated, [measures["wemwbs_short"]], extract_date=ED)
+    row = due.filter(pl.col("pcn_code") == "ALL").row(0, named=True)
+    # due = baseline on or before 2026-04-05 (210 days before the extract date): R3 on the
+    # day is due; R1 (2026-09-01) is not; R4 has no baseline at all
+    assert row["n_not_yet_due"] == 1
+    assert (row["n_baseline"], row["n_paired"]) == (4, 3)
+
 
 # ---------------------------------------------------------------------------------------
 # a tiny warehouse

@@ -4,8 +4,8 @@ Only referred people have scores, so there is no comparison group: these are wit
 changes and include regression to the mean and any natural recovery. For each measure
 (definitions and minimal important differences in data/definitions/outcome_measures.yaml):
 
-- ``n_baseline``: referrals with a baseline score; ``n_paired``: with both baseline and
-  follow-up; ``completion_rate`` = n_paired / n_baseline, stated beside every figure because
+- ``n_baseline``: referrals with a baseline score whose follow-up is due (baseline at least
+  210 days before the extract date); ``n_paired``: of those, with a follow-up score; ``completion_rate`` = n_paired / n_baseline, stated beside every figure because
   people lost to follow-up are often those doing worse;
 - mean change (follow-up minus baseline) with a t-based 95% interval; paired t-test
   (``scipy.stats.ttest_rel``) and Wilcoxon signed-rank (``scipy.stats.wilcoxon``, zero
@@ -19,6 +19,7 @@ baseline and the last follow-up recorded for a referral and measure are used.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,12 +109,13 @@ def paired_scores(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
         """
         WITH s AS (
             SELECT referral_id, measure,
+                   min(recorded_date) FILTER (WHERE timepoint = 'baseline') AS baseline_date,
                    arg_min(score, recorded_date) FILTER (WHERE timepoint = 'baseline')
                        AS baseline,
                    arg_max(score, recorded_date) FILTER (WHERE timepoint = 'followup_6m')
                        AS followup
             FROM staging.sp_outcomes GROUP BY referral_id, measure)
-        SELECT s.referral_id, s.measure, i.person_id, p.pcn_code,
+        SELECT s.referral_id, s.measure, i.person_id, p.pcn_code, s.baseline_date,
                CAST(s.baseline AS DOUBLE) AS baseline, CAST(s.followup AS DOUBLE) AS followup
         FROM s JOIN staging.sp_referrals r USING (referral_id)
         JOIN marts.person_identity i ON i.nhs_number = r.nhs_number
@@ -123,12 +125,31 @@ def paired_scores(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     ).pl()
 
 
+#: a follow-up is due this many days after the baseline (6 months = 182 days, plus four
+#: weeks' grace for late questionnaires)
+FOLLOWUP_DUE_DAYS = 210
+
+
 def outcome_scores(
-    scores: pl.DataFrame, measures: list[OutcomeMeasure] | None = None, by_pcn: bool = True
+    scores: pl.DataFrame,
+    measures: list[OutcomeMeasure] | None = None,
+    by_pcn: bool = True,
+    extract_date: dt.date | None = None,
+    due_days: int = FOLLOWUP_DUE_DAYS,
 ) -> pl.DataFrame:
     """Per measure (and per PCN, plus ``pcn_code`` = ``ALL``): the paired statistics with
-    the completion rate, the MID and its source."""
+    the completion rate, the MID and its source.
+
+    With ``extract_date``, only referrals whose follow-up is due (baseline recorded at least
+    ``due_days`` days before the extract date) count, so that recent referrals do not lower
+    the completion rate; ``n_not_yet_due`` says how many baselines were left out."""
     measures = measures or load_outcome_measures()
+    not_due = pl.DataFrame(schema={"pcn_code": pl.String, "measure": pl.String})
+    if extract_date is not None:
+        cutoff = extract_date - dt.timedelta(days=due_days)
+        is_due = pl.col("baseline_date").is_null() | (pl.col("baseline_date") <= cutoff)
+        not_due = scores.filter(~is_due & pl.col("baseline").is_not_null())
+        scores = scores.filter(is_due)
     groups = [("ALL", scores)]
     if by_pcn:
         groups += [
@@ -147,12 +168,16 @@ def outcome_scores(
                 mid=m.mid,
             )
             n_base = with_base.height
+            nd = not_due.filter(pl.col("measure") == m.id)
+            if pcn != "ALL":
+                nd = nd.filter(pl.col("pcn_code") == pcn)
             rows.append(
                 {
                     "pcn_code": pcn,
                     "measure": m.id,
                     "title": m.title,
                     "higher_is_better": m.higher_is_better,
+                    "n_not_yet_due": nd.height,
                     "n_baseline": n_base,
                     **st,
                     "completion_rate": st["n_paired"] / n_base if n_base else None,
@@ -161,5 +186,5 @@ def outcome_scores(
                 }
             )
     return pl.DataFrame(rows, infer_schema_length=None).with_columns(
-        pl.col("n_baseline", "n_paired").cast(pl.Int64)
+        pl.col("n_not_yet_due", "n_baseline", "n_paired").cast(pl.Int64)
     )

@@ -113,8 +113,12 @@ def build_estimates(
     return write_table(con, "marts.impact_estimates", df)
 
 
-def build_outcome_scores(con: duckdb.DuckDBPyConnection) -> int:
-    return write_table(con, "marts.impact_outcome_scores", outcome_scores(paired_scores(con)))
+def build_outcome_scores(con: duckdb.DuckDBPyConnection, extract_date: dt.date) -> int:
+    return write_table(
+        con,
+        "marts.impact_outcome_scores",
+        outcome_scores(paired_scores(con), extract_date=extract_date),
+    )
 
 
 def build_caseload(con: duckdb.DuckDBPyConnection, extract_date: dt.date) -> dict[str, int]:

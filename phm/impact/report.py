@@ -78,11 +78,16 @@ def _fmt(x, digits: int = 2) -> str:
 
 
 def caseload_table(
-    caseload: pl.DataFrame, pcn_code: str, policy: DisclosurePolicy | None = None
+    caseload: pl.DataFrame,
+    pcn_code: str,
+    policy: DisclosurePolicy | None = None,
+    sort: bool = True,
 ) -> pl.DataFrame:
     """One PCN's caseload rows with counts protected and shares/means hidden under 10."""
     p = policy or DisclosurePolicy.from_env()
-    df = caseload.filter(pl.col("pcn_code") == pcn_code).sort("month", "dimension", "category")
+    df = caseload.filter(pl.col("pcn_code") == pcn_code)
+    if sort:
+        df = df.sort("month", "dimension", "category")
     df = df.with_columns(
         protect_count(pl.col("n"), p).alias("n_shown"),
         protect_count(pl.col("denominator"), p).alias("denominator_shown"),
@@ -119,16 +124,9 @@ def caseload_totals(
     summed per dimension and category (means re-weighted by their counts; medians cannot be
     summed and are left out), disclosure-controlled like :func:`caseload_table`."""
     p = policy or DisclosurePolicy.from_env()
-    first = dt.date(extract_date.year, extract_date.month, 1)
-    start = (
-        dt.date(
-            first.year - (1 if first.month <= months % 12 else 0) - months // 12,
-            (first.month - months - 1) % 12 + 1,
-            1,
-        )
-        if months % 12
-        else dt.date(first.year - months // 12, first.month, 1)
-    )
+    # the extract month and the (months - 1) calendar months before it
+    k = extract_date.year * 12 + extract_date.month - 1 - (months - 1)
+    start = dt.date(k // 12, k % 12 + 1, 1)
     df = caseload.filter(
         (pl.col("pcn_code") == pcn_code)
         & (pl.col("month") >= start)
@@ -168,6 +166,7 @@ def caseload_totals(
         ),
         pcn_code,
         p,
+        sort=False,
     ).drop("month")
 
 
@@ -236,6 +235,7 @@ def outcome_table(
         "pcn_code",
         "measure",
         "title",
+        protect_count(pl.col("n_not_yet_due"), p).alias("n_not_yet_due"),
         protect_count(pl.col("n_baseline"), p).alias("n_baseline"),
         protect_count(pl.col("n_paired"), p).alias("n_paired"),
         pl.when(base_ok).then(pl.col("completion_rate")).otherwise(None).alias("completion_rate"),
@@ -347,8 +347,10 @@ def _table(df: pl.DataFrame, columns: list[tuple[str, str]], digits: int = 2) ->
         cells = []
         for col, _ in columns:
             v = row[col]
-            if isinstance(v, float):
-                v = _fmt(v, 3 if col.endswith("_p") else digits)
+            if isinstance(v, float) and col.endswith("_p"):
+                v = "<0.001" if v < 0.001 else _fmt(v, 3)
+            elif isinstance(v, float):
+                v = _fmt(v, digits)
             cells.append(f"<td>{_esc(v)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -471,11 +473,12 @@ def render_report(
     )
     parts.append("<h2>Outcome scores: change from baseline to 6 months</h2>")
     parts.append(
-        f'<p class="note">{_esc("Only referred people complete these questionnaires, so there is no comparison group: some of the change would have happened anyway. Completion = people with a 6-month score among those with a baseline score; people who do not complete follow-up are often those doing worse, so low completion biases results upwards.")}</p>'
+        f'<p class="note">{_esc("Only referred people complete these questionnaires, so there is no comparison group: some of the change would have happened anyway. Completion = people with a 6-month score among those with a baseline score whose follow-up is due (baseline at least 210 days ago); people who do not complete follow-up are often those doing worse, so low completion biases results upwards.")}</p>'
     )
     cols = [
         ("title", "measure"),
-        ("n_baseline", "with baseline"),
+        ("n_not_yet_due", "follow-up not yet due"),
+        ("n_baseline", "with baseline, follow-up due"),
         ("n_paired", "with follow-up"),
         ("completion_rate", "completion"),
         ("mean_baseline", "mean baseline"),

@@ -104,7 +104,7 @@ def impact_estimates(warehouse: DuckDBResource) -> dg.MaterializeResult:
 )
 def impact_outcome_scores(warehouse: DuckDBResource) -> dg.MaterializeResult:
     with warehouse.get_connection() as con:
-        rows = build_outcome_scores(con)
+        rows = build_outcome_scores(con, current_extract_date(con))
     return dg.MaterializeResult(metadata={"rows": rows})
 
 
