@@ -469,10 +469,15 @@ def test_nearest_matches_sklearn():
 
     rng = np.random.default_rng(3)
     xc, xt = rng.normal(size=(300, 5)), rng.normal(size=(40, 5))
-    d, i = nearest(xt, xc, 3)
-    d2, i2 = NearestNeighbors(n_neighbors=3).fit(xc).kneighbors(xt)
-    assert np.array_equal(i, i2)
-    assert np.allclose(d, d2)
+    for k in (1, 3):
+        d, i = nearest(xt, xc, k)
+        d2, i2 = NearestNeighbors(n_neighbors=k).fit(xc).kneighbors(xt)
+        assert np.array_equal(i, i2)
+        assert np.allclose(d, d2)
+    # ties go to the lower index
+    xc_tied = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    assert nearest(np.zeros((1, 2)), xc_tied, 1)[1].tolist() == [[0]]
+    assert nearest(np.zeros((1, 2)), xc_tied, 2)[1].tolist() == [[0, 1]]
 
 
 def test_bootstrap_is_seeded():

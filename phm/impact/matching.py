@@ -193,7 +193,10 @@ def nearest(xt: np.ndarray, xc: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
     for a in range(0, nt, step):
         b = min(nt, a + step)
         d2 = ((xt[a:b, None, :] - xc[None, :, :]) ** 2).sum(axis=2)
-        order = np.argsort(d2, axis=1, kind="stable")[:, :k]
+        if k == 1:  # argmin returns the first (lowest-index) minimum, like a stable sort
+            order = np.argmin(d2, axis=1)[:, None]
+        else:
+            order = np.argsort(d2, axis=1, kind="stable")[:, :k]
         idx[a:b] = order
         dist[a:b] = np.sqrt(np.take_along_axis(d2, order, axis=1))
     return dist, idx
