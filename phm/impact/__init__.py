@@ -7,7 +7,8 @@ Modules (pure functions over a DuckDB connection or numpy/polars data):
 - :mod:`phm.impact.estimates`: naive before/after, matched difference-in-differences, balance;
 - :mod:`phm.impact.outcomes`: paired change in outcome scores (ONS4, UCLA-3, SWEMWBS);
 - :mod:`phm.impact.caseload`: caseload counts per PCN and month, outreach funnels;
-- :mod:`phm.impact.report`: the per-PCN self-contained HTML report and CSVs.
+- :mod:`phm.impact.report`: the per-PCN self-contained HTML report and CSVs;
+- :mod:`phm.impact.pipeline`: the stage end to end (what the Dagster assets call).
 
 Methods, rules and citations: docs/impact.md.
 """
