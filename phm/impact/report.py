@@ -1,0 +1,561 @@
+"""The PCN leads' impact report: ``exports/<date>/<pcn_code>/impact_report.html`` and CSVs.
+
+Self-contained: no JavaScript, no external files; charts are PNG images embedded as base64
+(matplotlib, Agg backend, ``text.usetex`` off and every label with ``$`` escaped so that no
+name is parsed as mathtext). Every delivered string is HTML-escaped.
+
+Disclosure control: every count goes through :func:`phm.disclosure.protect_count` (1-7
+shown as ``*``, others rounded to 5, by default); shares are computed from the rounded
+counts and shown only when the count is shown and the denominator is at least
+``MIN_PEOPLE``; any mean, estimate or interval resting on fewer than ``MIN_PEOPLE`` people
+is not shown. Outputs are byte-identical for the same inputs.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import os
+from pathlib import Path
+
+import polars as pl
+
+from phm.disclosure import DisclosurePolicy, protect_count
+from phm.impact.caseload import FUNNEL_STAGES, STATUS_ORDER
+from phm.impact.interventions import OUTCOMES
+
+MIN_PEOPLE = 10
+HIDDEN = ""
+
+RTM_PARAGRAPH = (
+    "Why the two columns differ: people are usually referred when things are at their "
+    "worst - a bad month with more GP visits, an A&E attendance or an admission. For most "
+    "people, a bad spell passes on its own, so their use of services falls afterwards "
+    "whether or not they were helped. This is called regression to the mean. A plain "
+    "before-and-after comparison of referred people counts that natural recovery as if "
+    "the service caused it, so it overstates the effect. The matched comparison follows "
+    "similar people who were not referred at the same time, chosen because their own use "
+    "rose and fell in the same way in the months before; the change in that group shows "
+    "how much of the fall would have happened anyway. The difference between the two "
+    "groups' changes (difference-in-differences) is the better estimate of what the "
+    "service did, and its 95% interval shows how uncertain it is."
+)
+
+
+def _esc(x) -> str:
+    return html.escape("" if x is None else str(x), quote=True)
+
+
+def _mpl_text(x) -> str:
+    return str(x).replace("\\", "\\\\").replace("$", r"\$")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _csv(df: pl.DataFrame) -> bytes:
+    return df.write_csv(float_precision=4).encode("utf-8")
+
+
+def _rounded_int(s: str | None) -> int | None:
+    return int(s) if s is not None and s.isdigit() else None
+
+
+def _fmt(x, digits: int = 2) -> str:
+    if x is None:
+        return HIDDEN
+    return f"{x:.{digits}f}"
+
+
+# ---------------------------------------------------------------------------------------
+# disclosure-controlled tables
+
+
+def caseload_table(
+    caseload: pl.DataFrame,
+    pcn_code: str,
+    policy: DisclosurePolicy | None = None,
+    sort: bool = True,
+) -> pl.DataFrame:
+    """One PCN's caseload rows with counts protected and shares/means hidden under 10."""
+    p = policy or DisclosurePolicy.from_env()
+    df = caseload.filter(pl.col("pcn_code") == pcn_code)
+    if sort:
+        df = df.sort("month", "dimension", "category")
+    df = df.with_columns(
+        protect_count(pl.col("n"), p).alias("n_shown"),
+        protect_count(pl.col("denominator"), p).alias("denominator_shown"),
+    )
+    n_r = pl.col("n_shown").map_elements(_rounded_int, return_dtype=pl.Int64)
+    d_r = pl.col("denominator_shown").map_elements(_rounded_int, return_dtype=pl.Int64)
+    is_stat = pl.col("category").is_in(["mean", "median"])
+    return df.select(
+        "pcn_code",
+        pl.col("month").cast(pl.String),
+        "dimension",
+        "category",
+        pl.col("n_shown").alias("n"),
+        pl.col("denominator_shown").alias("referrals"),
+        pl.when(~is_stat & (pl.col("denominator") >= MIN_PEOPLE) & n_r.is_not_null() & (d_r > 0))
+        .then(n_r / d_r)
+        .otherwise(None)
+        .alias("share"),
+        pl.when(is_stat & (pl.col("n") >= MIN_PEOPLE))
+        .then(pl.col("value"))
+        .otherwise(None)
+        .alias("value"),
+    )
+
+
+def caseload_totals(
+    caseload: pl.DataFrame,
+    pcn_code: str,
+    extract_date: dt.date,
+    months: int = 12,
+    policy: DisclosurePolicy | None = None,
+) -> pl.DataFrame:
+    """One PCN's referrals made in the ``months`` calendar months up to the extract date,
+    summed per dimension and category (means re-weighted by their counts; medians cannot be
+    summed and are left out), disclosure-controlled like :func:`caseload_table`."""
+    p = policy or DisclosurePolicy.from_env()
+    # the extract month and the (months - 1) calendar months before it
+    k = extract_date.year * 12 + extract_date.month - 1 - (months - 1)
+    start = dt.date(k // 12, k % 12 + 1, 1)
+    df = caseload.filter(
+        (pl.col("pcn_code") == pcn_code)
+        & (pl.col("month") >= start)
+        & (pl.col("month") <= extract_date)
+        & (pl.col("category") != "median")
+    )
+    total = int(df.filter(pl.col("dimension") == "referrals")["n"].sum() or 0)
+    agg = (
+        df.group_by("dimension", "category")
+        .agg(
+            pl.col("n").sum().alias("n"),
+            ((pl.col("value") * pl.col("n")).sum() / pl.col("n").sum()).alias("value"),
+        )
+        .with_columns(
+            pl.lit(pcn_code).alias("pcn_code"),
+            pl.lit(start.isoformat()).alias("month"),
+            pl.lit(total, pl.Int64).alias("denominator"),
+        )
+    )
+    order = {c: i for i, c in enumerate(STATUS_ORDER)}
+    agg = (
+        agg.with_columns(
+            pl.col("category").replace_strict(order, default=99, return_dtype=pl.Int64).alias("_o")
+        )
+        .sort("dimension", "_o", "category")
+        .drop("_o")
+    )
+    return caseload_table(
+        agg.select(
+            "pcn_code",
+            pl.col("month").str.to_date(),
+            "dimension",
+            "category",
+            "n",
+            "denominator",
+            "value",
+        ),
+        pcn_code,
+        p,
+        sort=False,
+    ).drop("month")
+
+
+def funnel_table(
+    funnel: pl.DataFrame, pcn_code: str, policy: DisclosurePolicy | None = None
+) -> pl.DataFrame:
+    p = policy or DisclosurePolicy.from_env()
+    df = funnel.filter(pl.col("pcn_code") == pcn_code).sort("cohort_id")
+    return df.select(
+        "cohort_id", "pcn_code", *(protect_count(pl.col(s), p).alias(s) for s in FUNNEL_STAGES)
+    )
+
+
+def estimates_table(
+    estimates: pl.DataFrame, policy: DisclosurePolicy | None = None
+) -> pl.DataFrame:
+    """Area-wide estimates; figures hidden when fewer than 10 treated (or comparison) people."""
+    p = policy or DisclosurePolicy.from_env()
+    enough = (pl.col("n_treated") >= MIN_PEOPLE) & (
+        (pl.col("method") == "before_after") | (pl.col("n_comparison") >= MIN_PEOPLE)
+    )
+    figures = [
+        "estimate",
+        "ci_lower",
+        "ci_upper",
+        "mean_before_treated",
+        "mean_after_treated",
+        "mean_before_comparison",
+        "mean_after_comparison",
+    ]
+    return estimates.sort("intervention", "outcome", "window_months", "method").select(
+        "intervention",
+        "outcome",
+        "window_months",
+        "method",
+        *(pl.when(enough).then(pl.col(c)).otherwise(None).alias(c) for c in figures[:3]),
+        protect_count(pl.col("n_treated"), p).alias("n_treated"),
+        pl.when(pl.col("method") == "matched_did")
+        .then(protect_count(pl.col("n_comparison"), p))
+        .otherwise(None)
+        .alias("n_comparison"),
+        "unit",
+        *(pl.when(enough).then(pl.col(c)).otherwise(None).alias(c) for c in figures[3:]),
+    )
+
+
+def outcome_table(
+    scores: pl.DataFrame, pcn_code: str, policy: DisclosurePolicy | None = None
+) -> pl.DataFrame:
+    """Outcome-score changes for a PCN; every figure hidden when fewer than 10 pairs."""
+    p = policy or DisclosurePolicy.from_env()
+    df = scores.filter(pl.col("pcn_code") == pcn_code).sort("measure")
+    enough = pl.col("n_paired") >= MIN_PEOPLE
+    figs = [
+        "mean_baseline",
+        "mean_followup",
+        "mean_change",
+        "ci_lower",
+        "ci_upper",
+        "t_test_p",
+        "wilcoxon_p",
+        "cohens_dz",
+    ]
+    base_ok = pl.col("n_baseline") >= MIN_PEOPLE
+    return df.select(
+        "pcn_code",
+        "measure",
+        "title",
+        protect_count(pl.col("n_not_yet_due"), p).alias("n_not_yet_due"),
+        protect_count(pl.col("n_baseline"), p).alias("n_baseline"),
+        protect_count(pl.col("n_paired"), p).alias("n_paired"),
+        pl.when(base_ok).then(pl.col("completion_rate")).otherwise(None).alias("completion_rate"),
+        *(pl.when(enough).then(pl.col(c)).otherwise(None).alias(c) for c in figs),
+        pl.when(enough & pl.col("n_improved_mid").is_not_null())
+        .then(protect_count(pl.col("n_improved_mid"), p))
+        .otherwise(None)
+        .alias("n_improved_mid"),
+        pl.when(enough & (pl.col("n_improved_mid").is_null() | (pl.col("n_improved_mid") >= 0)))
+        .then(pl.col("share_improved_mid"))
+        .otherwise(None)
+        .alias("share_improved_mid"),
+        "mid",
+        "mid_source",
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# charts
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams["text.usetex"] = False
+    matplotlib.rcParams["svg.hashsalt"] = "phm"
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def estimates_chart(est: pl.DataFrame, window: int = 12) -> str | None:
+    """Naive before/after next to the matched estimate, per outcome (base64 PNG)."""
+    df = est.filter((pl.col("window_months") == window) & pl.col("estimate").is_not_null())
+    if df.height == 0:
+        return None
+    plt = _pyplot()
+    outs = [o for o in OUTCOMES if df.filter(pl.col("outcome") == o).height]
+    fig, axes = plt.subplots(1, len(outs), figsize=(3.2 * len(outs), 3.2))
+    axes = [axes] if len(outs) == 1 else list(axes)
+    for ax, o in zip(axes, outs, strict=True):
+        sub = df.filter(pl.col("outcome") == o)
+        labels, vals, lo, hi = [], [], [], []
+        for method, name in (
+            ("before_after", "naive\nbefore/after"),
+            ("matched_did", "matched\nDiD"),
+        ):
+            r = sub.filter(pl.col("method") == method)
+            if r.height:
+                labels.append(name)
+                vals.append(r["estimate"][0])
+                lo.append(
+                    r["estimate"][0]
+                    - (r["ci_lower"][0] if r["ci_lower"][0] is not None else r["estimate"][0])
+                )
+                hi.append(
+                    (r["ci_upper"][0] if r["ci_upper"][0] is not None else r["estimate"][0])
+                    - r["estimate"][0]
+                )
+        ax.bar(
+            range(len(vals)),
+            vals,
+            yerr=[lo, hi],
+            color=["#bbbbbb", "#005eb8"][: len(vals)],
+            capsize=4,
+        )
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(vals)), [_mpl_text(x) for x in labels])
+        ax.set_title(_mpl_text(OUTCOMES[o][0]), fontsize=9)
+        ax.tick_params(labelsize=8)
+    fig.suptitle(_mpl_text(f"Change per person over {window} months (95% interval)"), fontsize=10)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def referrals_chart(case: pl.DataFrame) -> str | None:
+    df = case.filter(pl.col("dimension") == "referrals").tail(24)
+    vals = [_rounded_int(v) for v in df["n"].to_list()]
+    if not df.height:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 2.8))
+    ax.bar(range(df.height), [v if v is not None else 0 for v in vals], color="#005eb8")
+    ax.set_xticks(range(df.height), [_mpl_text(m[:7]) for m in df["month"].to_list()], rotation=90)
+    ax.set_title(_mpl_text("Referrals per month (rounded; * months shown as 0)"), fontsize=10)
+    ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+# ---------------------------------------------------------------------------------------
+# HTML
+
+
+def _table(df: pl.DataFrame, columns: list[tuple[str, str]], digits: int = 2) -> str:
+    head = "".join(f"<th>{_esc(label)}</th>" for _, label in columns)
+    body = []
+    for row in df.iter_rows(named=True):
+        cells = []
+        for col, _ in columns:
+            v = row[col]
+            if isinstance(v, float) and col.endswith("_p"):
+                v = "<0.001" if v < 0.001 else _fmt(v, 3)
+            elif isinstance(v, float):
+                v = _fmt(v, digits)
+            cells.append(f"<td>{_esc(v)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _img(b64: str | None, alt: str) -> str:
+    if not b64:
+        return f"<p>{_esc('No chart: too few people to show.')}</p>"
+    return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{b64}">'
+
+
+CSS = (
+    "body{font-family:Arial,sans-serif;max-width:1100px;margin:2em auto;color:#212b32}"
+    "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
+    "th,td{border:1px solid #ccc;padding:3px 6px;text-align:left}"
+    "th{background:#e8edee}.note{color:#4c6272;font-size:13px}"
+)
+
+
+def _pct(x) -> str:
+    return HIDDEN if x is None else f"{100 * x:.0f}%"
+
+
+def render_report(
+    *,
+    pcn_code: str,
+    pcn_name: str | None,
+    extract_date: dt.date,
+    caseload: pl.DataFrame,
+    caseload_raw: pl.DataFrame,
+    funnel: pl.DataFrame,
+    estimates: pl.DataFrame,
+    outcomes_pcn: pl.DataFrame,
+    outcomes_all: pl.DataFrame,
+    match_summary: dict[str, dict[str, int]] | None = None,
+    policy: DisclosurePolicy | None = None,
+) -> str:
+    """The report as an HTML string. ``caseload``, ``funnel``, ``estimates`` and the outcome
+    tables are the disclosure-controlled tables; ``caseload_raw`` (marts.caseload_monthly) is
+    summed over the last 12 months and then disclosure-controlled."""
+    p = policy or DisclosurePolicy.from_env()
+    title = f"Social prescribing and proactive care: impact and caseload - {pcn_name or pcn_code} ({pcn_code})"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{_esc(title)}</h1>",
+        f'<p class="note">{_esc(f"Data as at {extract_date.isoformat()}. Counts are rounded to the nearest {p.round_to}; 1 to {p.suppress_max} shown as *; figures on fewer than {MIN_PEOPLE} people are not shown (blank).")}</p>',
+        "<h2>Caseload</h2>",
+        _img(referrals_chart(caseload), "referrals per month"),
+    ]
+    totals = caseload_totals(caseload_raw, pcn_code, extract_date, 12, p)
+    for dim, label in (
+        ("referrals", "Referrals"),
+        ("status", "Status now"),
+        ("source", "Referral source"),
+        (
+            "reason",
+            "Referral reasons (a referral may have several, so shares add up to more than 100%)",
+        ),
+        ("contact_attempts", "Contact attempts (distribution and mean)"),
+        ("days_to_first_contact", "Mean days from referral to first contact"),
+    ):
+        sub = totals.filter(pl.col("dimension") == dim).with_columns(
+            pl.col("share").map_elements(_pct, return_dtype=pl.String)
+        )
+        parts.append(f"<h3>{_esc(label)}: referrals made in the last 12 months</h3>")
+        cols = [("category", "category"), ("n", "referrals"), ("share", "share")]
+        if dim in ("contact_attempts", "days_to_first_contact"):
+            cols.append(("value", "mean"))
+        parts.append(_table(sub, cols))
+    parts.append(f'<p class="note">{_esc("Month by month figures: impact_caseload.csv.")}</p>')
+    parts.append("<h3>Outreach funnel of each proactive cohort (people)</h3>")
+    parts.append(
+        f'<p class="note">{_esc("Identified: in the cohort now. Referred: a social prescribing referral in the last 12 months. Contacted: first contact made. Engaged: active or seen and discharged.")}</p>'
+    )
+    parts.append(_table(funnel, [("cohort_id", "cohort"), *((s, s) for s in FUNNEL_STAGES)]))
+
+    parts.append("<h2>Service use: before/after and matched comparison (whole area)</h2>")
+    parts.append(f"<p>{_esc(RTM_PARAGRAPH)}</p>")
+    if match_summary:
+        for iv, s in match_summary.items():
+            c = {
+                k: protect_count_text(s.get(k), p)
+                for k in ("treated", "eligible", "matched", "unmatched")
+            }
+            text = (
+                f"{iv}: {c['treated']} people treated; {c['eligible']} eligible (registered "
+                f"for the 12 months before and observed after); {c['matched']} matched; "
+                f"{c['unmatched']} found no match."
+            )
+            parts.append(f'<p class="note">{_esc(text)}</p>')
+    parts.append(_img(estimates_chart(estimates, 12), "naive and matched estimates, 12 months"))
+    parts.append(_img(estimates_chart(estimates, 6), "naive and matched estimates, 6 months"))
+    est = estimates.with_columns(
+        pl.col("method").replace_strict(
+            {"before_after": "before/after (naive)", "matched_did": "matched comparison (DiD)"},
+            default=pl.col("method"),
+        ),
+        pl.col("outcome").replace_strict(
+            {k: v[0] for k, v in OUTCOMES.items()}, default=pl.col("outcome")
+        ),
+    )
+    parts.append(
+        _table(
+            est,
+            [
+                ("intervention", "intervention"),
+                ("outcome", "outcome"),
+                ("window_months", "months"),
+                ("method", "method"),
+                ("estimate", "change"),
+                ("ci_lower", "95% CI low"),
+                ("ci_upper", "95% CI high"),
+                ("n_treated", "treated"),
+                ("n_comparison", "comparison"),
+                ("unit", "unit"),
+            ],
+        )
+    )
+    parts.append("<h2>Outcome scores: change from baseline to 6 months</h2>")
+    parts.append(
+        f'<p class="note">{_esc("Only referred people complete these questionnaires, so there is no comparison group: some of the change would have happened anyway. Completion = people with a 6-month score among those with a baseline score whose follow-up is due (baseline at least 210 days ago); people who do not complete follow-up are often those doing worse, so low completion biases results upwards.")}</p>'
+    )
+    cols = [
+        ("title", "measure"),
+        ("n_not_yet_due", "follow-up not yet due"),
+        ("n_baseline", "with baseline, follow-up due"),
+        ("n_paired", "with follow-up"),
+        ("completion_rate", "completion"),
+        ("mean_baseline", "mean baseline"),
+        ("mean_followup", "mean at 6 months"),
+        ("mean_change", "mean change"),
+        ("ci_lower", "95% CI low"),
+        ("ci_upper", "95% CI high"),
+        ("t_test_p", "paired t p"),
+        ("wilcoxon_p", "Wilcoxon p"),
+        ("cohens_dz", "effect size dz"),
+        ("share_improved_mid", "improved by at least the MID"),
+    ]
+    for label, df in (("This PCN", outcomes_pcn), ("Whole area", outcomes_all)):
+        parts.append(f"<h3>{_esc(label)}</h3>")
+        df = df.with_columns(
+            pl.col("completion_rate").map_elements(_pct, return_dtype=pl.String),
+            pl.col("share_improved_mid").map_elements(_pct, return_dtype=pl.String),
+        )
+        parts.append(_table(df, cols))
+    parts.append("<h3>Minimal important differences</h3><ul>")
+    for row in outcomes_all.iter_rows(named=True):
+        mid = "none published" if row["mid"] is None else f"{row['mid']:g} points"
+        parts.append(f"<li>{_esc(row['title'])}: {_esc(mid)}. {_esc(row['mid_source'])}</li>")
+    parts.append("</ul></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def protect_count_text(n: int | None, policy: DisclosurePolicy) -> str:
+    from phm.disclosure import protect_value
+
+    v = protect_value(n, policy)
+    return "" if v is None else v
+
+
+def write_pcn_reports(
+    out_dir: Path,
+    extract_date: dt.date,
+    *,
+    pcns: dict[str, str | None],
+    caseload: pl.DataFrame,
+    funnel: pl.DataFrame,
+    estimates: pl.DataFrame,
+    outcome_scores: pl.DataFrame,
+    match_summary: dict[str, dict[str, int]] | None = None,
+    policy: DisclosurePolicy | None = None,
+) -> dict[str, list[str]]:
+    """Write ``<out_dir>/<pcn_code>/impact_report.html`` and the CSVs for each PCN in
+    ``pcns`` (code -> name). Returns the files written per PCN."""
+    p = policy or DisclosurePolicy.from_env()
+    est = estimates_table(estimates, p)
+    out_all = outcome_table(outcome_scores, "ALL", p)
+    written = {}
+    for code in sorted(pcns):
+        folder = Path(out_dir) / code
+        case = caseload_table(caseload, code, p)
+        fun = funnel_table(funnel, code, p)
+        out_pcn = outcome_table(outcome_scores, code, p)
+        files = {
+            "impact_caseload.csv": _csv(case),
+            "impact_outreach_funnel.csv": _csv(fun),
+            "impact_estimates.csv": _csv(est),
+            "impact_outcome_scores.csv": _csv(pl.concat([out_pcn, out_all])),
+            "impact_report.html": render_report(
+                pcn_code=code,
+                pcn_name=pcns[code],
+                extract_date=extract_date,
+                caseload=case,
+                caseload_raw=caseload,
+                funnel=fun,
+                estimates=est,
+                outcomes_pcn=out_pcn,
+                outcomes_all=out_all,
+                match_summary=match_summary,
+                policy=p,
+            ).encode("utf-8"),
+        }
+        for name, data in files.items():
+            _atomic_write(folder / name, data)
+        written[code] = sorted(files)
+    return written
