@@ -84,11 +84,12 @@ def stage_measures(workdir: Path, patients: int, seed: int) -> dict:
     """Code lists, LTC registers, eFI, HFRS, utilisation and patient_measures."""
     from phm.measures import build_patient_measures
     from phm.paths import warehouse_path
+    from phm.pseudonymise import load_key
     from phm.warehouse import current_extract_date, session
 
     _, home = _paths(workdir, patients)
     with session(warehouse_path(home)) as con:
-        report = build_patient_measures(con, current_extract_date(con))
+        report = build_patient_measures(con, current_extract_date(con), key=load_key())
     return {"patients": report.row_counts.get("marts.patient_measures")}
 
 

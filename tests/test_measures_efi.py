@@ -7,7 +7,7 @@ import datetime as dt
 import duckdb
 import pytest
 
-from phm.measures import build_efi, build_patient_measures, load_efi_definition
+from phm.measures import build_efi, build_measures, load_efi_definition
 from phm.measures.fixtures import (
     add_events,
     add_issues,
@@ -201,7 +201,7 @@ def test_patient_measures_carry_efi_and_default_to_fit(con) -> None:
     add_patients(con, "P1", "P2")
     with_deficits(con, "P1", 9)
     add_issues(con, "P1", *distinct_meds(6))
-    build_patient_measures(con, ED, load_reference=False)
+    build_measures(con, ED, load_reference=False)
     rows = dict(
         (r[0], r[1:])
         for r in con.execute(

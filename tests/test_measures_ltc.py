@@ -7,7 +7,7 @@ import datetime as dt
 import duckdb
 import pytest
 
-from phm.measures import build_ltc_registers, build_patient_measures, load_ltc_conditions
+from phm.measures import build_ltc_registers, build_measures, load_ltc_conditions
 from phm.measures.fixtures import (
     add_events,
     add_issues,
@@ -47,7 +47,7 @@ def registers(con) -> dict[tuple[str, str], dict]:
 
 
 def patient_row(con, nhs: str) -> dict:
-    build_patient_measures(con, ED, load_reference=False)
+    build_measures(con, ED, load_reference=False)
     cur = con.execute("SELECT * FROM marts.patient_measures WHERE nhs_number = ?", [nhs])
     names = [d[0] for d in cur.description]
     row = cur.fetchone()

@@ -19,6 +19,7 @@ import duckdb
 
 from phm.measures.fixtures import create_staging_tables
 from phm.measures.patient import build_patient_measures, load_reference_tables
+from phm.pseudonymise import load_key
 
 EXTRACT = dt.date(2026, 11, 1)
 
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
             con = duckdb.connect(str(args.db))
             con.execute("SET enable_progress_bar = false")
     t0, c0 = time.perf_counter(), time.process_time()
-    report = build_patient_measures(con, EXTRACT, load_reference=False)
+    report = build_patient_measures(con, EXTRACT, key=load_key(), load_reference=False)
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     print(
         f"build_patient_measures: {elapsed:.1f} s wall, {cpu:.1f} s CPU; rows: {report.row_counts}"
