@@ -123,6 +123,24 @@ PERSON_TABLES = (
 )
 
 
+#: the one ``marts`` table allowed to hold NHS numbers
+IDENTITY_TABLE = "person_identity"
+
+
+def identifier_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """``marts`` tables other than ``marts.person_identity`` that have an ``nhs_number``
+    column, sorted (``schema.table``). Empty when the marts are keyed by ``person_id`` only."""
+    return [
+        f"marts.{r[0]}"
+        for r in con.execute(
+            "SELECT DISTINCT table_name FROM information_schema.columns "
+            "WHERE table_schema = 'marts' AND lower(column_name) = 'nhs_number' "
+            "AND table_name <> ? ORDER BY 1",
+            [IDENTITY_TABLE],
+        ).fetchall()
+    ]
+
+
 def pseudonymise_marts(con: duckdb.DuckDBPyConnection, key: bytes) -> dict[str, int]:
     """Key every ``marts`` table by ``person_id`` instead of ``nhs_number``.
 
@@ -132,13 +150,7 @@ def pseudonymise_marts(con: duckdb.DuckDBPyConnection, key: bytes) -> dict[str, 
     """
     union = " UNION ".join(f"SELECT nhs_number FROM staging.{t}" for t in PERSON_TABLES)
     people = build_identity(con, key, f"({union})")
-    tables = [
-        r[0]
-        for r in con.execute(
-            "SELECT table_name FROM information_schema.columns WHERE table_schema = 'marts' "
-            "AND column_name = 'nhs_number' AND table_name <> 'person_identity' ORDER BY 1"
-        ).fetchall()
-    ]
+    tables = [t.removeprefix("marts.") for t in identifier_columns(con)]
     rows = {}
     for table in tables:
         con.execute(

@@ -87,11 +87,12 @@ def stage_measures(workdir: Path, patients: int, seed: int) -> dict:
     that depends less on what else the machine is doing)."""
     from phm.measures import build_patient_measures
     from phm.paths import warehouse_path
+    from phm.pseudonymise import load_key
     from phm.warehouse import current_extract_date, session
 
     _, home = _paths(workdir, patients)
     with session(warehouse_path(home)) as con:
-        report = build_patient_measures(con, current_extract_date(con))
+        report = build_patient_measures(con, current_extract_date(con), key=load_key())
     return {
         "patients": report.row_counts.get("marts.patient_measures"),
         "step_s": {k: round(v, 1) for k, v in report.seconds.items()},

@@ -2,7 +2,7 @@
 
 :func:`build_features` makes an *as-of snapshot* of the record in a fresh in-memory DuckDB
 connection (only what was known on ``as_of``: see :data:`SNAPSHOT_SQL`), runs
-:func:`phm.measures.build_patient_measures` on it with ``extract_date = as_of``, and derives
+:func:`phm.measures.build_measures` on it with ``extract_date = as_of``, and derives
 one row per patient registered (and alive) on ``as_of`` from the resulting measures tables.
 Training (``as_of`` = extract date - 730 days), validation (- 365) and scoring (the extract
 date itself) all go through this one function, so features cannot drift apart between them.
@@ -32,7 +32,7 @@ import duckdb
 import polars as pl
 
 from phm.contract import TABLE_NAMES
-from phm.measures import build_patient_measures, load_efi_definition, load_ltc_conditions
+from phm.measures import build_measures, load_efi_definition, load_ltc_conditions
 from phm.measures._sql import date_literal
 from phm.warehouse import write_table
 
@@ -637,7 +637,7 @@ def snapshot_features(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.Data
     """The feature matrix keyed by ``nhs_number`` (for use inside the warehouse only)."""
     snap = snapshot(con, as_of)
     try:
-        build_patient_measures(snap, as_of, load_reference=False)
+        build_measures(snap, as_of, load_reference=False)
         df = snap.execute(_features_sql(as_of)).pl()
     finally:
         snap.close()

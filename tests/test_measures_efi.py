@@ -12,7 +12,7 @@ from measures_fixtures import (
     code_for_deficit,
 )
 
-from phm.measures import build_efi, build_patient_measures, load_efi_definition
+from phm.measures import build_efi, build_measures, load_efi_definition
 
 ED = dt.date(2026, 11, 1)
 EFI = load_efi_definition()
@@ -187,7 +187,7 @@ def test_patient_measures_carry_efi_and_default_to_fit(con) -> None:
     add_patients(con, "P1", "P2")
     with_deficits(con, "P1", 9)
     add_issues(con, "P1", *distinct_meds(6))
-    build_patient_measures(con, ED, load_reference=False)
+    build_measures(con, ED, load_reference=False)
     rows = dict(
         (r[0], r[1:])
         for r in con.execute(

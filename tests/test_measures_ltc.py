@@ -11,7 +11,7 @@ from measures_fixtures import (
     code_for_condition,
 )
 
-from phm.measures import build_ltc_registers, build_patient_measures, load_ltc_conditions
+from phm.measures import build_ltc_registers, build_measures, load_ltc_conditions
 
 ED = dt.date(2026, 11, 1)
 
@@ -32,7 +32,7 @@ def registers(con) -> dict[tuple[str, str], dict]:
 
 
 def patient_row(con, nhs: str) -> dict:
-    build_patient_measures(con, ED, load_reference=False)
+    build_measures(con, ED, load_reference=False)
     cur = con.execute("SELECT * FROM marts.patient_measures WHERE nhs_number = ?", [nhs])
     names = [d[0] for d in cur.description]
     row = cur.fetchone()

@@ -17,19 +17,24 @@ from measures_fixtures import (
 )
 
 from phm.measures import (
+    MEASURES_TABLES,
+    build_measures,
     build_patient_measures,
     check_reference_tables,
     describe,
+    load_ltc_conditions,
     measure_tables,
     patient_measures_columns,
 )
 from phm.measures.definitions import IMD_PATH
+from phm.pseudonymise import identifier_columns, person_id
 
 ED = dt.date(2026, 11, 1)
+KEY = b"test-key-for-the-measures-0123456789"
 
 
 def table(con) -> dict[str, dict]:
-    build_patient_measures(con, ED, load_reference=False)
+    build_measures(con, ED, load_reference=False)
     cur = con.execute("SELECT * FROM marts.patient_measures")
     names = [d[0] for d in cur.description]
     return {r[0]: dict(zip(names, r, strict=True)) for r in cur.fetchall()}
@@ -82,7 +87,7 @@ def test_leap_day_birthday_is_reached_on_1_march() -> None:
         (dt.date(2027, 3, 1), 27),
         (dt.date(2028, 2, 29), 28),
     ):
-        build_patient_measures(con, extract, load_reference=False)
+        build_measures(con, extract, load_reference=False)
         assert con.execute("SELECT age FROM marts.patient_measures").fetchone() == (age,)
 
 
@@ -112,10 +117,10 @@ def test_quintile_is_ceil_of_half_decile(con) -> None:
 
 def test_columns_and_types(con) -> None:
     add_patients(con, "A")
-    build_patient_measures(con, ED, load_reference=False)
+    build_measures(con, ED, load_reference=False)
     described = con.execute("DESCRIBE marts.patient_measures").fetchall()
     names = [r[0] for r in described]
-    assert names == patient_measures_columns()
+    assert names == patient_measures_columns("nhs_number")
     types = {r[0]: r[1] for r in described}
     assert types["age"] == "INTEGER"
     assert types["efi_score"] == "DOUBLE"
@@ -195,7 +200,7 @@ def test_one_patient_through_every_measure(con) -> None:
 
 def test_report_and_reference_check(con) -> None:
     add_patients(con, "A")
-    report = build_patient_measures(con, ED, load_reference=False)
+    report = build_measures(con, ED, load_reference=False)
     assert report.row_counts["marts.patient_measures"] == 1
     assert set(report.seconds) >= {"reference", "marts.ltc_registers", "marts.patient_measures"}
     check_reference_tables(con)
@@ -214,12 +219,12 @@ def test_missing_staging_table_is_a_clear_error() -> None:
     bare = measures_connection()
     bare.execute("DROP TABLE staging.sus_op")
     with pytest.raises(LookupError, match=r"staging\.sus_op"):
-        build_patient_measures(bare, ED, load_reference=False)
+        build_measures(bare, ED, load_reference=False)
 
 
 def test_extract_date_must_be_a_date(con) -> None:
     with pytest.raises(TypeError):
-        build_patient_measures(con, dt.datetime(2026, 11, 1), load_reference=False)
+        build_measures(con, dt.datetime(2026, 11, 1), load_reference=False)
 
 
 @pytest.mark.parametrize("name", measure_tables())
@@ -236,3 +241,51 @@ def test_definition_text_lists_conditions_and_deficits() -> None:
     assert "`polypharmacy`" in text
     assert "730 days" in describe("marts.hfrs")
     assert "365 days" in describe("marts.utilisation")
+
+
+def test_ltc_names_lists_the_registers_in_definition_order(con) -> None:
+    conditions = {c.id: c for c in load_ltc_conditions()}
+    order = [c.id for c in load_ltc_conditions()]
+    add_patients(con, "TWO", "NONE")
+    add_events(
+        con,
+        "TWO",
+        (code_for_condition(con, "hypertension"), dt.date(2011, 1, 1)),
+        (code_for_condition(con, "dementia"), dt.date(2022, 1, 1)),
+    )
+    rows = table(con)
+    want = sorted(["hypertension", "dementia"], key=order.index)
+    assert rows["TWO"]["ltc_names"] == ", ".join(conditions[i].name for i in want)
+    assert rows["NONE"]["ltc_names"] == ""
+
+
+def test_build_patient_measures_leaves_marts_keyed_by_person_id(con) -> None:
+    # no Dagster: the domain function alone pseudonymises every measures table
+    add_patients(con, "9990000018", "9990000026")
+    add_events(con, "9990000018", (code_for_condition(con, "hypertension"), dt.date(2015, 1, 1)))
+    report = build_patient_measures(con, ED, key=KEY, load_reference=False)
+    assert identifier_columns(con) == []
+    with_nhs = {
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM information_schema.columns "
+            "WHERE table_schema = 'marts' AND column_name = 'nhs_number'"
+        ).fetchall()
+    }
+    assert with_nhs == {"person_identity"}
+    for name in MEASURES_TABLES:
+        cols = [r[0] for r in con.execute(f"DESCRIBE {name}").fetchall()]
+        assert cols[0] == "person_id", name
+    described = [r[0] for r in con.execute("DESCRIBE marts.patient_measures").fetchall()]
+    assert described == patient_measures_columns()
+    rows = dict(con.execute("SELECT person_id, ltc_names FROM marts.patient_measures").fetchall())
+    hyp = next(c.name for c in load_ltc_conditions() if c.id == "hypertension")
+    assert rows == {person_id("9990000018", KEY): hyp, person_id("9990000026", KEY): ""}
+    assert report.row_counts["marts.patient_measures"] == 2
+    assert report.row_counts["marts.person_identity"] == 2
+    assert "pseudonymise" in report.seconds
+
+
+def test_build_patient_measures_needs_a_key(con) -> None:
+    with pytest.raises(TypeError, match="key"):
+        build_patient_measures(con, ED, load_reference=False)

@@ -5,12 +5,18 @@ import sys
 from datetime import date
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pytest
+from dagster_duckdb import DuckDBResource
 from factory import NHS, make_delivery
 
 from phm.contract import TABLE_NAMES
+from phm.measures import MEASURES_TABLES
+from phm.paths import warehouse_path
+from phm.pseudonymise import person_id
 from phm.warehouse import SCHEMAS
+from pipelines.assets.marts import REFERENCE_TABLES, no_identifiers_in_marts
 from pipelines.definitions import NIGHTLY_JOB, build_definitions
 from pipelines.resources import Settings
 from pipelines.runner import PipelineFailed, run_pipeline
@@ -30,6 +36,83 @@ def test_definitions_load_with_job_schedule_and_resources(tmp_path):
         assert f"raw/{table}" in {
             k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()
         }
+
+
+def test_lineage_graph_shows_every_table_written(tmp_path):
+    graph = build_definitions(Settings(tmp_path / "x", tmp_path / "home")).resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    tables = {
+        "raw/_delivery",
+        "reference/codelists",
+        "reference/ltc_conditions",
+        "reference/hfrs_weights",
+        "marts/ltc_registers",
+        "marts/efi",
+        "marts/efi_deficits",
+        "marts/hfrs",
+        "marts/utilisation",
+        "marts/patient_measures",
+        "marts/person_identity",
+        "marts/cohort_members",
+        "marts/cohort_definitions",
+        "marts/clusters",
+        "marts/cluster_profiles",
+        "geo/need_by_lsoa",
+        "geo/need_by_lsoa_published",
+        "geo/need_by_imd_decile_published",
+    }
+    assert tables <= keys
+    assert "geo/need_by_area" not in keys  # a step, not a table
+    parents = {
+        k.to_user_string()
+        for k in graph.get(dg.AssetKey(["marts", "patient_measures"])).parent_keys
+    }
+    assert {"marts/ltc_registers", "marts/efi", "marts/hfrs", "marts/person_identity"} <= parents
+    checks = {
+        c.to_user_string(): graph.get_check_spec(c)
+        for c in graph.asset_check_keys
+        if c.name == "no_identifiers_in_marts"
+    }
+    assert list(checks) == ["marts/patient_measures:no_identifiers_in_marts"]
+    assert next(iter(checks.values())).blocking
+
+
+MEASURES = (
+    [f"raw/{t}" for t in TABLE_NAMES]
+    + ["raw/_delivery"]
+    + [f"{s}/{t}" for s in ("staging", "quarantine") for t in TABLE_NAMES]
+    + [f"reference/{t}" for t in REFERENCE_TABLES]
+    + [t.replace(".", "/") for t in MEASURES_TABLES]
+)
+
+
+def test_measures_run_passes_the_identifier_check_and_a_planted_column_fails_it(
+    tmp_path, monkeypatch
+):
+    key = "a-test-pseudonymisation-key-0123456789"
+    monkeypatch.setenv("PHM_PSEUDONYMISATION_KEY", key)
+    extracts, home = tmp_path / "extracts", tmp_path / "home"
+    make_delivery(extracts)
+    home.mkdir()
+    defs = build_definitions(Settings(extracts, home))
+    result = defs.resolve_job_def(NIGHTLY_JOB).execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        asset_selection=[dg.AssetKey(k.split("/")) for k in MEASURES],
+    )
+    assert result.success
+    evaluations = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
+    assert evaluations["no_identifiers_in_marts"] is True
+    db = warehouse_path(home)
+    con = duckdb.connect(str(db))
+    ids = {r[0] for r in con.execute("SELECT person_id FROM marts.patient_measures").fetchall()}
+    assert ids and ids <= {person_id(n, key.encode()) for n in NHS}
+    assert "ltc_names" in {r[0] for r in con.execute("DESCRIBE marts.patient_measures").fetchall()}
+    # an NHS number column anywhere else in marts fails the check
+    con.execute("ALTER TABLE marts.hfrs ADD COLUMN nhs_number VARCHAR")
+    con.close()
+    check = no_identifiers_in_marts(warehouse=DuckDBResource(database=str(db)))
+    assert check.passed is False
+    assert check.metadata["tables_with_nhs_number"].value == ["marts.hfrs"]
 
 
 def test_dagster_finds_the_code_location_from_the_repo_root():
@@ -53,7 +136,7 @@ def _scan_for(folder: Path, needles: list[str]) -> list[str]:
     return hits
 
 
-RAW = [f"raw/{t}" for t in TABLE_NAMES]
+RAW = [f"raw/{t}" for t in TABLE_NAMES] + ["raw/_delivery"]
 
 
 def test_phm_run_ingests_and_keeps_last_good_state(tmp_path):

@@ -10,6 +10,7 @@ from phm.disclosure import DisclosurePolicy, protect_count, protect_rate, protec
 from phm.pseudonymise import (
     KeyMissing,
     build_identity,
+    identifier_columns,
     load_key,
     person_id,
     person_id_sql,
@@ -36,6 +37,19 @@ def test_identity_table_is_one_row_per_person(tmp_path):
     rows = dict(con.execute("SELECT nhs_number, person_id FROM marts.person_identity").fetchall())
     assert rows["9990000018"] == person_id("9990000018", b"k" * 32)
     assert rows["9990000018"] != person_id("9990000018", b"other-key-000000")
+
+
+def test_identifier_columns_names_marts_tables_holding_nhs_numbers():
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA marts")
+    con.execute("CREATE SCHEMA staging")
+    con.execute("CREATE TABLE marts.person_identity (person_id VARCHAR, nhs_number VARCHAR)")
+    con.execute("CREATE TABLE marts.segments (person_id VARCHAR, segment VARCHAR)")
+    con.execute("CREATE TABLE staging.gp_events (nhs_number VARCHAR)")  # not a mart
+    assert identifier_columns(con) == []
+    con.execute("CREATE TABLE marts.efi (NHS_Number VARCHAR, efi_score DOUBLE)")
+    con.execute("ALTER TABLE marts.segments ADD COLUMN nhs_number VARCHAR")
+    assert identifier_columns(con) == ["marts.efi", "marts.segments"]
 
 
 def test_key_configuration(tmp_path, monkeypatch):

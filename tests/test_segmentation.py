@@ -16,7 +16,9 @@ import polars as pl
 import pytest
 
 from phm.contract import TABLE_NAMES
+from phm.measures import MEASURES_TABLES
 from phm.synth import generate
+from pipelines.assets.marts import REFERENCE_TABLES
 from pipelines.runner import run_pipeline
 from segmentation.bridges import (
     BRIDGES_PATH,
@@ -35,10 +37,11 @@ SEED = 21
 #: the assets the segmentation needs (ingest, validation, code lists, measures)
 SELECTION = [
     *(f"raw/{t}" for t in TABLE_NAMES),
+    "raw/_delivery",
     *(f"staging/{t}" for t in TABLE_NAMES),
     *(f"quarantine/{t}" for t in TABLE_NAMES),
-    "reference/codelists",
-    "marts/patient_measures",
+    *(f"reference/{t}" for t in REFERENCE_TABLES),
+    *(t.replace(".", "/") for t in MEASURES_TABLES),
 ]
 
 

@@ -2,7 +2,7 @@
 
 Pure functions over a DuckDB connection (no Dagster). Inputs are the ``staging`` tables of the
 data contract; clinical definitions are data in ``data/definitions/``; outputs are ``marts``
-tables. Start with :func:`build_patient_measures`; ``docs/measures.md`` documents every rule
+tables keyed by the pseudonymous ``person_id``. Start with :func:`build_patient_measures`; ``docs/measures.md`` documents every rule
 and its published source.
 """
 
@@ -20,7 +20,9 @@ from phm.measures.efi import build_efi
 from phm.measures.hfrs import build_hfrs
 from phm.measures.ltc import build_ltc_registers
 from phm.measures.patient import (
+    MEASURES_TABLES,
     MeasuresReport,
+    build_measures,
     build_patient_measures,
     build_patient_table,
     check_reference_tables,
@@ -30,11 +32,13 @@ from phm.measures.patient import (
 from phm.measures.utilisation import build_utilisation
 
 __all__ = [
+    "MEASURES_TABLES",
     "DefinitionError",
     "MeasuresReport",
     "build_efi",
     "build_hfrs",
     "build_ltc_registers",
+    "build_measures",
     "build_patient_measures",
     "build_patient_table",
     "build_utilisation",

@@ -3,7 +3,12 @@
 Population: ``staging.gp_patients`` rows with ``registration_end`` null, ``registration_start``
 on or before the extract date, and no ``date_of_death`` on or before the extract date; one row
 per ``nhs_number`` (the latest registration if the contract's uniqueness rule was broken).
-Keyed by ``nhs_number`` for now (a later issue adds a pseudonymous ``person_id``).
+
+:func:`build_patient_measures` leaves every ``marts`` table keyed by the pseudonymous
+``person_id`` (HMAC-SHA256 of the NHS number under the pseudonymisation key, see
+:mod:`phm.pseudonymise`); ``marts.person_identity`` is the only ``marts`` table holding NHS
+numbers. :func:`build_measures` builds the same tables keyed by ``nhs_number``, for as-of
+snapshots inside the warehouse (model features) and tests of the measure rules.
 
 Age is whole years at the extract date (birthday reached when month and day are reached; a
 29 February birthday is reached on 1 March in other years). IMD 2019 decile (1 = most
@@ -33,6 +38,7 @@ from phm.measures.efi import EFI_TABLE, build_efi, efi_category_sql
 from phm.measures.hfrs import HFRS_TABLE, build_hfrs
 from phm.measures.ltc import build_ltc_registers, ltc_wide_select
 from phm.measures.utilisation import UTILISATION_COUNTS, UTILISATION_TABLE, build_utilisation
+from phm.pseudonymise import pseudonymise_marts
 
 PATIENT_MEASURES_TABLE = f"{MARTS}.patient_measures"
 
@@ -75,7 +81,51 @@ def check_reference_tables(con: duckdb.DuckDBPyConnection) -> None:
         )
 
 
+#: the marts tables :func:`build_patient_measures` writes, in the order it writes them
+MEASURES_TABLES = (
+    "marts.ltc_registers",
+    "marts.efi_deficits",
+    "marts.efi",
+    "marts.hfrs",
+    "marts.utilisation",
+    PATIENT_MEASURES_TABLE,
+    "marts.person_identity",
+)
+
+
 def build_patient_measures(
+    con: duckdb.DuckDBPyConnection,
+    extract_date: dt.date,
+    *,
+    key: bytes,
+    load_reference: bool = True,
+    codelist_directory: Path | None = None,
+    imd_path: Path | None = None,
+) -> MeasuresReport:
+    """Build every measures table and ``marts.patient_measures``, keyed by ``person_id``.
+
+    :func:`build_measures`, then :func:`phm.pseudonymise.pseudonymise_marts` under ``key``
+    (the pseudonymisation key, e.g. :func:`phm.pseudonymise.load_key`): afterwards every
+    table of :data:`MEASURES_TABLES` has ``person_id`` as its first column and no
+    ``nhs_number``, except ``marts.person_identity(person_id, nhs_number)``.
+    """
+    report = build_measures(
+        con,
+        extract_date,
+        load_reference=load_reference,
+        codelist_directory=codelist_directory,
+        imd_path=imd_path,
+    )
+    t, c = time.perf_counter(), time.process_time()
+    rows = pseudonymise_marts(con, key)
+    report.seconds["pseudonymise"] = time.perf_counter() - t
+    report.cpu_seconds["pseudonymise"] = time.process_time() - c
+    report.row_counts.update({f"marts.{table}": n for table, n in rows.items()})
+    report.row_counts["marts.person_identity"] = row_count(con, "marts.person_identity")
+    return report
+
+
+def build_measures(
     con: duckdb.DuckDBPyConnection,
     extract_date: dt.date,
     *,
@@ -83,7 +133,10 @@ def build_patient_measures(
     codelist_directory: Path | None = None,
     imd_path: Path | None = None,
 ) -> MeasuresReport:
-    """Build every measures table and ``marts.patient_measures``.
+    """Build every measures table and ``marts.patient_measures``, keyed by ``nhs_number``.
+
+    For use inside the warehouse only (as-of snapshots, tests of the rules): the marts of the
+    pipeline come from :func:`build_patient_measures`, which pseudonymises these tables.
 
     With ``load_reference`` (the default) the code lists (from ``codelist_directory`` or
     :func:`phm.paths.codelist_dir`) and definition tables are (re)loaded into ``reference``
@@ -185,6 +238,10 @@ def build_patient_table(
             f"l.{c.id}_latest_date",
         ]
     util_cols = [f"CAST(coalesce(u.{c}, 0) AS INTEGER) AS {c}" for c in UTILISATION_COUNTS]
+    # the names on the register, in definition order; the names are bound, not spliced in
+    ltc_names = ", ".join(
+        f"CASE WHEN l.has_{c.id} THEN $ltc_names[{i}] END" for i, c in enumerate(conditions, 1)
+    )
     con.execute(
         f"""
         CREATE OR REPLACE TABLE {PATIENT_MEASURES_TABLE} AS
@@ -224,7 +281,8 @@ def build_patient_table(
                h.hfrs_category,
                h.hfrs_codes,
                {", ".join(util_cols)},
-               u.days_since_last_gp_attendance
+               u.days_since_last_gp_attendance,
+               concat_ws(', ', {ltc_names}) AS ltc_names
         FROM population p
         LEFT JOIN staging.practices pr USING (practice_code)
         LEFT JOIN _imd i ON i.lsoa11_code = p.lsoa11_code
@@ -232,17 +290,21 @@ def build_patient_table(
         LEFT JOIN {EFI_TABLE} e USING (nhs_number)
         LEFT JOIN {HFRS_TABLE} h USING (nhs_number)
         LEFT JOIN {UTILISATION_TABLE} u USING (nhs_number)
-        """
+        """,
+        {"ltc_names": [c.name for c in conditions]},
     )
     for t in ("_imd", "_ltc_wide"):
         con.execute(f"DROP TABLE IF EXISTS {t}")
     return row_count(con, PATIENT_MEASURES_TABLE)
 
 
-def patient_measures_columns() -> list[str]:
-    """The columns of ``marts.patient_measures``, in order (derived from the definitions)."""
+def patient_measures_columns(key: str = "person_id") -> list[str]:
+    """The columns of ``marts.patient_measures``, in order (derived from the definitions).
+
+    ``key`` is the first column: ``person_id`` (:func:`build_patient_measures`) or
+    ``nhs_number`` (:func:`build_measures`)."""
     cols = [
-        "nhs_number",
+        key,
         "age",
         "sex",
         "practice_code",
@@ -269,5 +331,6 @@ def patient_measures_columns() -> list[str]:
         "hfrs_codes",
         *UTILISATION_COUNTS,
         "days_since_last_gp_attendance",
+        "ltc_names",
     ]
     return cols

@@ -6,7 +6,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from geo.maps import write_pcn_maps
-from geo.need import build_need_tables, write_need_geopackages
+from geo.need import LEVELS, build_need_tables, published_table, write_need_geopackages
 from phm.warehouse import current_extract_date
 from pipelines.resources import PHMSettings
 
@@ -14,30 +14,67 @@ from pipelines.resources import PHMSettings
 GAP_DISTANCE_M = float(os.environ.get("PHM_ASSET_GAP_DISTANCE_M", 1000))
 
 
-@dg.asset(
-    key=["geo", "need_by_area"],
-    group_name="geo",
-    deps=[dg.AssetKey(["marts", "cohort_members"]), dg.AssetKey(["marts", "patient_measures"])],
-    kinds={"duckdb"},
-    description=(
-        "`geo.need_by_lsoa`, `geo.need_by_imd_decile`, `geo.need_by_imd_quintile` for every PCN "
-        "and all PCNs together (`pcn_code = 'ALL'`): registered population, cohort counts, LTC "
-        "and frailty prevalence, emergency admission and A&E rates (crude per 1,000 and "
-        "directly age-standardised to the European Standard Population 2013 with Dobson 95% "
-        "confidence intervals, OHID methods). `*_published` versions pass every count through "
-        "the disclosure-control function and hide rates on fewer than 10 events."
-    ),
+_NEED_TEXT = (
+    "registered population, cohort counts, LTC and frailty prevalence, emergency admission and "
+    "A&E rates (crude per 1,000 and directly age-standardised to the European Standard "
+    "Population 2013 with Dobson 95% confidence intervals, OHID methods), for every PCN and "
+    "all PCNs together (`pcn_code = 'ALL'`)."
 )
-def need_by_area(warehouse: DuckDBResource) -> dg.MaterializeResult:
+_PUBLISHED_TEXT = (
+    " Every count through the disclosure-control function; rates on fewer than 10 events hidden."
+)
+
+
+def _need_specs() -> list[dg.AssetSpec]:
+    """One spec per table :func:`geo.need.build_need_tables` writes: the need tables by LSOA,
+    IMD decile and IMD quintile and their ``_published`` versions."""
+    deps = [dg.AssetKey(["marts", "cohort_members"]), dg.AssetKey(["marts", "patient_measures"])]
+    specs = []
+    for level, (_, table) in LEVELS.items():
+        by = level.replace("_", " ").replace("imd", "IMD 2019").replace("lsoa", "LSOA")
+        specs.append(
+            dg.AssetSpec(
+                table.split("."),
+                deps=deps,
+                kinds={"duckdb"},
+                description=f"`{table}`: need by {by}: {_NEED_TEXT}",
+            )
+        )
+        published = published_table(level)
+        specs.append(
+            dg.AssetSpec(
+                published.split("."),
+                deps=[dg.AssetKey(table.split("."))],
+                kinds={"duckdb"},
+                description=f"`{published}`: `{table}` for publication.{_PUBLISHED_TEXT}",
+            )
+        )
+    return specs
+
+
+NEED_SPECS = _need_specs()
+
+
+@dg.multi_asset(name="need_by_area", group_name="geo", can_subset=False, specs=NEED_SPECS)
+def need_by_area(warehouse: DuckDBResource):
+    """Need by deprivation area (``geo.need.build_need_tables``)."""
     with warehouse.get_connection() as con:
         rows = build_need_tables(con)
-    return dg.MaterializeResult(metadata={k: dg.MetadataValue.int(v) for k, v in rows.items()})
+    for spec in NEED_SPECS:
+        table = ".".join(spec.key.path)
+        yield dg.MaterializeResult(
+            asset_key=spec.key, metadata={"rows": dg.MetadataValue.int(rows[table])}
+        )
 
 
 @dg.asset(
     key=["exports", "pcn_maps"],
     group_name="geo",
-    deps=[dg.AssetKey(["geo", "need_by_area"]), dg.AssetKey(["staging", "community_assets"])],
+    deps=[
+        dg.AssetKey(published_table("lsoa").split(".")),
+        dg.AssetKey(["marts", "patient_measures"]),
+        dg.AssetKey(["staging", "community_assets"]),
+    ],
     kinds={"geopackage", "html", "png"},
     description=(
         "For each PCN, under exports/<extract_date>/<pcn_code>/: need_by_lsoa.gpkg (published "

@@ -6,6 +6,7 @@ from dagster_duckdb import DuckDBResource
 from phm.contract import TABLE_NAMES, TABLES
 from phm.delivery import open_delivery
 from phm.ingest import load_raw
+from phm.warehouse import DELIVERY_TABLE
 from pipelines.resources import PHMSettings
 
 RAW_SPECS = [
@@ -19,6 +20,16 @@ RAW_SPECS = [
         kinds={"duckdb"},
     )
     for table in TABLE_NAMES
+] + [
+    dg.AssetSpec(
+        key=DELIVERY_TABLE.split("."),
+        group_name="ingest",
+        description=(
+            f"`{DELIVERY_TABLE}`: the delivery loaded into `raw` (extract date, folder, "
+            "manifest), read by every later step for the extract date."
+        ),
+        kinds={"duckdb"},
+    )
 ]
 
 
@@ -42,3 +53,7 @@ def ingest_delivery(
                 "rows": dg.MetadataValue.int(counts[table]),
             },
         )
+    yield dg.MaterializeResult(
+        asset_key=DELIVERY_TABLE.split("."),
+        metadata={"extract_date": delivery.extract_date_str},
+    )

@@ -118,21 +118,37 @@ def segments(warehouse: DuckDBResource) -> dg.MaterializeResult:
     )
 
 
-@dg.asset(
-    key=["marts", "clusters"],
+@dg.multi_asset(
+    name="clusters",
     group_name="segmentation",
-    deps=[MEASURES],
-    kinds={"sklearn", "duckdb"},
-    description=(
-        "Needs-based clusters: k-means on standardised needs features, k from 3 to 8 chosen by "
-        "silhouette on a seeded sample; `marts.clusters` (person_id, cluster) and "
-        "`marts.cluster_profiles` (each cluster in words and numbers)."
-    ),
+    can_subset=False,
+    specs=[
+        dg.AssetSpec(
+            ["marts", "clusters"],
+            deps=[MEASURES],
+            kinds={"sklearn", "duckdb"},
+            description=(
+                "`marts.clusters(person_id, cluster)`: needs-based clusters, k-means on "
+                "standardised needs features, k from 3 to 8 chosen by silhouette on a seeded "
+                "sample."
+            ),
+        ),
+        dg.AssetSpec(
+            ["marts", "cluster_profiles"],
+            deps=[MEASURES],
+            kinds={"duckdb"},
+            description="`marts.cluster_profiles`: each cluster in words and numbers.",
+        ),
+    ],
 )
-def clusters(warehouse: DuckDBResource) -> dg.MaterializeResult:
+def clusters(warehouse: DuckDBResource):
+    """Needs-based clusters (``segmentation.clusters.build_clusters``)."""
     with warehouse.get_connection() as con:
         result = build_clusters(con, seed=0, extract_date=current_extract_date(con))
-    return dg.MaterializeResult(metadata={"k": int(result.k)})
+    yield dg.MaterializeResult(asset_key=["marts", "clusters"], metadata={"k": int(result.k)})
+    yield dg.MaterializeResult(
+        asset_key=["marts", "cluster_profiles"], metadata={"clusters": int(result.k)}
+    )
 
 
 @dg.asset(

@@ -18,6 +18,7 @@ from phm.validate import (
     warehouse_reference_keys,
 )
 from phm.warehouse import current_extract_date, write_table
+from pipelines.assets._metadata import markdown_table
 from pipelines.resources import PHMSettings
 
 
@@ -65,12 +66,7 @@ def _validation_asset(table: str):
             f"{table}: {raw.height} delivered, {result.staging.height} accepted, "
             f"{result.quarantine.height} quarantined"
         )
-        rules = dg.MetadataValue.md(
-            "\n".join(
-                ["| rule | rows |", "|---|---:|"]
-                + [f"| {k} | {v} |" for k, v in sorted(result.rule_counts.items())]
-            )
-        )
+        rules = markdown_table(("rule", "rows"), sorted(result.rule_counts.items()))
         yield dg.MaterializeResult(
             asset_key=["staging", table],
             metadata={"rows": result.staging.height, "delivered": raw.height},
