@@ -197,7 +197,7 @@ def test_scores_identical_to_comorbidipy(con) -> None:
     rows = synthetic_spells(3000, seed=20261101)
     df = pl.DataFrame(rows)
     con.register("_spells", df.to_arrow())
-    con.execute("INSERT INTO staging.sus_apc SELECT * FROM _spells")
+    con.execute("INSERT INTO staging.sus_apc BY NAME SELECT * FROM _spells")
     con.unregister("_spells")
     ours = hfrs_rows(con)
 
