@@ -32,8 +32,8 @@ from phm.measures.patient import (
 from phm.measures.utilisation import build_utilisation
 
 __all__ = [
-    "DefinitionError",
     "MEASURES_TABLES",
+    "DefinitionError",
     "MeasuresReport",
     "build_efi",
     "build_hfrs",
