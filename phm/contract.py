@@ -1,6 +1,6 @@
 """The extract data contract (v2) as data.
 
-This module restates ``shared/data-contract.md`` (also in ``docs/data-contract.md``) in a form
+This module restates the data contract (``docs/data-contract.md``) in a form
 that code can use: the twelve tables, their columns in delivery order, types, nullability
 and the allowed values of enumerated columns. The generator writes it, ingest checks the
 required columns against it, and the pandera schemas in ``schemas/`` encode the row rules.

@@ -40,7 +40,7 @@ from schemas import (
 from schemas._base import (
     RULE_KINDS,
     MissingColumnsError,
-    Rule,
+    ValidationRule,
     check_frame,
     nhs_number_check_digit,
     normalise_icd10,
@@ -93,7 +93,7 @@ def _module(table: str) -> ModuleType:
 
 def rules_for(
     table: str, extract_date: date, refs: Mapping[str, object] | None = None
-) -> list[Rule]:
+) -> list[ValidationRule]:
     """Every rule of ``table`` with its expression, in contract column order."""
     return _module(table).rules(extract_date, refs)
 
@@ -161,7 +161,7 @@ __all__ = [
     "REGISTRY",
     "RULE_KINDS",
     "MissingColumnsError",
-    "Rule",
+    "ValidationRule",
     "check_frame",
     "nhs_number_check_digit",
     "normalise_icd10",

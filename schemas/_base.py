@@ -6,7 +6,7 @@ How a raw table is validated
    vectorised, with polars ``strict=False`` casts: for every contract column it holds the
    *typed* value under the contract name (what staging keeps) and, where that differs from
    the trimmed text, the trimmed text under ``<column>__raw`` (what the parse rules look at).
-2. Every rule of the contract is a :class:`Rule`: a short human-readable name that starts
+2. Every rule of the contract is a :class:`ValidationRule`: a short human-readable name that starts
    with the column it is about, the kind of fault it catches (the generator's fault
    vocabulary), and a boolean polars expression over the check frame that is ``True`` when
    the row keeps the rule. Expressions never yield null (a null is counted as a failure).
@@ -82,7 +82,7 @@ _DATETIME_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}$"
 
 
 @dataclass(frozen=True)
-class Rule:
+class ValidationRule:
     """One contract rule: ``expr`` is True for a row that keeps it (never null)."""
 
     name: str
@@ -190,19 +190,19 @@ def ok_when(conditions: Iterable[pl.Expr], check: pl.Expr) -> pl.Expr:
     return (~applicable | check).fill_null(False)
 
 
-def standard_rules(ctx: RuleContext) -> list[Rule]:
+def standard_rules(ctx: RuleContext) -> list[ValidationRule]:
     """Required, parseable and allowed-value rules that follow from the contract's types."""
-    rules: list[Rule] = []
+    rules: list[ValidationRule] = []
     for col in ctx.table.columns:
         c = col.name
         if not col.nullable:
-            rules.append(Rule(f"{c}: required", c, "missing_required", ctx.present(c)))
+            rules.append(ValidationRule(f"{c}: required", c, "missing_required", ctx.present(c)))
         parse = _parse_rule(ctx, col)
         if parse is not None:
             rules.append(parse)
         if col.allowed is not None:
             rules.append(
-                Rule(
+                ValidationRule(
                     f"{c}: one of the allowed values",
                     c,
                     "not_allowed_value",
@@ -213,16 +213,16 @@ def standard_rules(ctx: RuleContext) -> list[Rule]:
     return rules
 
 
-def _parse_rule(ctx: RuleContext, col: Column) -> Rule | None:
+def _parse_rule(ctx: RuleContext, col: Column) -> ValidationRule | None:
     c = col.name
     parsed = ok_when([ctx.present(c)], ctx.val(c).is_not_null())
     match col.type:
         case "date":
-            return Rule(
+            return ValidationRule(
                 f"{c}: valid date (YYYY-MM-DD)", c, "bad_date", parsed, "a real calendar date"
             )
         case "datetime":
-            return Rule(
+            return ValidationRule(
                 f"{c}: valid datetime (YYYY-MM-DDTHH:MM:SS)",
                 c,
                 "bad_date",
@@ -230,13 +230,15 @@ def _parse_rule(ctx: RuleContext, col: Column) -> Rule | None:
                 "no fraction, no time zone",
             )
         case "int":
-            return Rule(f"{c}: whole number", c, "not_a_number", parsed, "e.g. `3`, `+3`, `-1`")
+            return ValidationRule(
+                f"{c}: whole number", c, "not_a_number", parsed, "e.g. `3`, `+3`, `-1`"
+            )
         case "float":
-            return Rule(
+            return ValidationRule(
                 f"{c}: finite number", c, "not_a_number", parsed, "e.g. `31.5`, `1e3`; not nan/inf"
             )
         case "bool":
-            return Rule(
+            return ValidationRule(
                 f"{c}: true or false", c, "not_allowed_value", parsed, "exactly `true` or `false`"
             )
     return None
@@ -244,10 +246,10 @@ def _parse_rule(ctx: RuleContext, col: Column) -> Rule | None:
 
 def pattern_rule(
     ctx: RuleContext, column: str, pattern: str, what: str, kind: str = "malformed_code"
-) -> list[Rule]:
+) -> list[ValidationRule]:
     """The trimmed text, when present, matches ``pattern`` (a full-match regex)."""
     return [
-        Rule(
+        ValidationRule(
             f"{column}: {what}",
             column,
             kind,
@@ -257,14 +259,14 @@ def pattern_rule(
     ]
 
 
-def not_after_extract(ctx: RuleContext, column: str) -> list[Rule]:
+def not_after_extract(ctx: RuleContext, column: str) -> list[ValidationRule]:
     v = ctx.val(column)
     if ctx.table.column(column).type == "datetime":
         check, detail = v < ctx.extract_end_lit, "any time on the extract date is allowed"
     else:
         check, detail = v <= ctx.extract_lit, ""
     return [
-        Rule(
+        ValidationRule(
             f"{column}: not after extract_date",
             column,
             "future_date",
@@ -274,10 +276,10 @@ def not_after_extract(ctx: RuleContext, column: str) -> list[Rule]:
     ]
 
 
-def not_before(ctx: RuleContext, column: str, earliest: date) -> list[Rule]:
+def not_before(ctx: RuleContext, column: str, earliest: date) -> list[ValidationRule]:
     v = ctx.val(column)
     return [
-        Rule(
+        ValidationRule(
             f"{column}: not before {earliest.isoformat()}",
             column,
             "out_of_range",
@@ -286,12 +288,12 @@ def not_before(ctx: RuleContext, column: str, earliest: date) -> list[Rule]:
     ]
 
 
-def date_order(ctx: RuleContext, later: str, earlier: str) -> list[Rule]:
+def date_order(ctx: RuleContext, later: str, earlier: str) -> list[ValidationRule]:
     """``later >= earlier`` when both are valid dates and ``earlier`` is not after the
     extract date (a future ``earlier`` is that column's own fault, reported once)."""
     a, b = ctx.val(later), ctx.val(earlier)
     return [
-        Rule(
+        ValidationRule(
             f"{later} >= {earlier}",
             later,
             "date_order",
@@ -303,11 +305,11 @@ def date_order(ctx: RuleContext, later: str, earlier: str) -> list[Rule]:
 
 def between(
     ctx: RuleContext, column: str, low: float, high: float, what: str | None = None
-) -> list[Rule]:
+) -> list[ValidationRule]:
     v = ctx.val(column)
     label = what or f"between {low:g} and {high:g}"
     return [
-        Rule(
+        ValidationRule(
             f"{column}: {label}",
             column,
             "out_of_range",
@@ -322,7 +324,7 @@ def unique_first_wins(
     among: pl.Expr | None = None,
     what: str = "unique",
     among_label: str = "",
-) -> list[Rule]:
+) -> list[ValidationRule]:
     """Key unique in file order: the first delivered row (lowest ``_row_number``) is kept.
 
     Uniqueness is over the delivered (trimmed) key of every row, valid or not, so a later
@@ -338,7 +340,7 @@ def unique_first_wins(
         partition.append(among)
     first = rn == rn.min().over(partition)
     return [
-        Rule(
+        ValidationRule(
             f"{column}: {what} (first delivered row wins)",
             column,
             "duplicate_key",
@@ -352,13 +354,13 @@ def unique_first_wins(
 
 
 def exists_in(
-    ctx: RuleContext, column: str, ref_table: str, *, after: list[Rule] | None = None
-) -> list[Rule]:
+    ctx: RuleContext, column: str, ref_table: str, *, after: list[ValidationRule] | None = None
+) -> list[ValidationRule]:
     """The value is among the keys delivered in ``ref_table`` (checked once it is well-formed)."""
     conditions = [ctx.present(column)] + [r.expr for r in after or []]
     keys = ctx.ref_keys(ref_table)
     return [
-        Rule(
+        ValidationRule(
             f"{column} exists in {ref_table}",
             column,
             "orphan_reference",
@@ -368,7 +370,7 @@ def exists_in(
     ]
 
 
-def order_rules(table: Table, rules: list[Rule]) -> list[Rule]:
+def order_rules(table: Table, rules: list[ValidationRule]) -> list[ValidationRule]:
     """Rules in contract column order, then by kind (required, parse, format, ... references)."""
     pos = {c: i for i, c in enumerate(table.column_names)}
     names = [r.name for r in rules]
@@ -478,7 +480,7 @@ def _check_fn(expr: pl.Expr):
     return fn
 
 
-def build_schema(table: Table, rules: list[Rule]) -> pa.DataFrameSchema:
+def build_schema(table: Table, rules: list[ValidationRule]) -> pa.DataFrameSchema:
     """A pandera polars schema over the check frame: dtypes per contract + one Check per rule.
 
     Nullability is a named rule (``<column>: required`` on the delivered text), so that an
@@ -521,18 +523,18 @@ LSOA11 = r"^E01[0-9]{6}$"
 SNOMED_ID = r"^[0-9]{6,18}$"
 
 
-def nhs_number_rules(ctx: RuleContext, column: str = "nhs_number") -> list[Rule]:
+def nhs_number_rules(ctx: RuleContext, column: str = "nhs_number") -> list[ValidationRule]:
     raw = ctx.raw(column)
     fmt = nhs_number_format(raw)
     return [
-        Rule(
+        ValidationRule(
             f"{column}: 10 digits",
             column,
             "bad_nhs_number",
             ok_when([ctx.present(column)], fmt),
             detail="no spaces or dashes inside",
         ),
-        Rule(
+        ValidationRule(
             f"{column}: valid Modulus 11 check digit",
             column,
             "bad_nhs_number",
@@ -546,7 +548,7 @@ def nhs_number_rules(ctx: RuleContext, column: str = "nhs_number") -> list[Rule]
     ]
 
 
-def practice_code_rules(ctx: RuleContext, column: str = "practice_code") -> list[Rule]:
+def practice_code_rules(ctx: RuleContext, column: str = "practice_code") -> list[ValidationRule]:
     """Format always; existence among the delivered practices for tables that reference them."""
     fmt = pattern_rule(ctx, column, ODS_PRACTICE, "ODS practice code (letter + 5 digits)")
     if ctx.table.name == "practices":
@@ -554,30 +556,30 @@ def practice_code_rules(ctx: RuleContext, column: str = "practice_code") -> list
     return fmt + exists_in(ctx, column, "practices", after=fmt)
 
 
-def lsoa_rule(ctx: RuleContext, column: str = "lsoa11_code") -> list[Rule]:
+def lsoa_rule(ctx: RuleContext, column: str = "lsoa11_code") -> list[ValidationRule]:
     return pattern_rule(ctx, column, LSOA11, "LSOA 2011 code (E01 + 6 digits)")
 
 
-def snomed_rule(ctx: RuleContext, column: str) -> list[Rule]:
+def snomed_rule(ctx: RuleContext, column: str) -> list[ValidationRule]:
     return pattern_rule(ctx, column, SNOMED_ID, "SNOMED CT id (6-18 digits)")
 
 
-def provider_code_rule(ctx: RuleContext, column: str = "provider_code") -> list[Rule]:
+def provider_code_rule(ctx: RuleContext, column: str = "provider_code") -> list[ValidationRule]:
     return pattern_rule(
         ctx, column, r"^[A-Z0-9]{3}(?:[A-Z0-9]{2})?$", "ODS provider code (3 or 5 letters/digits)"
     )
 
 
 def table_schema(
-    table: Table, extra_rules: Callable[[RuleContext], list[Rule]]
+    table: Table, extra_rules: Callable[[RuleContext], list[ValidationRule]]
 ) -> tuple[
-    Callable[[date, Mapping[str, object] | None], list[Rule]],
+    Callable[[date, Mapping[str, object] | None], list[ValidationRule]],
     Callable[[date, Mapping[str, object] | None], pa.DataFrameSchema],
 ]:
     """A table module's ``rules`` and ``schema`` functions: the contract's standard rules for
     ``table`` plus its ``extra_rules``, for a delivery's extract date and referenced keys."""
 
-    def rules(extract_date: date, refs: Mapping[str, object] | None = None) -> list[Rule]:
+    def rules(extract_date: date, refs: Mapping[str, object] | None = None) -> list[ValidationRule]:
         """Every rule of this table, in contract column order."""
         return build(table, extra_rules, extract_date, refs)[0]
 
@@ -590,10 +592,10 @@ def table_schema(
 
 def build(
     table: Table,
-    rules_fn: Callable[[RuleContext], list[Rule]],
+    rules_fn: Callable[[RuleContext], list[ValidationRule]],
     extract_date: date,
     refs: Mapping[str, object] | None = None,
-) -> tuple[list[Rule], pa.DataFrameSchema]:
+) -> tuple[list[ValidationRule], pa.DataFrameSchema]:
     ctx = RuleContext(table, extract_date, refs or {})
     rules = order_rules(table, standard_rules(ctx) + rules_fn(ctx))
     return rules, build_schema(table, rules)

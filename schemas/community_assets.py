@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from phm.contract import TABLES
 from schemas._base import (
-    Rule,
     RuleContext,
+    ValidationRule,
     between,
     lsoa_rule,
     table_schema,
@@ -20,7 +20,7 @@ LATITUDE = (49.8, 55.9)
 LONGITUDE = (-6.5, 1.8)
 
 
-def extra_rules(ctx: RuleContext) -> list[Rule]:
+def extra_rules(ctx: RuleContext) -> list[ValidationRule]:
     return [
         *unique_first_wins(ctx, "asset_id"),
         *between(

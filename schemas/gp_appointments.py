@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from phm.contract import TABLES
 from schemas._base import (
-    Rule,
     RuleContext,
+    ValidationRule,
     nhs_number_rules,
     ok_when,
     practice_code_rules,
@@ -15,7 +15,7 @@ from schemas._base import (
 TABLE = TABLES["gp_appointments"]
 
 
-def extra_rules(ctx: RuleContext) -> list[Rule]:
+def extra_rules(ctx: RuleContext) -> list[ValidationRule]:
     when = ctx.val("appointment_date")
     status = ctx.val("status")
     known_status = status.is_in(list(TABLE.column("status").allowed or ()))
@@ -25,7 +25,7 @@ def extra_rules(ctx: RuleContext) -> list[Rule]:
     )
     return [
         *nhs_number_rules(ctx),
-        Rule(
+        ValidationRule(
             "appointment_date: not after extract_date unless status is booked",
             "appointment_date",
             "future_date",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from phm.contract import TABLES
 from schemas._base import (
-    Rule,
     RuleContext,
+    ValidationRule,
     nhs_number_rules,
     not_after_extract,
     practice_code_rules,
@@ -16,7 +16,7 @@ from schemas._base import (
 TABLE = TABLES["gp_events"]
 
 
-def extra_rules(ctx: RuleContext) -> list[Rule]:
+def extra_rules(ctx: RuleContext) -> list[ValidationRule]:
     return [
         *nhs_number_rules(ctx),
         *not_after_extract(ctx, "event_date"),

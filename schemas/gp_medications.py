@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from phm.contract import TABLES
 from schemas._base import (
-    Rule,
     RuleContext,
+    ValidationRule,
     nhs_number_rules,
     not_after_extract,
     pattern_rule,
@@ -18,7 +18,7 @@ TABLE = TABLES["gp_medications"]
 BNF_CODE = r"^[0-9]{4}[0-9A-Z]{0,11}$"
 
 
-def extra_rules(ctx: RuleContext) -> list[Rule]:
+def extra_rules(ctx: RuleContext) -> list[ValidationRule]:
     return [
         *nhs_number_rules(ctx),
         *not_after_extract(ctx, "issue_date"),

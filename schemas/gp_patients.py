@@ -7,8 +7,8 @@ from datetime import date
 from phm.contract import TABLES
 from schemas._base import (
     LSOA11,
-    Rule,
     RuleContext,
+    ValidationRule,
     date_order,
     lsoa_rule,
     nhs_number_rules,
@@ -25,13 +25,13 @@ TABLE = TABLES["gp_patients"]
 EARLIEST_BIRTH = date(1900, 1, 1)
 
 
-def lsoa21_rule(ctx: RuleContext) -> list[Rule]:
+def lsoa21_rule(ctx: RuleContext) -> list[ValidationRule]:
     """v2 optional ``lsoa21_code``: an LSOA 2021 code, ``E01`` + 6 digits (same form as 2011;
     whether the deprivation index covers it is a data-quality count, not a row fault)."""
     return pattern_rule(ctx, "lsoa21_code", LSOA11, "LSOA 2021 code (E01 + 6 digits)")
 
 
-def extra_rules(ctx: RuleContext) -> list[Rule]:
+def extra_rules(ctx: RuleContext) -> list[ValidationRule]:
     current = ctx.raw("registration_end").is_null()
     return [
         *nhs_number_rules(ctx),

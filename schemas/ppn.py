@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from phm.contract import TABLES
 from schemas._base import (
-    Rule,
     RuleContext,
+    ValidationRule,
     date_order,
     nhs_number_rules,
     not_after_extract,
@@ -16,7 +16,7 @@ from schemas._base import (
 TABLE = TABLES["ppn"]
 
 
-def extra_rules(ctx: RuleContext) -> list[Rule]:
+def extra_rules(ctx: RuleContext) -> list[ValidationRule]:
     return [
         *nhs_number_rules(ctx),
         *unique_first_wins(ctx, "ppn_id"),

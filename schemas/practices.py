@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from phm.contract import TABLES
 from schemas._base import (
-    Rule,
     RuleContext,
+    ValidationRule,
     pattern_rule,
     practice_code_rules,
     table_schema,
@@ -15,7 +15,7 @@ from schemas._base import (
 TABLE = TABLES["practices"]
 
 
-def extra_rules(ctx: RuleContext) -> list[Rule]:
+def extra_rules(ctx: RuleContext) -> list[ValidationRule]:
     return [
         *practice_code_rules(ctx),
         *unique_first_wins(ctx, "practice_code"),

@@ -6,8 +6,8 @@ import polars as pl
 
 from phm.contract import SP_MEASURE_RANGES, TABLES
 from schemas._base import (
-    Rule,
     RuleContext,
+    ValidationRule,
     exists_in,
     not_after_extract,
     ok_when,
@@ -17,7 +17,7 @@ from schemas._base import (
 TABLE = TABLES["sp_outcomes"]
 
 
-def extra_rules(ctx: RuleContext) -> list[Rule]:
+def extra_rules(ctx: RuleContext) -> list[ValidationRule]:
     measure, score = ctx.val("measure"), ctx.val("score")
     low = measure.replace_strict(
         {m: lo for m, (lo, _) in SP_MEASURE_RANGES.items()}, default=None, return_dtype=pl.Float64
@@ -27,7 +27,7 @@ def extra_rules(ctx: RuleContext) -> list[Rule]:
     )
     return [
         *exists_in(ctx, "referral_id", "sp_referrals"),
-        Rule(
+        ValidationRule(
             "score: within the measure's range",
             "score",
             "out_of_range",

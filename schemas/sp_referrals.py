@@ -9,8 +9,8 @@ import polars as pl
 
 from phm.contract import SP_REASONS, TABLES
 from schemas._base import (
-    Rule,
     RuleContext,
+    ValidationRule,
     nhs_number_rules,
     not_after_extract,
     ok_when,
@@ -29,7 +29,7 @@ def _reasons(text: pl.Expr) -> pl.Expr:
     return pl.when(items.list.len() > 0).then(items.list.join(";"))
 
 
-def extra_rules(ctx: RuleContext) -> list[Rule]:
+def extra_rules(ctx: RuleContext) -> list[ValidationRule]:
     items = split_list(ctx.raw("reasons"))
     reasons_ok = (items.list.len() > 0) & items.list.eval(
         pl.element().is_in(list(SP_REASONS))
@@ -39,21 +39,21 @@ def extra_rules(ctx: RuleContext) -> list[Rule]:
         *nhs_number_rules(ctx),
         *unique_first_wins(ctx, "referral_id"),
         *not_after_extract(ctx, "referral_date"),
-        Rule(
+        ValidationRule(
             "reasons: one or more allowed reasons separated by ';'",
             "reasons",
             "not_allowed_value",
             ok_when([ctx.present("reasons")], reasons_ok),
             detail="items trimmed, empty items ignored; " + ", ".join(f"`{r}`" for r in SP_REASONS),
         ),
-        Rule(
+        ValidationRule(
             "contact_attempts: >= 0",
             "contact_attempts",
             "out_of_range",
             ok_when([ctx.val("contact_attempts").is_not_null()], ctx.val("contact_attempts") >= 0),
         ),
         *not_after_extract(ctx, "first_contact_date"),
-        Rule(
+        ValidationRule(
             "discharge_date: required when status is discharged",
             "discharge_date",
             "missing_required",

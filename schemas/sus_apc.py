@@ -18,8 +18,8 @@ from phm.contract import (
 )
 from schemas._base import (
     ICD10_CODE,
-    Rule,
     RuleContext,
+    ValidationRule,
     date_order,
     nhs_number_rules,
     normalise_icd10,
@@ -71,12 +71,12 @@ def _secondary(text: pl.Expr) -> pl.Expr:
 # --- v2 discharge consistency (quarantined with the rule's name) ----------------------
 
 
-def died_only_with_destination_died(ctx: RuleContext) -> list[Rule]:
+def died_only_with_destination_died(ctx: RuleContext) -> list[ValidationRule]:
     """discharge_method 4/5 (died, stillbirth) only with discharge_destination 79, when both
     are supplied."""
     method, dest = ctx.raw("discharge_method"), ctx.raw("discharge_destination")
     return [
-        Rule(
+        ValidationRule(
             "discharge_method: 4 or 5 (died) only with discharge_destination 79",
             "discharge_method",
             "not_allowed_value",
@@ -89,12 +89,12 @@ def died_only_with_destination_died(ctx: RuleContext) -> list[Rule]:
     ]
 
 
-def not_discharged_only_without_date(ctx: RuleContext) -> list[Rule]:
+def not_discharged_only_without_date(ctx: RuleContext) -> list[ValidationRule]:
     """discharge_method 8 / discharge_destination 98 (not discharged) only when
     discharge_date is empty; equally, a spell with a discharge_date is not 8/98."""
     has_date = ctx.present("discharge_date")
     return [
-        Rule(
+        ValidationRule(
             "discharge_method: 8 (still in hospital) only without a discharge_date",
             "discharge_method",
             "not_allowed_value",
@@ -104,7 +104,7 @@ def not_discharged_only_without_date(ctx: RuleContext) -> list[Rule]:
             ),
             detail="a spell with a discharge_date is not `8`",
         ),
-        Rule(
+        ValidationRule(
             "discharge_destination: 98 (not discharged) only without a discharge_date",
             "discharge_destination",
             "not_allowed_value",
@@ -118,7 +118,7 @@ def not_discharged_only_without_date(ctx: RuleContext) -> list[Rule]:
     ]
 
 
-def extra_rules(ctx: RuleContext) -> list[Rule]:
+def extra_rules(ctx: RuleContext) -> list[ValidationRule]:
     secondary = ctx.raw("secondary_diagnoses")
     well_formed = _secondary_valid(secondary)
     n_codes = secondary.str.count_matches(r"[^; \t]+")
@@ -131,21 +131,21 @@ def extra_rules(ctx: RuleContext) -> list[Rule]:
         *date_order(ctx, "discharge_date", "admission_date"),
         *died_only_with_destination_died(ctx),
         *not_discharged_only_without_date(ctx),
-        Rule(
+        ValidationRule(
             "primary_diagnosis: ICD-10 code",
             "primary_diagnosis",
             "malformed_code",
             ok_when([ctx.present("primary_diagnosis")], ctx.val("primary_diagnosis").is_not_null()),
             detail=ICD10_DETAIL,
         ),
-        Rule(
+        ValidationRule(
             "secondary_diagnoses: ICD-10 codes separated by ';'",
             "secondary_diagnoses",
             "malformed_code",
             ok_when([ctx.present("secondary_diagnoses")], well_formed),
             detail="each item as primary_diagnosis; items trimmed, empty items ignored",
         ),
-        Rule(
+        ValidationRule(
             f"secondary_diagnoses: at most {MAX_SECONDARY} codes",
             "secondary_diagnoses",
             "out_of_range",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from phm.contract import TABLES
 from schemas._base import (
-    Rule,
     RuleContext,
+    ValidationRule,
     nhs_number_rules,
     not_after_extract,
     pattern_rule,
@@ -16,7 +16,7 @@ from schemas._base import (
 TABLE = TABLES["sus_op"]
 
 
-def extra_rules(ctx: RuleContext) -> list[Rule]:
+def extra_rules(ctx: RuleContext) -> list[ValidationRule]:
     return [
         *nhs_number_rules(ctx),
         *unique_first_wins(ctx, "appointment_id"),

@@ -4,7 +4,7 @@
 LSOAs, real GP practice codes grouped into synthetic PCNs), its long-term conditions,
 frailty, prescribing, GP appointments, hospital activity, police notifications and social
 prescribing, and writes one delivery ``out_root/<YYYY-MM-DD>/`` that follows
-``shared/data-contract.md`` exactly (``_manifest.json`` last). Sidecars go to
+the data contract (``docs/data-contract.md``) exactly (``_manifest.json`` last). Sidecars go to
 ``phm.paths.sidecar_dir(out_root, date)``: ``truth.parquet`` (true emergency-admission
 probabilities) and, with ``faults > 0``, ``faults.csv`` (every injected fault).
 

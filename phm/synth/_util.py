@@ -13,10 +13,6 @@ def logistic(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def logit(p: float | np.ndarray) -> float | np.ndarray:
-    return np.log(p) - np.log1p(-p)
-
-
 def weights_cum(weights: dict | list | np.ndarray) -> tuple[list, np.ndarray]:
     """Keys and cumulative probabilities of a weight mapping (order kept)."""
     if isinstance(weights, dict):
