@@ -41,7 +41,7 @@ test: install
 
 ui: install
 	@mkdir -p $(HOME_DIR)/dagster && cp dagster.yaml $(HOME_DIR)/dagster/dagster.yaml
-	DAGSTER_HOME=$(abspath $(HOME_DIR))/dagster PHM_HOME=$(abspath $(HOME_DIR)) PHM_EXTRACTS=$(abspath $(EXTRACTS)) \
+	umask 077; DAGSTER_HOME=$(abspath $(HOME_DIR))/dagster PHM_HOME=$(abspath $(HOME_DIR)) PHM_EXTRACTS=$(abspath $(EXTRACTS)) \
 		$(BIN)/dagster dev -h 127.0.0.1 -p $(PORT)
 
 bench: install

@@ -169,7 +169,7 @@ def verify_files(delivery: Delivery) -> None:
         try:
             rows = count_rows(entry.file)
         except Exception as e:  # unreadable gzip / parquet
-            raise DeliveryError(entry.file, f"unreadable file ({e})") from e
+            raise DeliveryError(entry.file, _read_fault(e)) from None
         if rows != entry.rows:
             raise DeliveryError(
                 entry.file,
@@ -189,6 +189,26 @@ def open_delivery(root: Path, delivery: str | date | None = None) -> Delivery:
     d = read_manifest(folder)
     verify_files(d)
     return d
+
+
+_COLUMN_IN_MESSAGE = re.compile(r"at column '([A-Za-z0-9_]{1,64})'")
+
+
+def _read_fault(e: BaseException) -> str:
+    """What went wrong reading a file, in words that never quote its content: reader errors
+    (polars, gzip, parquet) can include a whole delivered field, so only the kind of fault,
+    the exception type and a contract-like column name are kept."""
+    msg = str(e)
+    low = msg.lower()
+    column = _COLUMN_IN_MESSAGE.search(msg)
+    where = f" in column {column.group(1)}" if column else ""
+    if "utf-8" in low or "utf8" in low:
+        return "wrong encoding: not UTF-8"
+    if "more fields" in low or "ragged" in low:
+        return "unreadable file: a row has more fields than the header"
+    if "not properly escaped" in low or "quote" in low:
+        return f"unreadable file: a field is not properly quoted{where}"
+    return f"unreadable file ({type(e).__name__}{where})"
 
 
 def _parquet_as_strings(path: Path) -> pl.DataFrame:
@@ -232,13 +252,10 @@ def read_table_checked(entry: ManifestEntry) -> tuple[pl.DataFrame, list[str]]:
                 encoding="utf8",
                 raise_if_empty=False,
             )
-    except pl.exceptions.ComputeError as e:
-        msg = str(e).splitlines()[0]
-        if "utf-8" in msg.lower() or "utf8" in msg.lower():
-            raise DeliveryError(path, f"wrong encoding: not UTF-8 ({msg})") from e
-        raise DeliveryError(path, f"unreadable file ({msg})") from e
     except Exception as e:
-        raise DeliveryError(path, f"unreadable file ({e})") from e
+        # ``from None``: the reader's message (and so its traceback in the Dagster event log)
+        # can quote the content of a field, i.e. a delivered value
+        raise DeliveryError(path, _read_fault(e)) from None
     # strip a BOM polars may leave on the first header and stray spaces around names
     df = df.rename({c: c.lstrip("\ufeff").strip() for c in df.columns})
     contract = TABLES[entry.table]

@@ -8,9 +8,14 @@ The key comes from configuration, never from the repository:
 - ``PHM_PSEUDONYMISATION_KEY``: the key itself (a long random string), or
 - ``PHM_PSEUDONYMISATION_KEY_FILE``: a file holding it.
 
-With ``PHM_MODE=production`` a missing key is an error. Otherwise (development) a random
-key is generated on first use and kept in ``~/.config/phm/pseudonymisation.key`` (outside
-the repository; ``PHM_DEV_KEY_FILE`` moves it), so person ids are stable between runs.
+Whatever its source, a key shorter than :data:`MIN_KEY_BYTES` (32) bytes is refused.
+
+``PHM_MODE`` is ``development`` (the default) or ``production``; any other value is an error
+(a typo must not silently mean development). In production a missing key is an error, and a
+key file readable by its group or by others is refused. In development a random key is
+generated on first use and kept in ``~/.config/phm/pseudonymisation.key`` (outside the
+repository; ``PHM_DEV_KEY_FILE`` moves it), created with mode 0600 from the start (never
+written first and restricted afterwards), so person ids are stable between runs.
 
 The HMAC is computed inside DuckDB (RFC 2104 over its ``sha256``) so that a million
 patients are pseudonymised as one set operation; :func:`person_id` is the same function in
@@ -35,8 +40,30 @@ log = logging.getLogger("phm.pseudonymise")
 _BLOCK = 64  # SHA-256 block size in bytes
 
 
+#: the shortest key accepted (256 bits, the HMAC-SHA256 output size)
+MIN_KEY_BYTES = 32
+
+#: the values of ``PHM_MODE``
+MODES = ("development", "production")
+
+
 class KeyMissing(RuntimeError):
-    pass
+    """No usable pseudonymisation key (missing, too short or exposed)."""
+
+
+class UnknownMode(ValueError):
+    """``PHM_MODE`` is set to something other than :data:`MODES`."""
+
+
+def run_mode() -> str:
+    """``PHM_MODE`` (``development`` when unset or empty); raises :class:`UnknownMode` for
+    anything else."""
+    value = os.environ.get("PHM_MODE", "").strip().lower() or "development"
+    if value not in MODES:
+        raise UnknownMode(
+            f"PHM_MODE={os.environ.get('PHM_MODE')!r} is not one of {', '.join(MODES)}"
+        )
+    return value
 
 
 def _dev_key_file() -> Path:
@@ -46,30 +73,48 @@ def _dev_key_file() -> Path:
     )
 
 
+def _checked(key: bytes, source: str) -> bytes:
+    if len(key) < MIN_KEY_BYTES:
+        # the length only, never the key
+        raise KeyMissing(
+            f"{source}: the pseudonymisation key must be at least {MIN_KEY_BYTES} bytes "
+            f"(it has {len(key)}); use e.g. `python -c 'import secrets; "
+            "print(secrets.token_hex(32))'`"
+        )
+    return key
+
+
 def load_key() -> bytes:
     """The pseudonymisation key from configuration (see the module docstring)."""
+    mode = run_mode()
     value = os.environ.get("PHM_PSEUDONYMISATION_KEY")
     if value:
-        return value.encode("utf-8")
+        return _checked(value.encode("utf-8"), "PHM_PSEUDONYMISATION_KEY")
     key_file = os.environ.get("PHM_PSEUDONYMISATION_KEY_FILE")
     if key_file:
         path = Path(key_file)
         if not path.is_file():
             raise KeyMissing(f"PHM_PSEUDONYMISATION_KEY_FILE={path} does not exist")
-        key = path.read_text(encoding="utf-8").strip()
-        if len(key) < 16:
-            raise KeyMissing(f"{path}: the pseudonymisation key must be at least 16 characters")
-        return key.encode("utf-8")
-    if os.environ.get("PHM_MODE", "development").lower() == "production":
+        if mode == "production" and path.stat().st_mode & 0o077:
+            raise KeyMissing(
+                f"{path}: the key file is readable or writable by its group or others "
+                f"(mode {path.stat().st_mode & 0o777:04o}); PHM_MODE=production needs "
+                f"`chmod 600 {path}`"
+            )
+        key = path.read_text(encoding="utf-8").strip().encode("utf-8")
+        return _checked(key, str(path))
+    if mode == "production":
         raise KeyMissing(
             "PHM_MODE=production needs a pseudonymisation key: set PHM_PSEUDONYMISATION_KEY "
             "or PHM_PSEUDONYMISATION_KEY_FILE (a file outside the repository)"
         )
     path = _dev_key_file()
     if not path.is_file():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # the temporary file is created 0600 (O_EXCL) and renamed: never readable by others
         atomic_write_text(path, secrets.token_hex(32), mode=0o600)
         log.warning("generated a local development pseudonymisation key at %s", path)
-    return path.read_text(encoding="utf-8").strip().encode("utf-8")
+    return _checked(path.read_text(encoding="utf-8").strip().encode("utf-8"), str(path))
 
 
 def _pads(key: bytes) -> tuple[bytes, bytes]:

@@ -145,15 +145,19 @@ def _run_pandera(schema: pa.DataFrameSchema, frame: pl.DataFrame) -> pl.DataFram
         try:
             schema.validate(frame, lazy=True)
         except SchemaErrors as err:
-            fc, message = err.failure_cases, str(err)
+            fc = err.failure_cases
         else:
             return empty
     not_rows = fc.filter(pl.col("index").is_null())
     if not_rows.height:
-        # a wrong dtype, a missing column or a check that raised: a bug, not a bad row
-        raise RuntimeError(
-            f"{schema.name}: validation failed outside the row rules:\n{not_rows}\n{message}"
+        # a wrong dtype, a missing column or a check that raised: a bug, not a bad row. Name
+        # the columns and checks only: pandera's message and failure cases quote the values.
+        what = sorted(
+            {f"{r['column']}: {r['check']}" for r in not_rows.select("column", "check").to_dicts()}
         )
+        raise RuntimeError(
+            f"{schema.name}: validation failed outside the row rules: {'; '.join(what)}"
+        ) from None
     return fc.select(pl.col("index").cast(pl.Int64), pl.col("check").alias("rule"))
 
 
@@ -183,10 +187,23 @@ def validate_table(
     absent = tuple(c for c in OPTIONAL_COLUMNS.get(table, ()) if c not in raw.columns)
     if absent:
         raw = raw.with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in absent)
-    frame = check_frame(table, raw)
+    try:
+        frame = check_frame(table, raw)
+    except pl.exceptions.PolarsError as e:
+        # a polars conversion error quotes the offending values: name the table only
+        raise ValueError(
+            f"{table}: could not parse the delivered columns ({type(e).__name__}); "
+            "values are not shown, see the raw table"
+        ) from None
     rules = schemas.rules_for(table, extract_date, refs)
     schema = schemas.schema_for(table, extract_date, refs)
-    failures = _run_pandera(schema, frame)
+    try:
+        failures = _run_pandera(schema, frame)
+    except pl.exceptions.PolarsError as e:
+        raise ValueError(
+            f"{table}: a validation rule failed to run ({type(e).__name__}); values are not "
+            "shown, see the raw table"
+        ) from None
 
     order = {r.name: i for i, r in enumerate(rules)}
     unknown = set(failures["rule"].unique()) - set(order)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from phm.paths import REPO_ROOT, dagster_home
+from phm.permissions import owner_only, private_dir
 
 log = logging.getLogger("pipelines.runner")
 
@@ -46,7 +47,20 @@ def run_pipeline(
     selection: list[str] | None = None,
 ) -> RunSummary:
     """Materialise every asset (or the ``selection`` of asset key paths like ``raw/gp_patients``)
-    over the latest complete delivery (or ``delivery``). Raises PipelineFailed on failure."""
+    over the latest complete delivery (or ``delivery``). Raises PipelineFailed on failure.
+
+    The home is made 0700 and everything the run creates is owner-only (umask 077)."""
+    with owner_only():
+        private_dir(Path(home).resolve())
+        return _run_pipeline(extracts_root, home, delivery, selection)
+
+
+def _run_pipeline(
+    extracts_root: Path,
+    home: Path,
+    delivery: str | None = None,
+    selection: list[str] | None = None,
+) -> RunSummary:
     from dagster import AssetKey, DagsterInstance
 
     from pipelines.definitions import NIGHTLY_JOB, build_definitions

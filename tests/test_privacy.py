@@ -64,11 +64,12 @@ def test_key_configuration(tmp_path, monkeypatch):
     monkeypatch.setenv("PHM_PSEUDONYMISATION_KEY_FILE", str(tmp_path / "absent"))
     with pytest.raises(KeyMissing, match="does not exist"):
         load_key()
-    (tmp_path / "prod.key").write_text("a-long-production-secret\n")
+    (tmp_path / "prod.key").write_text("a-long-production-secret-of-40-characters\n")
+    (tmp_path / "prod.key").chmod(0o600)
     monkeypatch.setenv("PHM_PSEUDONYMISATION_KEY_FILE", str(tmp_path / "prod.key"))
-    assert load_key() == b"a-long-production-secret"
-    monkeypatch.setenv("PHM_PSEUDONYMISATION_KEY", "from-env")
-    assert load_key() == b"from-env"
+    assert load_key() == b"a-long-production-secret-of-40-characters"
+    monkeypatch.setenv("PHM_PSEUDONYMISATION_KEY", "from-env-0123456789abcdef0123456789")
+    assert load_key() == b"from-env-0123456789abcdef0123456789"
 
 
 def test_small_counts_hidden_and_others_rounded():

@@ -50,7 +50,8 @@ def risk_model(
         )
         truth = pl.read_parquet(truth_path) if truth_path.is_file() else None
         model, report = train_and_evaluate(con, extract_date, truth)
-    path = save_model(model, _model_path(settings, extract_date.isoformat()))
+        # the SHA-256 goes to marts.model_registry too: risk_scores refuses a swapped file
+        path = save_model(model, _model_path(settings, extract_date.isoformat()), con=con)
     card = model_card(model, report, settings.exports(extract_date.isoformat()))
     chosen = report.candidates[report.chosen]
     context.log.info(f"chose {report.chosen}; model saved to {path}")
@@ -81,7 +82,7 @@ def risk_scores(
 ) -> dg.MaterializeResult:
     with warehouse.get_connection() as con:
         extract_date = current_extract_date(con)
-        model = load_model(_model_path(settings, extract_date.isoformat()))
+        model = load_model(_model_path(settings, extract_date.isoformat()), con=con)
         scores = score(con, model, extract_date)
         rows = write_scores(con, scores)
     tiers = scores.group_by("risk_tier").len().sort("risk_tier")
