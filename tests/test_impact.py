@@ -2,6 +2,8 @@
 matching balance and DiD on a constructed panel with a known effect, the report's safety."""
 
 import datetime as dt
+import hashlib
+import json
 
 import duckdb
 import numpy as np
@@ -13,6 +15,7 @@ from phm.definitions import DefinitionError, load_events, table_columns_of
 from phm.definitions.interventions import load_intervention, load_interventions
 from phm.definitions.interventions import treated_sql as compile_treated_sql
 from phm.disclosure import DisclosurePolicy
+from phm.exports import add_to_manifest
 from phm.impact.caseload import caseload_monthly, outreach_funnel
 from phm.impact.estimates import PAIRS_TABLE, bootstrap_mean_ci, estimate_impact
 from phm.impact.interventions import (
@@ -582,8 +585,28 @@ def test_report_is_self_contained_escaped_and_disclosure_controlled(tmp_path):
         match_summary={"sp": {"treated": 200, "eligible": 195, "matched": 190, "unmatched": 5}},
         policy=policy,
     )
+    # a direct-care export already in the folder, listed in its manifest
+    (tmp_path / "a" / "U1").mkdir(parents=True)
+    (tmp_path / "a" / "U1" / "risk_register.csv").write_bytes(b"x\n1\n")
+    add_to_manifest(tmp_path / "a" / "U1", ED, "U1", {"risk_register.csv": (1, b"x\n1\n")})
     write_pcn_reports(tmp_path / "a", ED, **kw)
     write_pcn_reports(tmp_path / "b", ED, **kw)
+    manifest = json.loads((tmp_path / "a" / "U1" / "manifest.json").read_text())
+    assert manifest["pcn_code"] == "U1" and manifest["extract_date"] == ED.isoformat()
+    assert set(manifest["files"]) == {
+        "risk_register.csv",
+        "impact_report.html",
+        "impact_caseload.csv",
+        "impact_outreach_funnel.csv",
+        "impact_estimates.csv",
+        "impact_outcome_scores.csv",
+    }
+    for name, entry in manifest["files"].items():
+        data = (tmp_path / "a" / "U1" / name).read_bytes()
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+    assert manifest["files"]["impact_estimates.csv"]["rows"] == len(
+        pl.read_csv(tmp_path / "a" / "U1" / "impact_estimates.csv")
+    )
     page = (tmp_path / "a" / "U1" / "impact_report.html").read_text(encoding="utf-8")
     assert "<script" not in page.lower()
     assert HOSTILE not in page and "onerror=alert(1)&gt;" in page
