@@ -8,7 +8,8 @@ Under ``<home>/exports/<extract_date>/``:
 - ``<pcn_code>/cohorts.xlsx``: the same, one formatted sheet per cohort, plus a sheet
   defining each cohort;
 - ``<pcn_code>/risk_register.csv``: every currently registered patient of that PCN;
-- ``<pcn_code>/manifest.json``: the files with their row counts and sha256;
+- ``<pcn_code>/manifest.json``: the files with their row counts and sha256 (other stages that
+  write into the PCN folder, e.g. the impact report, add theirs with :func:`add_to_manifest`);
 - ``summary.csv``: cohort sizes per PCN and practice, every count through
   :func:`phm.disclosure.protect_count` (meant for publication beyond the PCNs).
 
@@ -189,20 +190,53 @@ def export_pcns(
                     old.unlink()
         for name, (_, data) in files.items():
             atomic_write_bytes(folder / name, data)
-        manifest = {
-            "extract_date": extract_date.isoformat(),
-            "pcn_code": pcn,
-            "files": {
-                name: {"rows": rows, "sha256": _sha256(data)}
-                for name, (rows, data) in sorted(files.items())
-            },
+        entries = {
+            name: {"rows": rows, "sha256": _sha256(data)} for name, (rows, data) in files.items()
         }
-        atomic_write_bytes(
-            folder / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode()
-        )
+        _write_manifest(folder, extract_date, pcn, {**_other_entries(folder, files), **entries})
         written[pcn] = {name: rows for name, (rows, _) in files.items()}
         log.info("exported PCN %s: %d files", pcn, len(files) + 1)
     return written
+
+
+def _write_manifest(folder: Path, extract_date: dt.date, pcn: str, entries: dict) -> None:
+    manifest = {
+        "extract_date": extract_date.isoformat(),
+        "pcn_code": pcn,
+        "files": dict(sorted(entries.items())),
+    }
+    atomic_write_bytes(folder / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+
+
+def _other_entries(folder: Path, own: dict) -> dict:
+    """Entries of the existing manifest for files another stage wrote, kept while the file is
+    still there unchanged (same sha256)."""
+    path = folder / "manifest.json"
+    if not path.is_file():
+        return {}
+    try:
+        old = json.loads(path.read_text(encoding="utf-8")).get("files", {})
+    except (json.JSONDecodeError, AttributeError):
+        return {}
+    kept = {}
+    for name, entry in old.items():
+        f = folder / name
+        if name not in own and f.is_file() and _sha256(f.read_bytes()) == entry.get("sha256"):
+            kept[name] = entry
+    return kept
+
+
+def add_to_manifest(
+    folder: Path, extract_date: dt.date, pcn: str, files: dict[str, tuple[int | None, bytes]]
+) -> None:
+    """Add (or replace) ``files`` (name -> (rows or None, bytes written)) in the PCN folder's
+    ``manifest.json``, keeping the other entries whose files are unchanged."""
+    folder = Path(folder)
+    entries = _other_entries(folder, files)
+    entries.update(
+        {name: {"rows": rows, "sha256": _sha256(data)} for name, (rows, data) in files.items()}
+    )
+    _write_manifest(folder, extract_date, pcn, entries)
 
 
 def cohort_summary(

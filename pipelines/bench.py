@@ -113,11 +113,43 @@ def stage_pipeline(workdir: Path, patients: int, seed: int) -> dict:
     return {"assets": len(summary.materialized)}
 
 
+def stage_impact(workdir: Path, patients: int, seed: int) -> dict:
+    """The impact stage on the measures' warehouse: treated sets and panels, matching,
+    estimates (1,000 bootstrap replicates), outcome scores and caseload (the outreach funnel
+    only when the cohorts have been built, e.g. by the pipeline stage)."""
+    from phm.impact import pipeline as impact
+    from phm.paths import warehouse_path
+    from phm.warehouse import current_extract_date, session, table_exists
+
+    _, home = _paths(workdir, patients)
+    seconds: dict[str, float] = {}
+    with session(warehouse_path(home)) as con:
+        ed = current_extract_date(con)
+        steps = [
+            ("panels", lambda: impact.build_panels(con, ed)),
+            ("matching", lambda: impact.build_matches(con)),
+            ("estimates", lambda: impact.build_estimates(con)),
+            ("outcome_scores", lambda: impact.build_outcome_scores(con, ed)),
+        ]
+        if table_exists(con, "marts.cohort_members"):
+            steps.append(("caseload", lambda: impact.build_caseload(con, ed)))
+        summary = {}
+        for name, step in steps:
+            t0 = time.perf_counter()
+            out = step()
+            seconds[name] = round(time.perf_counter() - t0, 1)
+            if name == "matching":
+                summary = out
+    sp = summary.get("social_prescribing", {})
+    return {"treated": sp.get("treated"), "matched": sp.get("matched"), "step_s": seconds}
+
+
 STAGES = {
     "generate": stage_generate,
     "ingest": stage_ingest,
     "validate": stage_validate,
     "measures": stage_measures,
+    "impact": stage_impact,
     "pipeline": stage_pipeline,
 }
 

@@ -8,10 +8,19 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.assets import cohorts, exports, geo, ingest, marts, segmentation, staging
+from pipelines.assets import (
+    cohorts,
+    exports,
+    geo,
+    impact,
+    ingest,
+    marts,
+    segmentation,
+    staging,
+)
 from pipelines.resources import Settings, build_resources
 
-ASSET_MODULES = [ingest, staging, marts, segmentation, cohorts, exports, geo]
+ASSET_MODULES = [ingest, staging, marts, segmentation, cohorts, exports, geo, impact]
 
 NIGHTLY_JOB = "phm_nightly"
 

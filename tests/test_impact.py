@@ -2,6 +2,8 @@
 matching balance and DiD on a constructed panel with a known effect, the report's safety."""
 
 import datetime as dt
+import hashlib
+import json
 
 import duckdb
 import numpy as np
@@ -9,7 +11,11 @@ import polars as pl
 import pytest
 from scipy import stats
 
+from phm.definitions import DefinitionError, load_events, table_columns_of
+from phm.definitions.interventions import load_intervention, load_interventions
+from phm.definitions.interventions import treated_sql as compile_treated_sql
 from phm.disclosure import DisclosurePolicy
+from phm.exports import add_to_manifest
 from phm.impact.caseload import caseload_monthly, outreach_funnel
 from phm.impact.estimates import PAIRS_TABLE, bootstrap_mean_ci, estimate_impact
 from phm.impact.interventions import (
@@ -18,7 +24,7 @@ from phm.impact.interventions import (
     build_monthly_use,
     build_people,
     emergency_admission_sql,
-    social_prescribing_treated_sql,
+    treated_sql,
 )
 from phm.impact.matching import match_intervention, nearest
 from phm.impact.outcomes import load_outcome_measures, outcome_scores, paired_stats
@@ -269,7 +275,8 @@ def test_caseload_counts_on_a_hand_made_caseload():
 
 def test_social_prescribing_treated_set_and_monthly_use():
     con = _caseload_warehouse()
-    assert build_interventions(con, social_prescribing_treated_sql(), ED) == 4
+    # compiled from data/interventions/social_prescribing.yaml (event sp_first_contact)
+    assert build_interventions(con, treated_sql(con, ED), ED) == 4
     got = dict(
         con.execute("SELECT person_id, index_date FROM marts.impact_interventions").fetchall()
     )
@@ -288,28 +295,43 @@ def test_social_prescribing_treated_set_and_monthly_use():
         "CREATE TABLE staging.sus_apc AS SELECT * FROM (VALUES "
         "('na', DATE '2026-08-04', DATE '2026-08-09', '21'), "
         "('na', DATE '2026-08-20', DATE '2026-08-22', '11'), "
-        "('na', DATE '2026-08-25', NULL, '2A')) t(nhs_number, admission_date, discharge_date, "
+        "('na', DATE '2026-08-25', NULL, '2A'), "
+        "('na', DATE '2026-08-02', DATE '2026-08-04', '2B')) t(nhs_number, admission_date, "
+        "discharge_date, "
         "admission_method)"
     )
     con.execute(
-        "INSERT INTO staging.gp_appointments VALUES ('na', DATE '2026-08-01', 'attended', 'gp')"
+        "INSERT INTO staging.gp_appointments VALUES ('na', DATE '2026-08-01', 'attended', 'gp'), "
+        "('na', DATE '2026-08-05', 'attended', 'care_coordinator')"
     )
     build_monthly_use(con, ED)
     rows = con.execute(
         "SELECT month, gp_attended, ae_attendances, emergency_admissions, bed_days "
         "FROM marts.impact_monthly_use WHERE person_id = 'a' ORDER BY month"
     ).fetchall()
-    # the social prescriber session of 2026-09-10 is the intervention, not practice use;
-    # the elective spell is not counted; the open spell runs to the extract date (68 days)
-    assert rows == [(dt.date(2026, 8, 1), 1, 1, 2, 5 + 68)]
+    # the social prescriber session of 2026-09-10 is the intervention, not practice use (a
+    # care coordinator's is); the elective spell is not counted; the 2B transfer continues a
+    # stay (its 2 bed days count, it is not a new admission); the open spell runs to the
+    # extract date (68 days)
+    assert rows == [(dt.date(2026, 8, 1), 2, 1, 2, 5 + 2 + 68)]
 
 
 def test_emergency_admission_methods():
     con = duckdb.connect()
-    for code, emergency in [("21", True), ("2a", True), ("28", True), ("11", False), ("99", False)]:
+    for code, emergency in [
+        ("21", True),
+        ("2a", True),
+        ("28", True),
+        ("2B", False),
+        ("11", False),
+        ("99", False),
+    ]:
         assert con.execute(f"SELECT {emergency_admission_sql(repr(code))}").fetchone()[0] is (
             emergency
         )
+    # a 2B transfer is an emergency spell (its bed days count), not a new admission
+    sql = emergency_admission_sql("'2B'", new_admissions_only=False)
+    assert con.execute(f"SELECT {sql}").fetchone()[0] is True
     assert "26" not in EMERGENCY_ADMISSION_METHODS
 
 
@@ -563,8 +585,28 @@ def test_report_is_self_contained_escaped_and_disclosure_controlled(tmp_path):
         match_summary={"sp": {"treated": 200, "eligible": 195, "matched": 190, "unmatched": 5}},
         policy=policy,
     )
+    # a direct-care export already in the folder, listed in its manifest
+    (tmp_path / "a" / "U1").mkdir(parents=True)
+    (tmp_path / "a" / "U1" / "risk_register.csv").write_bytes(b"x\n1\n")
+    add_to_manifest(tmp_path / "a" / "U1", ED, "U1", {"risk_register.csv": (1, b"x\n1\n")})
     write_pcn_reports(tmp_path / "a", ED, **kw)
     write_pcn_reports(tmp_path / "b", ED, **kw)
+    manifest = json.loads((tmp_path / "a" / "U1" / "manifest.json").read_text())
+    assert manifest["pcn_code"] == "U1" and manifest["extract_date"] == ED.isoformat()
+    assert set(manifest["files"]) == {
+        "risk_register.csv",
+        "impact_report.html",
+        "impact_caseload.csv",
+        "impact_outreach_funnel.csv",
+        "impact_estimates.csv",
+        "impact_outcome_scores.csv",
+    }
+    for name, entry in manifest["files"].items():
+        data = (tmp_path / "a" / "U1" / name).read_bytes()
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+    assert manifest["files"]["impact_estimates.csv"]["rows"] == len(
+        pl.read_csv(tmp_path / "a" / "U1" / "impact_estimates.csv")
+    )
     page = (tmp_path / "a" / "U1" / "impact_report.html").read_text(encoding="utf-8")
     assert "<script" not in page.lower()
     assert HOSTILE not in page and "onerror=alert(1)&gt;" in page
@@ -625,3 +667,97 @@ def test_report_hides_outcome_figures_under_ten_people():
         outcomes_all=outcome_table(scores, "ALL"),
     )
     assert "17.58" not in page and "6.92" not in page  # mean follow-up and mean change of 3
+
+
+# ---------------------------------------------------------------------------------------
+# interventions as data (data/interventions/, phm.definitions.interventions)
+
+
+def test_intervention_definitions_load_and_disabled_ones_say_why():
+    defs = {d.id: d for d in load_interventions()}
+    assert set(defs) >= {"social_prescribing", "structured_medication_review", "mdt_review"}
+    sp = defs["social_prescribing"]
+    assert sp.enabled and sp.who.kind == "event" and sp.who.event == "sp_first_contact"
+    assert sp.index_date == "earliest"
+    for iid in ("structured_medication_review", "mdt_review"):
+        assert not defs[iid].enabled and "code list" in defs[iid].note
+
+
+def _write(tmp_path, name, body):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def test_intervention_definition_errors_name_the_field(tmp_path):
+    events = load_events()
+    head = "title: t\ndescription: d\nsource: s\n"
+    cases = {
+        "a": (f"id: a\n{head}enabled: true\n", "who"),
+        "b": (f"id: b\n{head}enabled: false\n", "note"),
+        "c": (f"id: c\n{head}enabled: true\nwho:\n  measure: age\n  op: '>'\n  value: 1\n", "who"),
+        "d": (f"id: d\n{head}enabled: true\nwho:\n  event: no_such_event\n", "who"),
+        "e": (
+            f"id: e\n{head}enabled: true\nwho: {{event: sp_first_contact}}\nindex_date: x\n",
+            "index_date",
+        ),
+        "f": (f"id: other\n{head}enabled: true\nwho: {{event: sp_first_contact}}\n", "id"),
+        "g": (f"id: g\n{head}enabled: true\nwho: \"status = 'x'\"\n", "who"),
+    }
+    for name, (body, field) in cases.items():
+        with pytest.raises(DefinitionError) as e:
+            load_intervention(_write(tmp_path, name, body), events)
+        assert e.value.field_path.startswith(field), (name, e.value)
+
+
+def test_intervention_latest_date_window_and_event_filter(tmp_path):
+    """index_date latest, within_days and an event's `where` rule, compiled to SQL."""
+    con = _caseload_warehouse()
+    events = dict(load_events())
+    events_file = tmp_path / "events.yaml"
+    events_file.write_text(
+        "events:\n  sp_discharged_contact:\n    description: contact on a discharged referral\n"
+        "    table: staging.sp_referrals\n    date: first_contact_date\n"
+        "    where:\n      column: status\n      op: '='\n      value: discharged\n",
+        encoding="utf-8",
+    )
+    events.update(load_events(events_file))
+    body = (
+        "id: x\ntitle: t\ndescription: d\nsource: s\nenabled: true\n"
+        "who:\n  event: {event}\n  within_days: {days}\nindex_date: {which}\n"
+    )
+    rows = {}
+    for ev, days, which in [
+        ("sp_first_contact", 3650, "latest"),
+        ("sp_first_contact", 60, "earliest"),
+        ("sp_discharged_contact", 3650, "earliest"),
+    ]:
+        d = load_intervention(
+            _write(tmp_path, "x", body.format(event=ev, days=days, which=which)), events
+        )
+        sql = compile_treated_sql([d], ED, table_columns_of(con), events)
+        rows[(ev, days, which)] = dict(
+            con.execute(f"SELECT person_id, index_date FROM ({sql}) ORDER BY 1").fetchall()
+        )
+    referrals = con.execute(
+        "SELECT i.person_id, r.first_contact_date, r.status FROM staging.sp_referrals r "
+        "JOIN marts.person_identity i USING (nhs_number) WHERE r.first_contact_date IS NOT NULL"
+    ).fetchall()
+    latest, earliest_60, discharged = {}, {}, {}
+    for pid, d, status in referrals:
+        latest[pid] = max(latest.get(pid, d), d)
+        if d >= ED - dt.timedelta(days=59):
+            earliest_60[pid] = min(earliest_60.get(pid, d), d)
+        if status == "discharged":
+            discharged[pid] = min(discharged.get(pid, d), d)
+    assert rows[("sp_first_contact", 3650, "latest")] == latest
+    assert rows[("sp_first_contact", 60, "earliest")] == earliest_60
+    assert rows[("sp_discharged_contact", 3650, "earliest")] == discharged
+    assert discharged and earliest_60 != latest  # the cases differ on this caseload
+
+
+def test_no_enabled_intervention_gives_an_empty_treated_set():
+    con = _caseload_warehouse()
+    defs = [d for d in load_interventions() if not d.enabled]
+    sql = compile_treated_sql(defs, ED, table_columns_of(con))
+    assert build_interventions(con, sql, ED) == 0

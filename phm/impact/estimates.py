@@ -203,8 +203,11 @@ def estimate_impact(
 ) -> pl.DataFrame:
     """``marts.impact_estimates`` rows for one intervention (both methods, every outcome and
     window)."""
-    naive = treated_windows(con, intervention)
-    pairs = pair_windows(con, intervention, pairs_table)
+    # complete windows only (docs/impact.md): scaling a short follow-up to the window would
+    # multiply the index month, which holds the top of the peak of need, by w / f
+    complete = pl.col("follow_months") == pl.col("window_months")
+    naive = treated_windows(con, intervention).filter(complete)
+    pairs = pair_windows(con, intervention, pairs_table).filter(complete)
     rows = []
     for o, (_label, unit) in OUTCOMES.items():
         for w in WINDOWS:

@@ -2,9 +2,10 @@
 
 A *treated set* is a table or query with columns ``person_id``, ``intervention`` and
 ``index_date`` (one row per person and intervention: the earliest index date is used).
-Until interventions are defined in the rule language, :func:`social_prescribing_treated_sql`
-gives the social prescribing one: the earliest ``first_contact_date`` of each person's
-referrals in ``staging.sp_referrals``.
+Interventions are data (``data/interventions/*.yaml``, compiled by
+:mod:`phm.definitions.interventions`): :func:`treated_sql` gives the enabled ones' treated sets
+(social prescribing: each person's earliest ``first_contact_date`` in
+``staging.sp_referrals``).
 
 Time is counted in calendar months. The *index month* is the calendar month holding the
 index date; month 0 is the index month, month -1 the calendar month before it, and so on.
@@ -21,12 +22,14 @@ comparator, until the month they are themselves treated). Nobody is dropped sile
 counts excluded by each rule are reported.
 
 Outcomes per month: GP appointments attended (``staging.gp_appointments`` status
-``attended``, any staff role except the personalised-care roles that deliver the
-interventions themselves, :data:`INTERVENTION_STAFF_ROLES`), A&E attendances (``staging.sus_ecds``, any department type,
-by arrival date), emergency admissions (``staging.sus_apc`` spells with an emergency
-admission method, by admission date) and emergency bed days (those spells' length of stay
-in days, discharge date minus admission date, the extract date for a spell still open,
-counted in the admission month).
+``attended``, any staff role except ``social_prescriber``, whose sessions are the
+intervention itself, :data:`INTERVENTION_STAFF_ROLES`), A&E attendances
+(``staging.sus_ecds``, any department type, by arrival date), emergency admissions
+(``staging.sus_apc`` spells with an emergency admission method other than ``2B``, a transfer
+that continues the same stay, by admission date: :func:`emergency_admission_sql`) and
+emergency bed days (the length of stay of every emergency spell, transfers included, in days:
+discharge date minus admission date, the extract date for a spell still open, counted in the
+admission month).
 """
 
 from __future__ import annotations
@@ -35,20 +38,18 @@ import datetime as dt
 
 import duckdb
 
-#: NHS Data Dictionary ADMISSION METHOD codes meaning an emergency admission (contract v2:
-#: 21-25, 2A-2D, and 28, retired in 2013 but present in older history). One constant here
-#: until the project unifies it with the measures' definition.
-EMERGENCY_ADMISSION_METHODS: tuple[str, ...] = (
-    "21",
-    "22",
-    "23",
-    "24",
-    "25",
-    "2A",
-    "2B",
-    "2C",
-    "2D",
-    "28",
+from phm.contract import EMERGENCY_ADMISSION_METHODS
+from phm.definitions.compiler import table_columns_of
+from phm.definitions.interventions import load_interventions
+from phm.definitions.interventions import treated_sql as compile_treated_sql
+
+#: ADMISSION METHOD 2B: "transfer of an admitted patient from another hospital provider in an
+#: emergency" (NHS Data Dictionary). The patient was already admitted as an emergency; the
+#: spell continues the same stay, so counting it would count one admission twice.
+TRANSFER_ADMISSION_METHOD = "2B"
+#: the emergency methods that start a new emergency admission (phm.contract's list minus 2B)
+NEW_EMERGENCY_ADMISSION_METHODS: tuple[str, ...] = tuple(
+    m for m in EMERGENCY_ADMISSION_METHODS if m != TRANSFER_ADMISSION_METHOD
 )
 
 #: outcome id -> (label, unit per person per window)
@@ -60,15 +61,11 @@ OUTCOMES: dict[str, tuple[str, str]] = {
 }
 WINDOWS: tuple[int, ...] = (6, 12)
 
-#: appointments with these staff roles are the personalised-care interventions themselves
-#: (social prescribing link workers, care coordinators, health coaches), so they are not
-#: counted as practice use: otherwise every referral would "increase" GP use by its own
-#: sessions
-INTERVENTION_STAFF_ROLES: tuple[str, ...] = (
-    "social_prescriber",
-    "care_coordinator",
-    "health_coach",
-)
+#: appointments with these staff roles are the intervention itself (social prescribing link
+#: workers' sessions), so they are not counted as practice use: otherwise every referral would
+#: "increase" GP use by its own sessions. Care coordinators and health coaches are practice
+#: use like any other role (the same definition as the generator's truth, impact_truth.json).
+INTERVENTION_STAFF_ROLES: tuple[str, ...] = ("social_prescriber",)
 PRE_MONTHS = 12
 
 PEOPLE_TABLE = "marts.impact_people"
@@ -76,9 +73,17 @@ MONTHLY_USE_TABLE = "marts.impact_monthly_use"
 INTERVENTIONS_TABLE = "marts.impact_interventions"
 
 
-def emergency_admission_sql(column: str = "admission_method") -> str:
-    """SQL predicate: the spell's admission method is an emergency one."""
-    codes = ", ".join(f"'{c}'" for c in EMERGENCY_ADMISSION_METHODS)
+def emergency_admission_sql(
+    column: str = "admission_method", *, new_admissions_only: bool = True
+) -> str:
+    """SQL predicate: the spell's admission method is an emergency one
+    (``phm.contract.EMERGENCY_ADMISSION_METHODS``); with ``new_admissions_only`` (for
+    counting admissions) not a 2B transfer, which continues an emergency stay already
+    counted."""
+    methods = (
+        NEW_EMERGENCY_ADMISSION_METHODS if new_admissions_only else EMERGENCY_ADMISSION_METHODS
+    )
+    codes = ", ".join(f"'{c}'" for c in methods)
     return f"upper(trim({column})) IN ({codes})"
 
 
@@ -88,15 +93,10 @@ def _d(value: dt.date) -> str:
     return f"DATE '{value.isoformat()}'"
 
 
-def social_prescribing_treated_sql() -> str:
-    """The social prescribing treated set: each person's earliest first contact date."""
-    return """
-        SELECT i.person_id, 'social_prescribing' AS intervention,
-               min(r.first_contact_date) AS index_date
-        FROM staging.sp_referrals r JOIN marts.person_identity i USING (nhs_number)
-        WHERE r.first_contact_date IS NOT NULL
-        GROUP BY i.person_id
-    """
+def treated_sql(con: duckdb.DuckDBPyConnection, extract_date: dt.date) -> str:
+    """Every enabled intervention's treated set, compiled from ``data/interventions/``."""
+    definitions = load_interventions()
+    return compile_treated_sql(definitions, extract_date, table_columns_of(con))
 
 
 def build_interventions(
@@ -181,11 +181,13 @@ def build_monthly_use(con: duckdb.DuckDBPyConnection, extract_date: dt.date) -> 
             SELECT nhs_number, CAST(date_trunc('month', arrival_datetime) AS DATE), 0, 1, 0, 0
             FROM staging.sus_ecds WHERE CAST(arrival_datetime AS DATE) <= {ed}
             UNION ALL
-            SELECT nhs_number, CAST(date_trunc('month', admission_date) AS DATE), 0, 0, 1,
+            SELECT nhs_number, CAST(date_trunc('month', admission_date) AS DATE), 0, 0,
+                   CASE WHEN {emergency_admission_sql()} THEN 1 ELSE 0 END,
                    greatest(date_diff('day', admission_date,
                                       least(coalesce(discharge_date, {ed}), {ed})), 0)
             FROM staging.sus_apc
-            WHERE {emergency_admission_sql()} AND admission_date <= {ed})
+            WHERE {emergency_admission_sql(new_admissions_only=False)}
+              AND admission_date <= {ed})
         SELECT i.person_id, ev.month,
                CAST(sum(gp) AS INTEGER) AS gp_attended,
                CAST(sum(ae) AS INTEGER) AS ae_attendances,

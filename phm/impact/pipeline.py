@@ -29,7 +29,7 @@ from phm.impact.interventions import (
     build_interventions,
     build_monthly_use,
     build_people,
-    social_prescribing_treated_sql,
+    treated_sql,
 )
 from phm.impact.matching import match_intervention
 from phm.impact.outcomes import outcome_scores, paired_scores
@@ -37,17 +37,14 @@ from phm.impact.report import write_pcn_reports
 from phm.warehouse import write_table
 
 
-def default_treated_sql() -> str:
-    """Every intervention's treated set (only social prescribing for now)."""
-    return social_prescribing_treated_sql()
-
-
 def build_panels(
-    con: duckdb.DuckDBPyConnection, extract_date: dt.date, treated_sql: str | None = None
+    con: duckdb.DuckDBPyConnection, extract_date: dt.date, treated: str | None = None
 ) -> dict[str, int]:
+    """The treated sets (``treated``: a query, default the enabled definitions of
+    ``data/interventions/``) and the panel inputs."""
     return {
         "marts.impact_interventions": build_interventions(
-            con, treated_sql or default_treated_sql(), extract_date
+            con, treated or treated_sql(con, extract_date), extract_date
         ),
         "marts.impact_people": build_people(con, extract_date),
         "marts.impact_monthly_use": build_monthly_use(con, extract_date),

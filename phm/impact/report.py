@@ -17,12 +17,13 @@ import base64
 import datetime as dt
 import html
 import io
-import os
 from pathlib import Path
 
 import polars as pl
 
 from phm.disclosure import DisclosurePolicy, protect_count
+from phm.exports import add_to_manifest
+from phm.files import atomic_write_bytes
 from phm.impact.caseload import FUNNEL_STAGES, STATUS_ORDER
 from phm.impact.interventions import OUTCOMES
 
@@ -50,13 +51,6 @@ def _esc(x) -> str:
 
 def _mpl_text(x) -> str:
     return str(x).replace("\\", "\\\\").replace("$", r"\$")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _csv(df: pl.DataFrame) -> bytes:
@@ -536,26 +530,32 @@ def write_pcn_reports(
         case = caseload_table(caseload, code, p)
         fun = funnel_table(funnel, code, p)
         out_pcn = outcome_table(outcome_scores, code, p)
+        scores = pl.concat([out_pcn, out_all])
         files = {
-            "impact_caseload.csv": _csv(case),
-            "impact_outreach_funnel.csv": _csv(fun),
-            "impact_estimates.csv": _csv(est),
-            "impact_outcome_scores.csv": _csv(pl.concat([out_pcn, out_all])),
-            "impact_report.html": render_report(
-                pcn_code=code,
-                pcn_name=pcns[code],
-                extract_date=extract_date,
-                caseload=case,
-                caseload_raw=caseload,
-                funnel=fun,
-                estimates=est,
-                outcomes_pcn=out_pcn,
-                outcomes_all=out_all,
-                match_summary=match_summary,
-                policy=p,
-            ).encode("utf-8"),
+            "impact_caseload.csv": (case.height, _csv(case)),
+            "impact_outreach_funnel.csv": (fun.height, _csv(fun)),
+            "impact_estimates.csv": (est.height, _csv(est)),
+            "impact_outcome_scores.csv": (scores.height, _csv(scores)),
+            "impact_report.html": (
+                None,
+                render_report(
+                    pcn_code=code,
+                    pcn_name=pcns[code],
+                    extract_date=extract_date,
+                    caseload=case,
+                    caseload_raw=caseload,
+                    funnel=fun,
+                    estimates=est,
+                    outcomes_pcn=out_pcn,
+                    outcomes_all=out_all,
+                    match_summary=match_summary,
+                    policy=p,
+                ).encode("utf-8"),
+            ),
         }
-        for name, data in files.items():
-            _atomic_write(folder / name, data)
+        for name, (_, data) in files.items():
+            atomic_write_bytes(folder / name, data)
+        # listed in the PCN's manifest.json beside the direct-care exports (rows: null for HTML)
+        add_to_manifest(folder, extract_date, code, files)
         written[code] = sorted(files)
     return written

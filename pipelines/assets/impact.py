@@ -1,8 +1,6 @@
 """Impact and caseload: what social prescribing did, honestly, and what the caseload looks
 like. Thin wrappers over :mod:`phm.impact.pipeline` (methods: docs/impact.md).
-
-Not yet registered in pipelines/definitions.py (the integrator wires it): add
-``impact`` to the asset modules loaded there.
+Interventions are data: ``data/interventions/*.yaml``.
 """
 
 import dagster as dg
@@ -30,7 +28,12 @@ STAGING = [
 @dg.asset(
     key=["marts", "impact_interventions"],
     group_name=GROUP,
-    deps=[*STAGING, dg.AssetKey(["marts", "patient_measures"])],
+    deps=[
+        *STAGING,
+        dg.AssetKey(["marts", "person_identity"]),
+        dg.AssetKey(["marts", "patient_measures"]),
+        dg.AssetKey(["reference", "codelists"]),  # coded interventions' events
+    ],
     kinds={"duckdb"},
     description=(
         "`marts.impact_interventions` (person_id, intervention, index_date, index_month): the "
@@ -136,14 +139,16 @@ def caseload_monthly(warehouse: DuckDBResource) -> dg.MaterializeResult:
         dg.AssetKey(["marts", "impact_estimates"]),
         dg.AssetKey(["marts", "impact_outcome_scores"]),
         dg.AssetKey(["marts", "caseload_monthly"]),
+        # written into the same PCN folders; the impact files are added to its manifest.json
+        dg.AssetKey(["exports", "pcn_exports"]),
     ],
     kinds={"html", "csv"},
     description=(
         "For each PCN, under exports/<extract_date>/<pcn_code>/: impact_report.html "
         "(self-contained, no JavaScript, charts embedded) and the same figures as CSV "
         "(impact_caseload.csv, impact_outreach_funnel.csv, impact_estimates.csv, "
-        "impact_outcome_scores.csv). Every count disclosure-controlled; figures on fewer than "
-        "10 people not shown."
+        "impact_outcome_scores.csv), each listed in the PCN's manifest.json. Every count "
+        "disclosure-controlled; figures on fewer than 10 people not shown."
     ),
 )
 def impact_reports(settings: PHMSettings, warehouse: DuckDBResource) -> dg.MaterializeResult:
