@@ -150,9 +150,7 @@ def load_ltc_conditions(
                 raise DefinitionError(
                     path, f"{mwhere}.exclude_bnf_prefixes", f"bad BNF prefix(es) {bad}"
                 )
-            outside = [
-                x for x in excludes if not any(x.startswith(p) and x != p for p in prefixes)
-            ]
+            outside = [x for x in excludes if not any(x.startswith(p) and x != p for p in prefixes)]
             if outside:
                 raise DefinitionError(
                     path,
@@ -480,7 +478,11 @@ def describe(table: str) -> str:
                 extra.append(
                     f"{m.combine} >= {m.min_issues} issue(s) of BNF "
                     f"{'/'.join(m.bnf_prefixes)}"
-                    + (f" except {'/'.join(m.exclude_bnf_prefixes)}" if m.exclude_bnf_prefixes else "")
+                    + (
+                        f" except {'/'.join(m.exclude_bnf_prefixes)}"
+                        if m.exclude_bnf_prefixes
+                        else ""
+                    )
                     + f" within {m.days} days"
                 )
             if c.type == "mental" and not c.mental_health_condition:

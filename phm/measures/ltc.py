@@ -90,10 +90,7 @@ def build_ltc_registers(
     # medication arms: one hash join per BNF prefix length, issues in each rule's window;
     # issues under an excluded prefix of the same condition are anti-joined away
     excludes = [
-        (c.id, x)
-        for c in conditions
-        if c.medication
-        for x in c.medication.exclude_bnf_prefixes
+        (c.id, x) for c in conditions if c.medication for x in c.medication.exclude_bnf_prefixes
     ]
     if excludes:
         values = ", ".join(f"('{cid}', '{x}')" for cid, x in excludes)

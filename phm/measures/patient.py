@@ -37,8 +37,8 @@ from pathlib import Path
 import duckdb
 
 from phm.codelists import CodelistLoadReport, write_codelists
-from phm.measures._sql import MARTS, date_literal, require_tables, row_count
 from phm.imd import ImdConfig, imd_config, read_imd_deciles
+from phm.measures._sql import MARTS, date_literal, require_tables, row_count
 from phm.measures.definitions import (
     load_efi_definition,
     load_ltc_conditions,
