@@ -10,7 +10,8 @@ Under ``<home>/exports/<extract_date>/``:
 - ``<pcn_code>/risk_register.csv``: every currently registered patient of that PCN;
 - ``<pcn_code>/manifest.json``: the files with their row counts and sha256 (other stages that
   write into the PCN folder, e.g. the impact report, add theirs with :func:`add_to_manifest`);
-- ``summary.csv``: cohort sizes per PCN and practice, every count through
+- ``summary.csv``: cohort sizes per PCN and practice (with the "deprivation unknown"
+  counts), every count through
   :func:`phm.disclosure.protect_count` (meant for publication beyond the PCNs).
 
 Every file is written to a temporary name and renamed into place. Outputs are
@@ -242,29 +243,47 @@ def add_to_manifest(
 def cohort_summary(
     con: duckdb.DuckDBPyConnection, policy: DisclosurePolicy | None = None
 ) -> pl.DataFrame:
-    """Cohort sizes per PCN and per practice, every count disclosure-controlled."""
+    """Cohort sizes per PCN and per practice, every count disclosure-controlled.
+
+    ``registered_deprivation_unknown`` and ``members_deprivation_unknown`` count the
+    registered patients and the members whose deprivation is unknown (no LSOA, or an LSOA the
+    deprivation index in use does not cover: ``patient_measures.deprivation_known`` false),
+    so they are visible in every denominator instead of vanishing. A deprivation-based
+    cohort (Core20) has none among its members; its would-be members are the cohort
+    ``multimorbidity_deprivation_unknown``."""
+    unknown = "NOT coalesce(pm.deprivation_known, false)"
     raw = con.execute(
-        """
+        f"""
         WITH reg AS (
-            SELECT pcn_code, practice_code, count(*) AS registered
-            FROM marts.patient_measures GROUP BY ALL),
+            SELECT pcn_code, practice_code, count(*) AS registered,
+                   count(*) FILTER (WHERE {unknown}) AS registered_deprivation_unknown
+            FROM marts.patient_measures pm GROUP BY ALL),
         mem AS (
-            SELECT pm.pcn_code, pm.practice_code, m.cohort_id, count(*) AS members
+            SELECT pm.pcn_code, pm.practice_code, m.cohort_id, count(*) AS members,
+                   count(*) FILTER (WHERE {unknown}) AS members_deprivation_unknown
             FROM marts.cohort_members m JOIN marts.patient_measures pm USING (person_id)
             GROUP BY ALL),
         grid AS (
-            SELECT r.pcn_code, r.practice_code, r.registered, d.cohort_id
+            SELECT r.pcn_code, r.practice_code, r.registered, r.registered_deprivation_unknown,
+                   d.cohort_id
             FROM reg r CROSS JOIN marts.cohort_definitions d),
         practice AS (
             SELECT 'practice' AS level, g.pcn_code, g.practice_code, g.cohort_id,
-                   g.registered, coalesce(m.members, 0) AS members
+                   g.registered, coalesce(m.members, 0) AS members,
+                   g.registered_deprivation_unknown,
+                   coalesce(m.members_deprivation_unknown, 0) AS members_deprivation_unknown
             FROM grid g LEFT JOIN mem m USING (pcn_code, practice_code, cohort_id)),
         pcn AS (
             SELECT 'pcn' AS level, pcn_code, NULL AS practice_code, cohort_id,
-                   sum(registered) AS registered, sum(members) AS members
+                   sum(registered) AS registered, sum(members) AS members,
+                   sum(registered_deprivation_unknown) AS registered_deprivation_unknown,
+                   sum(members_deprivation_unknown) AS members_deprivation_unknown
             FROM practice GROUP BY pcn_code, cohort_id)
         SELECT s.level, s.pcn_code, pn.pcn_name, s.practice_code, pr.practice_name, s.cohort_id,
-               CAST(s.registered AS BIGINT) AS registered, CAST(s.members AS BIGINT) AS members
+               CAST(s.registered AS BIGINT) AS registered, CAST(s.members AS BIGINT) AS members,
+               CAST(s.registered_deprivation_unknown AS BIGINT)
+                   AS registered_deprivation_unknown,
+               CAST(s.members_deprivation_unknown AS BIGINT) AS members_deprivation_unknown
         FROM (SELECT * FROM pcn UNION ALL SELECT * FROM practice) s
         LEFT JOIN (SELECT pcn_code, min(pcn_name) AS pcn_name
                    FROM staging.practices GROUP BY pcn_code) pn USING (pcn_code)
@@ -275,7 +294,13 @@ def cohort_summary(
         """
     ).pl()
     return raw.with_columns(
-        protect_count(pl.col("registered"), policy), protect_count(pl.col("members"), policy)
+        protect_count(pl.col(c), policy)
+        for c in (
+            "registered",
+            "members",
+            "registered_deprivation_unknown",
+            "members_deprivation_unknown",
+        )
     )
 
 

@@ -407,6 +407,44 @@ def _completeness_rows(table: str, staging: pl.DataFrame) -> list[dict]:
     return rows
 
 
+DEPRIVATION_UNKNOWN_METRIC = "deprivation_unknown"
+
+
+def _deprivation_rows(table: str, staging: pl.DataFrame) -> list[dict]:
+    """gp_patients: current patients whose deprivation is unknown under the configured index
+    (:func:`phm.imd.imd_config`): an LSOA the index does not cover, or no LSOA. They are kept
+    and shown as "deprivation unknown" downstream; here they are counted."""
+    from phm.imd import imd_config, read_imd_deciles
+
+    if table != "gp_patients":
+        return []
+    imd = imd_config()
+    col = imd.lsoa_column
+    if col not in staging.columns or "registration_end" not in staging.columns:
+        return []
+    covered = read_imd_deciles(imd)["lsoa_code"]
+    current = staging.filter(_CURRENT)
+    den = current.height
+    n_null = current.select(pl.col(col).is_null().sum()).item()
+    n_uncovered = current.select(
+        (pl.col(col).is_not_null() & ~pl.col(col).is_in(covered.implode())).sum()
+    ).item()
+    return [
+        {
+            "table": table,
+            "metric": DEPRIVATION_UNKNOWN_METRIC,
+            "detail": detail,
+            "value": int(n),
+            "denominator": den,
+            "share": (n / den) if den else None,
+        }
+        for detail, n in (
+            (f"current patients whose {col} {imd.label} does not cover", n_uncovered),
+            (f"current patients with no {col}", n_null),
+        )
+    ]
+
+
 def _table_rows(
     table: str,
     delivered: int,
@@ -433,7 +471,7 @@ def _table_rows(
         for rule, n in rule_counts.items()
         if n
     ]
-    return rows + _completeness_rows(table, staging)
+    return rows + _completeness_rows(table, staging) + _deprivation_rows(table, staging)
 
 
 def data_quality_summary(source) -> pl.DataFrame:
@@ -445,7 +483,9 @@ def data_quality_summary(source) -> pl.DataFrame:
 
     Columns: ``table``; ``metric`` (``rows_delivered``, ``rows_accepted``,
     ``rows_quarantined``, ``rule_broken``, ``completeness``, ``v2_field_missing`` with
-    ``detail`` = ``table.column`` for an optional v2 field the delivery lacked); ``detail`` (the rule or the
+    ``detail`` = ``table.column`` for an optional v2 field the delivery lacked,
+    ``deprivation_unknown`` = current gp_patients whose LSOA the configured deprivation index
+    does not cover, or with no LSOA); ``detail`` (the rule or the
     completeness measure); ``value`` (a row count; for completeness the rows that have the
     field); ``denominator`` and ``share`` (completeness only).
     """
@@ -599,4 +639,19 @@ def data_quality_markdown(source, extract_date: date | None = None) -> str:
         ]
     else:
         out.append("No completeness measures (no accepted rows).")
+
+    unknown = s.filter(pl.col("metric") == DEPRIVATION_UNKNOWN_METRIC)
+    if unknown.height:
+        out += [
+            "",
+            "## Deprivation unknown",
+            "",
+            'Kept, and shown as "deprivation unknown" in the measures and cohort summaries '
+            "(never in a deprivation-based cohort or silently out of its denominator):",
+            "",
+        ]
+        out += [
+            f"- {r['detail']}: {r['value']:,} of {r['denominator']:,} ({_pct(r['share'])})"
+            for r in unknown.iter_rows(named=True)
+        ]
     return "\n".join(out) + "\n"

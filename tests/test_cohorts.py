@@ -23,9 +23,15 @@ BASE = {
     "lsoa11_code": "E01013600",
     "imd2019_decile": 1,
     "imd2019_quintile": 1,
+    "lsoa21_code": None,
+    "imd_vintage": "IMD2019 on LSOA 2011",
+    "deprivation_known": True,
     "ltc_count": 0,
     "mental_ltc_count": 0,
     "physical_ltc_count": 0,
+    "mental_health_condition_count": 0,
+    "has_mental_health_condition": False,
+    "mental_health_condition_names": "",
     "ltc_names": "",
     "has_dementia": False,
     "dementia_first_date": None,
@@ -49,6 +55,9 @@ TYPES = {
     "ltc_count": "INTEGER",
     "mental_ltc_count": "INTEGER",
     "physical_ltc_count": "INTEGER",
+    "deprivation_known": "BOOLEAN",
+    "mental_health_condition_count": "INTEGER",
+    "has_mental_health_condition": "BOOLEAN",
     "has_dementia": "BOOLEAN",
     "dementia_first_date": "DATE",
     "has_learning_disability": "BOOLEAN",
@@ -148,6 +157,9 @@ def test_multimorbidity_core20_boundaries():
         "ltc_count": 5,
         "mental_ltc_count": 1,
         "physical_ltc_count": 4,
+        "mental_health_condition_count": 1,
+        "has_mental_health_condition": True,
+        "mental_health_condition_names": "Depression",
         "ltc_names": "asthma, depression, diabetes, hypertension, CKD",
     }
     w.patient("in_age18", age=18, **mm)
@@ -155,7 +167,7 @@ def test_multimorbidity_core20_boundaries():
     w.patient("in_age64", age=64, **mm)
     w.patient("out_age65", age=65, **mm)
     w.patient("out_4ltc", ltc_count=4, mental_ltc_count=1, physical_ltc_count=3)
-    w.patient("out_mental_only", ltc_count=5, mental_ltc_count=5, physical_ltc_count=0)
+    w.patient("out_mental_only", **{**mm, "mental_ltc_count": 5, "physical_ltc_count": 0})
     w.patient("out_physical_only", ltc_count=5, mental_ltc_count=0, physical_ltc_count=5)
     w.patient("out_quintile2", imd2019_decile=3, imd2019_quintile=2, **mm)
     w.patient("in_decile2", age=52, imd2019_decile=2, imd2019_quintile=1, **mm)
@@ -165,7 +177,7 @@ def test_multimorbidity_core20_boundaries():
     assert set(got) == {"in_age18", "in_age64", "in_decile2"}
     assert got["in_decile2"] == (
         "age 52; 5 long-term conditions: asthma, depression, diabetes, hypertension, CKD; "
-        "lives in LSOA E01013600, IMD decile 2 (Core20)"
+        "mental health condition(s): Depression; IMD decile 2 (IMD2019 on LSOA 2011): Core20"
     )
 
 
@@ -186,7 +198,12 @@ def test_frailty_boundaries_and_reasons():
 
 def test_ppn_non_engagers_windows():
     w = World()
-    mh = {"mental_ltc_count": 1}
+    mh = {
+        "mental_ltc_count": 1,
+        "mental_health_condition_count": 1,
+        "has_mental_health_condition": True,
+        "mental_health_condition_names": "Depression",
+    }
 
     def person(pid, ppn_days=30, attended_days=None, dna_days=100, **kw):
         w.patient(pid, **{**mh, **kw})
@@ -203,8 +220,9 @@ def test_ppn_non_engagers_windows():
     person("out_attended_day182", attended_days=181)  # 182nd day of the 6-month window
     person("in_attended_day183", attended_days=182)
     person("out_age17", age=17)
-    person("out_no_mh", mental_ltc_count=0)
-    person("in_mh_symptoms_only", mental_ltc_count=0)
+    no_mh = {"mental_ltc_count": 0, "mental_health_condition_count": 0}
+    person("out_no_mh", **no_mh, has_mental_health_condition=False)
+    person("in_mh_symptoms_only", **no_mh, has_mental_health_condition=False)
     w.events.append(("in_mh_symptoms_only", days_ago(900), "3333"))
     person("out_no_dna", dna_days=None)
     person("in_invite_only", dna_days=None)
@@ -223,7 +241,7 @@ def test_ppn_non_engagers_windows():
     }
     assert got["in_base"] == (
         f"age 50; 1 PPN(s) received in the last 12 months, latest {days_ago(30)}; "
-        "mental health condition on a register; "
+        "mental health condition(s) on a register: Depression; "
         "no attended appointment at the practice in the last 6 months; "
         "1 missed appointment(s) in the last 6 months"
     )
@@ -339,6 +357,7 @@ def test_every_builtin_cohort_file_loads():
     ids = {c.id for c in load_cohorts()}
     assert ids == {
         "multimorbidity_core20",
+        "multimorbidity_deprivation_unknown",
         "frailty",
         "ppn_non_engagers",
         "high_intensity_users",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from measures_fixtures import (
     add_events,
     add_issues,
@@ -11,7 +12,9 @@ from measures_fixtures import (
     code_for_condition,
 )
 
+from phm.definitions import DefinitionError
 from phm.measures import build_ltc_registers, build_measures, load_ltc_conditions
+from phm.measures.definitions import LTC_PATH
 
 ED = dt.date(2026, 11, 1)
 
@@ -229,3 +232,90 @@ def test_stroke_or_tia_from_either_cluster(con) -> None:
     ).fetchone()[0]
     add_events(con, "A", (tia, dt.date(2022, 2, 2)))
     assert registers(con)[("A", "stroke_tia")]["is_on_register"] is True
+
+
+# ------------------------------------------------------------------ tricyclics (BNF 4.3.1)
+
+AMITRIPTYLINE = "0403010B0AAABAB"  # BNF 4.3.1 tricyclic, widely used at low dose for pain
+SERTRALINE = "0403030Q0AAAAAA"  # BNF 4.3.3 SSRI
+
+
+def test_tricyclics_never_count_toward_the_prescription_arm(con) -> None:
+    dep = code(con, "depression")
+    monthly = [10 + 30 * k for k in range(12)]
+    add_patients(con, "9000000010", "9000000011", "9000000012", "9000000013")
+    add_issues(con, "9000000010", *[(AMITRIPTYLINE, days_before(d)) for d in monthly])
+    # 3 tricyclic + 1 SSRI: only one issue counts
+    add_issues(
+        con,
+        "9000000011",
+        *[(AMITRIPTYLINE, days_before(d)) for d in (10, 40, 70)],
+        (SERTRALINE, days_before(100)),
+    )
+    add_issues(con, "9000000012", *[(SERTRALINE, days_before(d)) for d in (10, 40, 70, 100)])
+    # a tricyclic and a depression code: on the register through the code arm
+    add_events(con, "9000000013", (dep, days_before(30)))
+    add_issues(con, "9000000013", *[(AMITRIPTYLINE, days_before(d)) for d in monthly])
+    r = registers(con)
+    assert ("9000000010", "depression") not in r
+    assert ("9000000010", "anxiety") not in r
+    assert ("9000000011", "depression") not in r  # 1 counting issue, not 4
+    assert r[("9000000012", "depression")]["is_on_register"] is True
+    on_code = r[("9000000013", "depression")]
+    assert on_code["is_on_register"] is True and on_code["meets_code_rule"] is True
+    assert on_code["medication_issues"] == 0
+    row = patient_row(con, "9000000010")
+    assert row["has_depression"] is False
+    assert row["mental_ltc_count"] == row["mental_health_condition_count"] == 0
+
+
+def test_tricyclic_exclusion_is_definition_data(tmp_path) -> None:
+    conds = {c.id: c for c in load_ltc_conditions()}
+    assert conds["depression"].medication.exclude_bnf_prefixes == ("040301",)
+    # the anxiety arm (BNF 4.1) cannot include a tricyclic (BNF 4.3.1) in the first place
+    assert not any(p.startswith("0403") for p in conds["anxiety"].medication.bnf_prefixes)
+    # an exclusion outside the included prefixes is a definition error, not a silent no-op
+    text = LTC_PATH.read_text(encoding="utf-8").replace(
+        'exclude_bnf_prefixes: ["040301"]', 'exclude_bnf_prefixes: ["0401"]'
+    )
+    bad = tmp_path / "ltc.yaml"
+    bad.write_text(text, encoding="utf-8")
+    with pytest.raises(DefinitionError, match=r"medication\.exclude_bnf_prefixes"):
+        load_ltc_conditions(bad)
+
+
+# ------------------------------------------------------------------ mental health flag
+
+
+def test_learning_disability_is_not_a_mental_health_condition(con) -> None:
+    conds = {c.id: c for c in load_ltc_conditions()}
+    assert conds["learning_disability"].type == "mental"  # Barnett's class, for the counts
+    assert conds["learning_disability"].mental_health_condition is False
+    assert {c.id for c in conds.values() if c.mental_health_condition} == {
+        "depression", "anxiety", "severe_mental_illness", "dementia", "alcohol_problems",
+        "substance_misuse", "eating_disorders",
+    }  # fmt: skip
+    add_patients(con, "9000000020", "9000000021")
+    add_events(con, "9000000020", (code(con, "learning_disability"), dt.date(2001, 1, 1)))
+    add_events(
+        con,
+        "9000000021",
+        (code(con, "learning_disability"), dt.date(2001, 1, 1)),
+        (code(con, "severe_mental_illness"), dt.date(2015, 1, 1)),
+        (code(con, "depression"), days_before(20)),
+    )
+    build_measures(con, ED, load_reference=False)
+    rows = {
+        r[0]: r[1:]
+        for r in con.execute(
+            "SELECT nhs_number, mental_ltc_count, mental_health_condition_count, "
+            "has_mental_health_condition, mental_health_condition_names "
+            "FROM marts.patient_measures"
+        ).fetchall()
+    }
+    assert rows["9000000020"] == (1, 0, False, "")
+    names = [c.name for c in load_ltc_conditions()]
+    expected = ", ".join(
+        n for n in names if n in (conds["depression"].name, conds["severe_mental_illness"].name)
+    )
+    assert rows["9000000021"] == (3, 2, True, expected)

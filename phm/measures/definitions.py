@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -55,6 +55,8 @@ class MedicationRule:
     days: int
     min_issues: int
     combine: str  # "and" | "or"
+    #: issues whose BNF code starts with one of these never count (e.g. tricyclics, 040301)
+    exclude_bnf_prefixes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,9 @@ class LtcCondition:
     medication: MedicationRule | None
     rule_source: str
     note: str
+    #: counts toward the cohorts' "mental health condition" (type mental, not excluded by the
+    #: file's ``mental_health_condition.exclude``, e.g. learning disability)
+    mental_health_condition: bool = False
 
 
 _read_yaml = read_yaml
@@ -139,6 +144,19 @@ def load_ltc_conditions(
                     raise DefinitionError(
                         path, f"{mwhere}.bnf_prefixes", f"overlapping BNF prefixes ({p})"
                     )
+            excludes = tuple(str(p) for p in (m.get("exclude_bnf_prefixes") or ()))
+            bad = [p for p in excludes if not _BNF_PREFIX.match(p)]
+            if bad:
+                raise DefinitionError(
+                    path, f"{mwhere}.exclude_bnf_prefixes", f"bad BNF prefix(es) {bad}"
+                )
+            outside = [x for x in excludes if not any(x.startswith(p) and x != p for p in prefixes)]
+            if outside:
+                raise DefinitionError(
+                    path,
+                    f"{mwhere}.exclude_bnf_prefixes",
+                    f"{outside} not strictly inside an included prefix {list(prefixes)}",
+                )
             combine = _need(m, "combine", path, mwhere)
             if combine not in ("and", "or"):
                 raise DefinitionError(path, f"{mwhere}.combine", "must be 'and' or 'or'")
@@ -147,6 +165,7 @@ def load_ltc_conditions(
                 days=int(_need(m, "days", path, mwhere)),
                 min_issues=int(_need(m, "min_issues", path, mwhere)),
                 combine=combine,
+                exclude_bnf_prefixes=excludes,
             )
         out.append(
             LtcCondition(
@@ -160,9 +179,22 @@ def load_ltc_conditions(
                 medication=medication,
                 rule_source=str(c.get("rule_source") or "").strip(),
                 note=str(c.get("note") or "").strip(),
+                mental_health_condition=ctype == "mental",
             )
         )
-    return out
+    mh = data.get("mental_health_condition") or {}
+    if not isinstance(mh, dict):
+        raise DefinitionError(path, "mental_health_condition", "must be a mapping")
+    excluded = [str(x) for x in (mh.get("exclude") or ())]
+    by_id = {c.id: c for c in out}
+    for i, x in enumerate(excluded):
+        if x not in by_id or by_id[x].type != "mental":
+            raise DefinitionError(
+                path,
+                f"mental_health_condition.exclude[{i}]",
+                f"{x!r} is not a condition of type mental",
+            )
+    return [replace(c, mental_health_condition=False) if c.id in excluded else c for c in out]
 
 
 # --------------------------------------------------------------------------------------
@@ -317,7 +349,8 @@ def write_definition_tables(
 
     * ``reference.ltc_conditions(condition_id, condition_name, condition_type, barnett_2012,
       window_on, window_days, medication_bnf_prefixes, medication_days, medication_min_issues,
-      medication_combine, rule_source, note)``
+      medication_combine, medication_exclude_bnf_prefixes, mental_health_condition,
+      rule_source, note)``
     * ``reference.ltc_condition_codelists(condition_id, role, codelist_id)`` — role
       ``diagnosis`` or ``resolved``
     * ``reference.efi_deficit_definitions(deficit_id, deficit_name, codelist_id)`` — 36 rows,
@@ -344,6 +377,10 @@ def write_definition_tables(
                 "medication_days": c.medication.days if c.medication else None,
                 "medication_min_issues": c.medication.min_issues if c.medication else None,
                 "medication_combine": c.medication.combine if c.medication else None,
+                "medication_exclude_bnf_prefixes": list(c.medication.exclude_bnf_prefixes)
+                if c.medication
+                else None,
+                "mental_health_condition": c.mental_health_condition,
                 "rule_source": c.rule_source,
                 "note": c.note,
             }
@@ -360,6 +397,8 @@ def write_definition_tables(
             "medication_days": pl.Int32,
             "medication_min_issues": pl.Int32,
             "medication_combine": pl.String,
+            "medication_exclude_bnf_prefixes": pl.List(pl.String),
+            "mental_health_condition": pl.Boolean,
             "rule_source": pl.String,
             "note": pl.String,
         },
@@ -438,8 +477,16 @@ def describe(table: str) -> str:
                 m = c.medication
                 extra.append(
                     f"{m.combine} >= {m.min_issues} issue(s) of BNF "
-                    f"{'/'.join(m.bnf_prefixes)} within {m.days} days"
+                    f"{'/'.join(m.bnf_prefixes)}"
+                    + (
+                        f" except {'/'.join(m.exclude_bnf_prefixes)}"
+                        if m.exclude_bnf_prefixes
+                        else ""
+                    )
+                    + f" within {m.days} days"
                 )
+            if c.type == "mental" and not c.mental_health_condition:
+                extra.append("not a mental health condition for the cohorts")
             lists = ", ".join(c.diagnosis) + (
                 f"; resolved: {', '.join(c.resolved)}" if c.resolved else ""
             )

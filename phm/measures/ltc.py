@@ -14,7 +14,9 @@ date:
   after the latest one (QOF: "resolved code recorded after the most recent diagnosis"), and,
   if the condition has a window, its latest (or first) diagnosis code is within the window;
 * the *medication rule* (where defined) holds with ``min_issues`` or more issues whose BNF code
-  starts with one of the prefixes in the window; it is combined with the code rule by
+  starts with one of the prefixes in the window, and with none of the condition's
+  ``exclude_bnf_prefixes`` (e.g. tricyclic antidepressants, BNF 4.3.1 ``040301``, for the
+  depression arm: low-dose use for pain); it is combined with the code rule by
   ``and`` ("currently treated") or ``or`` (an alternative arm, e.g. Barnett's depression);
 * ``is_on_register`` is the combination.
 """
@@ -85,7 +87,21 @@ def build_ltc_registers(
         """
     )
 
-    # medication arms: one hash join per BNF prefix length, issues in each rule's window
+    # medication arms: one hash join per BNF prefix length, issues in each rule's window;
+    # issues under an excluded prefix of the same condition are anti-joined away
+    excludes = [
+        (c.id, x) for c in conditions if c.medication for x in c.medication.exclude_bnf_prefixes
+    ]
+    if excludes:
+        values = ", ".join(f"('{cid}', '{x}')" for cid, x in excludes)
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _ltc_med_excl AS SELECT * FROM "
+            f"(VALUES {values}) AS t(condition_id, bnf_prefix)"
+        )
+    else:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _ltc_med_excl (condition_id VARCHAR, bnf_prefix VARCHAR)"
+        )
     rules = [
         (c.id, p, c.medication.days)
         for c in conditions
@@ -121,7 +137,10 @@ def build_ltc_registers(
                 FROM _ltc_meds_window m
                 JOIN (SELECT * FROM _ltc_med_rules WHERE prefix_len = {n}) r
                   ON left(m.bnf_code, {n}) = r.bnf_prefix
-                WHERE m.issue_date >= {ed} - (r.days - 1)"""
+                WHERE m.issue_date >= {ed} - (r.days - 1)
+                  AND NOT EXISTS (SELECT 1 FROM _ltc_med_excl x
+                                  WHERE x.condition_id = r.condition_id
+                                    AND starts_with(m.bnf_code, x.bnf_prefix))"""
             for n in lengths
         )
         con.execute(
@@ -183,7 +202,14 @@ def build_ltc_registers(
         FROM rules
         """
     )
-    for t in ("_ltc_codes", "_ltc_coded", "_ltc_meds", "_ltc_med_rules", "_ltc_meds_window"):
+    for t in (
+        "_ltc_codes",
+        "_ltc_coded",
+        "_ltc_meds",
+        "_ltc_med_rules",
+        "_ltc_med_excl",
+        "_ltc_meds_window",
+    ):
         con.execute(f"DROP TABLE IF EXISTS {t}")
     return row_count(con, LTC_TABLE)
 
@@ -191,12 +217,15 @@ def build_ltc_registers(
 def ltc_wide_select(conditions: list[LtcCondition], source: str = LTC_TABLE) -> str:
     """SQL: one row per patient on at least one register, a flag and dates per condition.
 
-    Columns ``nhs_number, ltc_count, mental_ltc_count, physical_ltc_count`` and per condition
+    Columns ``nhs_number, ltc_count, mental_ltc_count, physical_ltc_count,
+    mental_health_condition_count`` (the cohorts' mental health conditions: type mental except
+    the conditions the definitions exclude, e.g. learning disability) and per condition
     ``has_<id>, <id>_first_date, <id>_latest_date`` (dates of the first and latest diagnosis
     code; null when not on the register). Uses PIVOT with an explicit condition list, so every
     condition gets its columns even when nobody is on its register.
     """
     ids = ", ".join(f"'{c.id}'" for c in conditions)
+    mh_ids = ", ".join(f"'{c.id}'" for c in conditions if c.mental_health_condition) or "NULL"
     cols = []
     for c in conditions:
         cols += [
@@ -214,7 +243,9 @@ def ltc_wide_select(conditions: list[LtcCondition], source: str = LTC_TABLE) -> 
             SELECT nhs_number,
                    count(*) AS ltc_count,
                    count(*) FILTER (WHERE condition_type = 'mental') AS mental_ltc_count,
-                   count(*) FILTER (WHERE condition_type = 'physical') AS physical_ltc_count
+                   count(*) FILTER (WHERE condition_type = 'physical') AS physical_ltc_count,
+                   count(*) FILTER (WHERE condition_id IN ({mh_ids}))
+                       AS mental_health_condition_count
             FROM on_register
             GROUP BY nhs_number
         ),
@@ -225,6 +256,6 @@ def ltc_wide_select(conditions: list[LtcCondition], source: str = LTC_TABLE) -> 
             GROUP BY nhs_number
         )
         SELECT c.nhs_number, c.ltc_count, c.mental_ltc_count, c.physical_ltc_count,
-               {", ".join(cols)}
+               c.mental_health_condition_count, {", ".join(cols)}
         FROM counts c JOIN wide w USING (nhs_number)
     """

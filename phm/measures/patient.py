@@ -11,9 +11,20 @@ numbers. :func:`build_measures` builds the same tables keyed by ``nhs_number``, 
 snapshots inside the warehouse (model features) and tests of the measure rules.
 
 Age is whole years at the extract date (birthday reached when month and day are reached; a
-29 February birthday is reached on 1 March in other years). IMD 2019 decile (1 = most
-deprived 10% of LSOAs in England) comes from the vendored tidy IoD2019 file by LSOA 2011;
-quintile = ceil(decile / 2).
+29 February birthday is reached on 1 March in other years).
+
+Deprivation: the decile (1 = most deprived 10% of LSOAs in England) of the configured index
+(:func:`phm.imd.imd_config`: the vendored IMD 2019 on LSOA 2011 by default, or e.g. IMD 2025
+on LSOA 2021), looked up by the patient's LSOA of that vintage (``lsoa11_code`` or
+``lsoa21_code``); quintile = ceil(decile / 2). The columns keep their historical names
+``imd2019_decile`` / ``imd2019_quintile`` (used across cohorts, geography, segmentation and
+exports); ``imd_vintage`` names the index actually used. ``deprivation_known`` is false for a
+patient with no LSOA or an LSOA the index does not cover ("deprivation unknown").
+
+Mental health: ``mental_health_condition_count`` / ``has_mental_health_condition`` /
+``mental_health_condition_names`` count the conditions of type mental except those the
+definitions exclude (learning disability), for the cohorts; ``mental_ltc_count`` keeps
+Barnett's classification.
 """
 
 from __future__ import annotations
@@ -26,9 +37,9 @@ from pathlib import Path
 import duckdb
 
 from phm.codelists import CodelistLoadReport, write_codelists
+from phm.imd import ImdConfig, imd_config, read_imd_deciles
 from phm.measures._sql import MARTS, date_literal, require_tables, row_count
 from phm.measures.definitions import (
-    IMD_PATH,
     load_efi_definition,
     load_ltc_conditions,
     required_codelists,
@@ -101,6 +112,7 @@ def build_patient_measures(
     load_reference: bool = True,
     codelist_directory: Path | None = None,
     imd_path: Path | None = None,
+    imd: ImdConfig | None = None,
 ) -> MeasuresReport:
     """Build every measures table and ``marts.patient_measures``, keyed by ``person_id``.
 
@@ -115,6 +127,7 @@ def build_patient_measures(
         load_reference=load_reference,
         codelist_directory=codelist_directory,
         imd_path=imd_path,
+        imd=imd,
     )
     t, c = time.perf_counter(), time.process_time()
     rows = pseudonymise_marts(con, key)
@@ -132,6 +145,7 @@ def build_measures(
     load_reference: bool = True,
     codelist_directory: Path | None = None,
     imd_path: Path | None = None,
+    imd: ImdConfig | None = None,
 ) -> MeasuresReport:
     """Build every measures table and ``marts.patient_measures``, keyed by ``nhs_number``.
 
@@ -197,15 +211,31 @@ def build_measures(
     report.row_counts["marts.hfrs"] = step("marts.hfrs", build_hfrs)
     report.row_counts["marts.utilisation"] = step("marts.utilisation", build_utilisation)
     report.row_counts[PATIENT_MEASURES_TABLE] = step(
-        PATIENT_MEASURES_TABLE, build_patient_table, imd_path=imd_path
+        PATIENT_MEASURES_TABLE, build_patient_table, imd_path=imd_path, imd=imd
     )
     return report
 
 
+def resolve_imd(imd: ImdConfig | None = None, imd_path: Path | None = None) -> ImdConfig:
+    """``imd`` if given; else an IMD 2019 / LSOA 2011 file at ``imd_path``; else the
+    configured index (:func:`phm.imd.imd_config`)."""
+    if imd is not None:
+        return imd
+    if imd_path is not None:
+        return ImdConfig(path=Path(imd_path))
+    return imd_config()
+
+
 def build_patient_table(
-    con: duckdb.DuckDBPyConnection, extract_date: dt.date, *, imd_path: Path | None = None
+    con: duckdb.DuckDBPyConnection,
+    extract_date: dt.date,
+    *,
+    imd_path: Path | None = None,
+    imd: ImdConfig | None = None,
 ) -> int:
-    """Assemble ``marts.patient_measures`` from the measure tables (which must exist)."""
+    """Assemble ``marts.patient_measures`` from the measure tables (which must exist).
+
+    ``imd``: the deprivation index (default :func:`resolve_imd`)."""
     require_tables(
         con,
         "staging.gp_patients",
@@ -218,16 +248,13 @@ def build_patient_table(
     conditions = load_ltc_conditions()
     efi = load_efi_definition()
     ed = date_literal(extract_date)
-    imd = Path(imd_path) if imd_path is not None else IMD_PATH
-    if not imd.is_file():
-        raise FileNotFoundError(f"IMD 2019 file not found: {imd}")
-
+    imd = resolve_imd(imd, imd_path)
+    con.register("_imd_frame", read_imd_deciles(imd))
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _imd AS "
-        "SELECT lsoa11cd AS lsoa11_code, CAST(imd_decile AS INTEGER) AS imd_decile "
-        "FROM read_csv(?, header = true, all_varchar = true)",
-        [str(imd)],
+        "SELECT lsoa_code, CAST(imd_decile AS INTEGER) AS imd_decile FROM _imd_frame"
     )
+    con.unregister("_imd_frame")
     con.execute(f"CREATE OR REPLACE TEMP TABLE _ltc_wide AS {ltc_wide_select(conditions)}")
 
     ltc_cols = []
@@ -242,11 +269,17 @@ def build_patient_table(
     ltc_names = ", ".join(
         f"CASE WHEN l.has_{c.id} THEN $ltc_names[{i}] END" for i, c in enumerate(conditions, 1)
     )
+    mh_names = ", ".join(
+        f"CASE WHEN l.has_{c.id} THEN $ltc_names[{i}] END"
+        for i, c in enumerate(conditions, 1)
+        if c.mental_health_condition
+    )
     con.execute(
         f"""
         CREATE OR REPLACE TABLE {PATIENT_MEASURES_TABLE} AS
         WITH population AS (
-            SELECT p.nhs_number, p.date_of_birth, p.sex, p.practice_code, p.lsoa11_code
+            SELECT p.nhs_number, p.date_of_birth, p.sex, p.practice_code, p.lsoa11_code,
+                   p.lsoa21_code
             FROM staging.gp_patients p
             WHERE p.registration_end IS NULL
               AND p.registration_start <= {ed}
@@ -263,11 +296,18 @@ def build_patient_table(
                p.practice_code,
                pr.pcn_code,
                p.lsoa11_code,
+               p.lsoa21_code,
                i.imd_decile AS imd2019_decile,
                CAST(ceil(i.imd_decile / 2) AS INTEGER) AS imd2019_quintile,
+               $imd_vintage AS imd_vintage,
+               i.imd_decile IS NOT NULL AS deprivation_known,
                CAST(coalesce(l.ltc_count, 0) AS INTEGER) AS ltc_count,
                CAST(coalesce(l.mental_ltc_count, 0) AS INTEGER) AS mental_ltc_count,
                CAST(coalesce(l.physical_ltc_count, 0) AS INTEGER) AS physical_ltc_count,
+               CAST(coalesce(l.mental_health_condition_count, 0) AS INTEGER)
+                   AS mental_health_condition_count,
+               coalesce(l.mental_health_condition_count, 0) > 0 AS has_mental_health_condition,
+               concat_ws(', ', {mh_names or "NULL"}) AS mental_health_condition_names,
                {", ".join(ltc_cols)},
                coalesce(e.efi_deficit_count, 0) AS efi_deficit_count,
                coalesce(e.efi_score, 0.0) AS efi_score,
@@ -285,13 +325,13 @@ def build_patient_table(
                concat_ws(', ', {ltc_names}) AS ltc_names
         FROM population p
         LEFT JOIN staging.practices pr USING (practice_code)
-        LEFT JOIN _imd i ON i.lsoa11_code = p.lsoa11_code
+        LEFT JOIN _imd i ON i.lsoa_code = p.{imd.lsoa_column}
         LEFT JOIN _ltc_wide l USING (nhs_number)
         LEFT JOIN {EFI_TABLE} e USING (nhs_number)
         LEFT JOIN {HFRS_TABLE} h USING (nhs_number)
         LEFT JOIN {UTILISATION_TABLE} u USING (nhs_number)
         """,
-        {"ltc_names": [c.name for c in conditions]},
+        {"ltc_names": [c.name for c in conditions], "imd_vintage": imd.label},
     )
     for t in ("_imd", "_ltc_wide"):
         con.execute(f"DROP TABLE IF EXISTS {t}")
@@ -310,11 +350,17 @@ def patient_measures_columns(key: str = "person_id") -> list[str]:
         "practice_code",
         "pcn_code",
         "lsoa11_code",
+        "lsoa21_code",
         "imd2019_decile",
         "imd2019_quintile",
+        "imd_vintage",
+        "deprivation_known",
         "ltc_count",
         "mental_ltc_count",
         "physical_ltc_count",
+        "mental_health_condition_count",
+        "has_mental_health_condition",
+        "mental_health_condition_names",
     ]
     for c in load_ltc_conditions():
         cols += [f"has_{c.id}", f"{c.id}_first_date", f"{c.id}_latest_date"]
