@@ -35,21 +35,11 @@ import datetime as dt
 
 import duckdb
 
-#: NHS Data Dictionary ADMISSION METHOD codes meaning an emergency admission (contract v2:
-#: 21-25, 2A-2D, and 28, retired in 2013 but present in older history). One constant here
-#: until the project unifies it with the measures' definition.
-EMERGENCY_ADMISSION_METHODS: tuple[str, ...] = (
-    "21",
-    "22",
-    "23",
-    "24",
-    "25",
-    "2A",
-    "2B",
-    "2C",
-    "2D",
-    "28",
-)
+from phm.contract import EMERGENCY_ADMISSION_METHODS as CONTRACT_EMERGENCY_METHODS
+from phm.hospital import SPELLS_VIEW, create_spells_view, emergency_method_sql
+
+#: emergency admissions: the project's one definition (phm.hospital; phm.contract's code set)
+EMERGENCY_ADMISSION_METHODS: tuple[str, ...] = CONTRACT_EMERGENCY_METHODS
 
 #: outcome id -> (label, unit per person per window)
 OUTCOMES: dict[str, tuple[str, str]] = {
@@ -77,9 +67,11 @@ INTERVENTIONS_TABLE = "marts.impact_interventions"
 
 
 def emergency_admission_sql(column: str = "admission_method") -> str:
-    """SQL predicate: the spell's admission method is an emergency one."""
-    codes = ", ".join(f"'{c}'" for c in EMERGENCY_ADMISSION_METHODS)
-    return f"upper(trim({column})) IN ({codes})"
+    """SQL predicate: the admission method is an emergency one (phm.hospital's definition).
+
+    Counts read :data:`phm.hospital.SPELLS_VIEW`'s ``emergency_admission`` instead, which
+    also leaves out ``2B`` transfers that continue a stay."""
+    return emergency_method_sql(column)
 
 
 def _d(value: dt.date) -> str:
@@ -167,6 +159,7 @@ def build_monthly_use(con: duckdb.DuckDBPyConnection, extract_date: dt.date) -> 
     """``marts.impact_monthly_use``: person_id, month (first day) and the four outcome counts,
     one row per person and calendar month with any use, up to the extract date."""
     ed = _d(extract_date)
+    create_spells_view(con)
     roles = ", ".join(f"'{r}'" for r in INTERVENTION_STAFF_ROLES)
     con.execute(
         f"""
@@ -184,8 +177,8 @@ def build_monthly_use(con: duckdb.DuckDBPyConnection, extract_date: dt.date) -> 
             SELECT nhs_number, CAST(date_trunc('month', admission_date) AS DATE), 0, 0, 1,
                    greatest(date_diff('day', admission_date,
                                       least(coalesce(discharge_date, {ed}), {ed})), 0)
-            FROM staging.sus_apc
-            WHERE {emergency_admission_sql()} AND admission_date <= {ed})
+            FROM {SPELLS_VIEW}
+            WHERE emergency_admission AND admission_date <= {ed})
         SELECT i.person_id, ev.month,
                CAST(sum(gp) AS INTEGER) AS gp_attended,
                CAST(sum(ae) AS INTEGER) AS ae_attendances,
