@@ -67,7 +67,7 @@ DESTINATION_WORDS: dict[str, str] = {
     "court_penal": "court, prison or police custody",
     "died": "died",
     "not_discharged": "not yet discharged",
-    "unknown": "destination not known",
+    "unknown": "(destination not known)",
     "other": "another destination",
 }
 #: destination codes with their own words (within the home group)
@@ -75,7 +75,7 @@ DESTINATION_CODE_WORDS: dict[str, str] = {
     "19": "home",
     "29": "a temporary residence",
 }
-NOT_SUPPLIED = "destination not supplied"
+NOT_SUPPLIED = "(destination not supplied)"
 
 
 def _in(values) -> str:
