@@ -195,14 +195,26 @@ def spells_sql(present: set[str] | None = None) -> str:
     """
 
 
+def spells_relation(con: duckdb.DuckDBPyConnection) -> str:
+    """The spells as an inline SQL relation ``(SELECT ...)``, for read-only connections that
+    cannot create :data:`SPELLS_VIEW` (same columns as the view)."""
+    from phm.definitions import table_columns_of
+
+    present = table_columns_of(con)("staging.sus_apc")
+    return f"({_with_discharged_alive(spells_sql(present))})"
+
+
+def _with_discharged_alive(sql: str) -> str:
+    return f"""SELECT *, (discharge_date IS NOT NULL AND NOT died_in_hospital
+                          AND NOT transferred_out) AS discharged_alive
+        FROM ({sql})"""
+
+
 def create_spells_view(con: duckdb.DuckDBPyConnection) -> None:
     """(Re)create :data:`SPELLS_VIEW` over ``staging.sus_apc`` (which must exist)."""
     from phm.definitions import table_columns_of
 
     present = table_columns_of(con)("staging.sus_apc")
     con.execute(
-        f"""CREATE OR REPLACE VIEW {SPELLS_VIEW} AS
-        SELECT *, (discharge_date IS NOT NULL AND NOT died_in_hospital AND NOT transferred_out)
-                  AS discharged_alive
-        FROM ({spells_sql(present)})"""
+        f"CREATE OR REPLACE VIEW {SPELLS_VIEW} AS {_with_discharged_alive(spells_sql(present))}"
     )

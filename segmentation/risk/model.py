@@ -20,7 +20,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, SplineTransformer, StandardScaler
 
-from phm.hospital import SPELLS_VIEW, create_spells_view
+from phm.hospital import spells_relation
 from phm.measures._sql import date_literal
 from segmentation.features import (
     build_features,
@@ -56,13 +56,12 @@ def outcomes(
 
     An emergency admission is the project's one definition (:mod:`phm.hospital`: admission
     method 21-25, 2A-2D or 28; a ``2B`` transfer that continues a stay is not a new one)."""
-    create_spells_view(con)
     lo = date_literal(index_date)
     hi = date_literal(index_date + dt.timedelta(days=horizon_days))
     return con.execute(
         f"""
         SELECT DISTINCT i.person_id
-        FROM {SPELLS_VIEW} a JOIN marts.person_identity i USING (nhs_number)
+        FROM {spells_relation(con)} a JOIN marts.person_identity i USING (nhs_number)
         WHERE a.emergency_admission
           AND a.admission_date > {lo} AND a.admission_date <= {hi}
         ORDER BY 1
