@@ -172,7 +172,8 @@ def model_card(model: RiskModel, report: RiskReport, out_dir: Path | str) -> str
         "",
         "## Data",
         "",
-        "- **Outcome**: at least one emergency admission (`sus_apc.admission_method` 21-28) with "
+        "- **Outcome**: at least one emergency admission (`sus_apc.admission_method` 21-25, 2A-2D "
+        "or 28; a 2B transfer that continues a stay is the same admission: `phm/hospital.py`) with "
         f"`admission_date` in the {HORIZON_DAYS} days after the index date (index + 1 .. index + "
         f"{HORIZON_DAYS}).",
         f"- **Training**: patients registered and alive on {report.training_index_date}, features "

@@ -6,6 +6,7 @@ import duckdb
 import pytest
 
 from phm.cohorts import CohortDefinitionError, build_cohorts, load_cohorts
+from phm.hospital import create_spells_view
 
 ED = dt.date(2026, 11, 1)
 
@@ -82,6 +83,7 @@ class World:
         self.appointments: list[tuple] = []
         self.events: list[tuple] = []
         self.apc: list[tuple] = []
+        self.ecds: list[tuple] = []
         self.risk: list[tuple] = []
 
     def patient(self, pid: str, **kw) -> str:
@@ -123,12 +125,24 @@ class World:
         )
         insert("INSERT INTO staging.gp_events VALUES (?, ?, ?)", self.events)
         con.execute(
-            "CREATE TABLE staging.sus_apc (nhs_number VARCHAR, admission_method VARCHAR, discharge_date DATE)"
+            "CREATE TABLE staging.sus_apc (nhs_number VARCHAR, spell_id VARCHAR, "
+            "admission_date DATE, discharge_date DATE, admission_method VARCHAR, "
+            "discharge_method VARCHAR, discharge_destination VARCHAR)"
         )
-        insert("INSERT INTO staging.sus_apc VALUES (?, ?, ?)", self.apc)
+        # (nhs, method, discharge date[, admission date, discharge method, destination])
+        rows = []
+        for i, r in enumerate(self.apc):
+            nhs, method, dis, *rest = r
+            adm, dm, dest = [*rest, None, None, None][:3]
+            adm = adm or (dis - dt.timedelta(days=3) if dis else days_ago(3))
+            rows.append((nhs, f"S{i}", adm, dis, method, dm, dest))
+        insert("INSERT INTO staging.sus_apc VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        create_spells_view(con)
         con.execute(
-            "CREATE TABLE staging.sus_ecds (nhs_number VARCHAR, arrival_datetime TIMESTAMP)"
+            "CREATE TABLE staging.sus_ecds (nhs_number VARCHAR, arrival_datetime TIMESTAMP, "
+            "department_type VARCHAR)"
         )
+        insert("INSERT INTO staging.sus_ecds VALUES (?, ?, ?)", self.ecds)
         con.execute(
             "CREATE TABLE marts.risk_scores (person_id VARCHAR, risk_score DOUBLE, "
             "risk_tier VARCHAR, risk_factors VARCHAR)"
@@ -137,7 +151,9 @@ class World:
         con.execute(
             "CREATE TABLE reference.codelists AS SELECT * FROM (VALUES "
             "('gm_did_not_attend', '1111'), ('pcd_dminvite_cod', '2222'), "
-            "('ocl_opensafely_symptoms_anxiety', '3333'), ('gm_carer', '4444')) t(codelist_id, code)"
+            "('ocl_opensafely_symptoms_anxiety', '3333'), ('gm_carer', '4444'), "
+            "('pcd_mildfrail_cod', '925791000000100'), ('pcd_modfrail_cod', '925831000000107'), "
+            "('pcd_sevfrail_cod', '925861000000102')) t(codelist_id, code)"
         )
         return con
 
@@ -187,13 +203,17 @@ def test_frailty_boundaries_and_reasons():
     w.patient("out_age64", age=64, efi_category="severe", efi_deficit_count=14, efi_score=14 / 36)
     w.patient("out_mild", age=80, efi_category="mild", efi_deficit_count=8, efi_score=8 / 36)
     w.patient("in_hfrs", age=90, hfrs_score=10.3, hfrs_category="intermediate")
+    w.patient("in_hfrs_age75", age=75, hfrs_score=5.0, hfrs_category="intermediate")
+    w.patient("out_hfrs_age74", age=74, hfrs_score=16.0, hfrs_category="high")
     w.patient("out_hfrs_low", age=90, hfrs_score=4.9, hfrs_category="low")
     con = w.build()
     build_cohorts(con, ED)
     got = members(con, "frailty")
-    assert list(got) == ["in_efi_mod", "in_hfrs"]  # sorted by eFI score first
-    assert got["in_efi_mod"] == "age 65; eFI moderate (9 of 36 deficits)"
-    assert got["in_hfrs"] == "age 90; Hospital Frailty Risk Score 10.3 (intermediate)"
+    assert list(got) == ["in_efi_mod", "in_hfrs", "in_hfrs_age75"]  # sorted by eFI score first
+    assert got["in_efi_mod"] == "age 65; frailty by eFI: moderate (9 of 36 deficits)"
+    assert got["in_hfrs"] == (
+        "age 90; frailty by Hospital Frailty Risk Score (age 75+): 10.3 (intermediate)"
+    )
 
 
 def test_ppn_non_engagers_windows():
@@ -251,8 +271,9 @@ def test_ppn_non_engagers_windows():
 
 def test_high_intensity_users_and_recent_discharges():
     w = World()
-    w.patient("hiu5", ae_attendances_12m=5)
-    w.patient("hiu4", ae_attendances_12m=4)
+    w.patient("fa5", ae_attendances_12m=5)
+    w.patient("fa4", ae_attendances_12m=4)
+    w.patient("fa5_age17", age=17, ae_attendances_12m=5)
     w.patient("old_recent", age=75)
     w.apc.append(("old_recent", "21", days_ago(13)))  # 14th day of the window
     w.patient("old_too_long", age=80)
@@ -265,13 +286,15 @@ def test_high_intensity_users_and_recent_discharges():
     w.apc.append(("old_elective", "11", days_ago(2)))
     con = w.build()
     build_cohorts(con, ED)
-    assert set(members(con, "high_intensity_users")) == {"hiu5"}
+    assert set(members(con, "frequent_attenders")) == {"fa5"}
+    assert members(con, "high_intensity_users") == {}
     got = members(con, "recent_discharges")
     assert set(got) == {"old_recent", "frail_recent"}
     assert got["old_recent"].startswith(
-        f"discharged from an emergency admission on {days_ago(13)} (13 days ago)"
+        f"discharged from an emergency admission on {days_ago(13)} (13 days ago) to "
+        "(destination not supplied)"
     )
-    assert got["frail_recent"].endswith("frailty: eFI severe")
+    assert got["frail_recent"].endswith("frailty by eFI: severe")
 
 
 def test_high_risk_is_the_top_two_tiers():
@@ -362,6 +385,7 @@ def test_every_builtin_cohort_file_loads():
         "ppn_non_engagers",
         "high_intensity_users",
         "recent_discharges",
+        "frequent_attenders",
         "dementia",
         "learning_disability",
         "carers",

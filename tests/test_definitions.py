@@ -232,3 +232,79 @@ def test_the_map_frailty_is_the_frailty_cohort():
     prev = {p.id: p for p in load_prevalences()}["frailty"]
     assert prev.numerator.kind == "cohort"
     assert prev.numerator.children == [frailty.criteria]
+
+
+def test_event_count_per_calendar_month(con, tmp_path):
+    events = _events(tmp_path, {"visit": VISIT})
+    # a: two visits, one in October and one in November; b's November visit is after the date
+    assert set(_members(con, "{event: visit, min_count: 2}", events)) == {"a"}
+    assert _members(con, "{event: visit, min_count: 2, per: calendar_month}", events) == {}
+    got = _members(con, "{event: visit, per: calendar_month, reason: '{count} in {month}'}", events)
+    assert got == {
+        "a": "1 in 2026-11",
+        "b": "1 in 2026-10",
+        "c": "1 in 2026-10",
+        "d": "1 in 2020-01",
+    }
+
+
+def test_latest_of_and_latest_column(con, tmp_path):
+    events = _events(
+        tmp_path,
+        {
+            "attended": {
+                **VISIT,
+                "label": "an attended visit",
+                "where": {"column": "status", "op": "=", "value": "attended"},
+            },
+            "coded": {**VISIT, "codelists": ["visit_codes"]},
+        },
+    )
+    # a and b have both on their latest day: the event later in the list wins the tie
+    assert _members(
+        con, "{latest_of: [attended, coded], is: [coded], reason: '{latest_label}'}", events
+    ) == {"a": "coded", "b": "coded", "c": "coded"}
+    assert _members(
+        con,
+        "{latest_of: [coded, attended], is: [attended], reason: '{latest_label} {latest_date}'}",
+        events,
+    ) == {
+        "a": "an attended visit 2026-11-01",
+        "b": "an attended visit 2026-10-25",
+        "d": "an attended visit 2020-01-01",
+    }
+    assert set(
+        _members(con, "{latest_of: [coded, attended], is: [attended], within_days: 30}", events)
+    ) == {"a", "b"}
+    visit = _events(tmp_path, {"visit": VISIT})
+    assert _members(con, "{event: visit, reason: '{latest.status}'}", visit) == {
+        "a": "attended",
+        "b": "attended",
+        "c": "missed",
+        "d": "attended",
+    }
+
+
+@pytest.mark.parametrize(
+    ("node", "field", "problem"),
+    [
+        ({"event": "visit", "per": "week"}, "criteria.per", "unknown period 'week'"),
+        (
+            {"latest_of": ["visit", "nope"], "is": ["visit"]},
+            "criteria.latest_of[1]",
+            "unknown event",
+        ),
+        ({"latest_of": ["visit"], "is": []}, "criteria.is", "must be a non-empty list"),
+        ({"latest_of": ["visit"], "is": ["other"]}, "criteria.is", "'other' is not in latest_of"),
+        (
+            {"latest_of": ["visit"], "is": ["visit"], "min_count": 2},
+            "criteria.min_count",
+            "unknown",
+        ),
+    ],
+)
+def test_malformed_event_extensions(tmp_path, node, field, problem):
+    events = _events(tmp_path, {"visit": VISIT, "other": VISIT})
+    with pytest.raises(DefinitionError) as e:
+        parse_rule(node, FILE, "criteria", events=events)
+    assert str(e.value).startswith(f"{FILE}: {field}: {problem}")

@@ -18,8 +18,12 @@ from typing import Any
 from phm.definitions.loader import DefinitionError
 from phm.definitions.rules import OPS, EventDef, Rule
 
-PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
-EVENT_FIELDS = ("count", "latest_date", "days_ago")
+PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)?)\}")
+#: reason placeholders of an event leaf (plus ``latest.<column>``; ``month`` with ``per``)
+EVENT_FIELDS = ("count", "latest_date", "days_ago", "month")
+#: reason placeholders of a ``latest_of`` leaf
+LATEST_OF_FIELDS = ("latest_label", "latest_date", "days_ago")
+LATEST_COLUMN = "latest."
 
 
 def literal(value: Any) -> str:
@@ -74,20 +78,36 @@ class RuleCompiler:
             )
         return f"{self.alias}.{name}"
 
-    def template(self, text: str, path, where: str, event_alias: str | None = None) -> str:
+    def template(
+        self,
+        text: str,
+        path,
+        where: str,
+        event_alias: str | None = None,
+        fields: tuple[str, ...] = EVENT_FIELDS,
+    ) -> str:
         """A reason template as a SQL text expression: ``{column}`` -> its value ("unknown"
-        when null; ``*_score`` columns rounded to 2 decimals)."""
+        when null; ``*_score`` columns rounded to 2 decimals); on an event, also its fields
+        (``fields``) and ``{latest.<column>}``."""
         parts, pos = [], 0
         for m in PLACEHOLDER.finditer(text):
             if m.start() > pos:
                 parts.append(literal(text[pos : m.start()]))
             name = m.group(1)
-            if event_alias and name in EVENT_FIELDS:
+            if event_alias and name.startswith(LATEST_COLUMN):
+                expr = f"{event_alias}.{_latest_alias(name)}"
+            elif event_alias and name in fields:
                 expr = {
                     "count": f"{event_alias}.n",
                     "latest_date": f"strftime({event_alias}.latest, '%Y-%m-%d')",
                     "days_ago": f"({date_sql(self.ed)} - {event_alias}.latest)",
+                    "month": f"strftime({event_alias}.month, '%Y-%m')",
+                    "latest_label": f"{event_alias}.label",
                 }[name]
+            elif "." in name:
+                raise DefinitionError(
+                    path, f"{where}.reason", f"{{{name}}} is only allowed in an event's reason"
+                )
             else:
                 expr = self.column(name, path, f"{where}.reason")
                 if name.endswith("_score"):
@@ -100,15 +120,19 @@ class RuleCompiler:
 
     # ------------------------------------------------------------------ events
 
-    def event_source(self, rule: Rule) -> str:
-        """Add the CTE counting the person's events of ``rule`` in its window; its alias."""
-        ev = self.events.get(rule.event)
+    def _event(self, name: str, rule: Rule, field: str) -> EventDef:
+        ev = self.events.get(name)
         if ev is None:
-            raise DefinitionError(rule.path, f"{rule.where}.event", f"unknown event {rule.event!r}")
+            raise DefinitionError(rule.path, f"{rule.where}.{field}", f"unknown event {name!r}")
         if self.ed is None or self.table_columns is None:
             raise DefinitionError(
-                rule.path, f"{rule.where}.event", "events need an extract date and the warehouse"
+                rule.path, f"{rule.where}.{field}", "events need an extract date and the warehouse"
             )
+        return ev
+
+    def event_rows(self, ev: EventDef, within_days: int | None, extra: tuple[str, ...] = ()):
+        """``(from_where_sql, date_sql)``: the event's rows (alias ``e``, joined to the person
+        as ``i``) in the window; ``extra`` columns of the table are checked to exist."""
         cols = self.table_columns(ev.table)
         where = f"events.{ev.name}"
         if not cols:
@@ -119,11 +143,15 @@ class RuleCompiler:
             raise DefinitionError(
                 ev.path, f"{where}.date", f"unknown column {ev.date!r} of {ev.table}"
             )
-        alias = f"ev{len(self.ctes)}"
+        for c in extra:
+            if c not in cols:
+                raise DefinitionError(
+                    ev.path, where, f"unknown column {c!r} of {ev.table} (in a reason)"
+                )
         date = f"CAST(e.{ev.date} AS DATE)"
         conds = [f"{date} <= {date_sql(self.ed)}"]
-        if rule.within_days:
-            conds.append(f"{date} >= {date_sql(self.ed - dt.timedelta(days=rule.within_days - 1))}")
+        if within_days:
+            conds.append(f"{date} >= {date_sql(self.ed - dt.timedelta(days=within_days - 1))}")
         if ev.where is not None:
             sub = RuleCompiler(cols, population=ev.table, alias="e", leaf="column")
             conds.append(sub.condition(ev.where))
@@ -137,24 +165,90 @@ class RuleCompiler:
                 "e.snomed_code IN (SELECT code FROM reference.codelists "
                 f"WHERE codelist_id IN ({lists}))"
             )
-        self.ctes.append(
-            f"""{alias} AS (
-                SELECT i.person_id, count(*) AS n, max({date}) AS latest
-                FROM {ev.table} e JOIN marts.person_identity i USING (nhs_number)
-                WHERE {" AND ".join(conds)}
-                GROUP BY i.person_id)"""
+        sql = (
+            f"FROM {ev.table} e JOIN marts.person_identity i USING (nhs_number) "
+            f"WHERE {' AND '.join(conds)}"
         )
+        return sql, date
+
+    def _add_cte(self, body: str) -> str:
+        alias = f"ev{len(self.ctes)}"
+        self.ctes.append(f"{alias} AS ({body})")
         self.joins.append(f"LEFT JOIN {alias} USING (person_id)")
         return alias
 
+    def event_source(self, rule: Rule) -> str:
+        """Add the CTE counting the person's events of ``rule`` in its window; its alias.
+
+        Columns: ``n`` (the count; with ``per: calendar_month`` the most in one month),
+        ``latest`` (the latest date), ``month`` (with ``per``: the month of that most, the
+        later on a tie) and ``latest__<column>`` for each ``{latest.<column>}`` of the reason
+        (the value on the latest row; on a tie of dates the lowest value, so it is stable)."""
+        ev = self._event(rule.event, rule, "event")
+        wanted = sorted(
+            {
+                m.group(1)[len(LATEST_COLUMN) :]
+                for m in PLACEHOLDER.finditer(rule.reason or "")
+                if m.group(1).startswith(LATEST_COLUMN)
+            }
+        )
+        if wanted and rule.per:
+            raise DefinitionError(
+                rule.path, f"{rule.where}.reason", "{latest.<column>} cannot be used with 'per'"
+            )
+        rows, date = self.event_rows(ev, rule.within_days, tuple(wanted))
+        if rule.per == "calendar_month":
+            return self._add_cte(
+                f"""SELECT person_id, max(n) AS n, max(latest) AS latest,
+                       first(month ORDER BY n DESC, month DESC) AS month
+                FROM (SELECT i.person_id, CAST(date_trunc('month', {date}) AS DATE) AS month,
+                             count(*) AS n, max({date}) AS latest
+                      {rows} GROUP BY ALL)
+                GROUP BY person_id"""
+            )
+        latest_cols = "".join(
+            f", first(e.{c} ORDER BY {date} DESC, e.{c} ASC NULLS LAST) AS "
+            f"{_latest_alias(LATEST_COLUMN + c)}"
+            for c in wanted
+        )
+        return self._add_cte(
+            f"""SELECT i.person_id, count(*) AS n, max({date}) AS latest{latest_cols}
+                {rows} GROUP BY i.person_id"""
+        )
+
+    def latest_of_source(self, rule: Rule) -> str:
+        """Add the CTE giving, per person, which of ``rule.latest_of`` happened last
+        (``name``, ``label``, ``latest``; on the same day the one later in the list)."""
+        parts = []
+        for k, name in enumerate(rule.latest_of):
+            ev = self._event(name, rule, f"latest_of[{k}]")
+            rows, date = self.event_rows(ev, rule.within_days)
+            parts.append(
+                f"SELECT i.person_id, {date} AS d, {k} AS k, {literal(name)} AS name, "
+                f"{literal(ev.label or name)} AS label {rows}"
+            )
+        union = " UNION ALL ".join(parts)
+        return self._add_cte(
+            f"""SELECT person_id, count(*) AS n, max(d) AS latest,
+                   first(name ORDER BY d DESC, k DESC) AS name,
+                   first(label ORDER BY d DESC, k DESC) AS label
+                FROM ({union}) GROUP BY person_id"""
+        )
+
     # ------------------------------------------------------------------ rules
 
-    def _reason(self, rule: Rule, cond: str, event_alias: str | None = None) -> str | None:
+    def _reason(
+        self,
+        rule: Rule,
+        cond: str,
+        event_alias: str | None = None,
+        fields: tuple[str, ...] = EVENT_FIELDS,
+    ) -> str | None:
         if self._quiet:
             return None
         return (
             f"CASE WHEN {cond} THEN "
-            f"{self.template(rule.reason, rule.path, rule.where, event_alias)} END"
+            f"{self.template(rule.reason, rule.path, rule.where, event_alias, fields)} END"
         )
 
     def condition(self, rule: Rule) -> str:
@@ -184,7 +278,15 @@ class RuleCompiler:
             alias = self.event_source(rule)
             cond = f"coalesce({alias}.n, 0) >= {rule.min_count}"
             if rule.reason:
-                self.reasons.append(self._reason(rule, cond, alias))
+                fields = EVENT_FIELDS if rule.per else EVENT_FIELDS[:3]
+                self.reasons.append(self._reason(rule, cond, alias, fields))
+            return cond
+        if rule.kind == "latest_of":
+            alias = self.latest_of_source(rule)
+            values = ", ".join(literal(n) for n in rule.latest_is)
+            cond = f"coalesce({alias}.name IN ({values}), FALSE)"
+            if rule.reason:
+                self.reasons.append(self._reason(rule, cond, alias, LATEST_OF_FIELDS))
             return cond
         if rule.kind == "everyone":
             if rule.reason:
@@ -222,8 +324,13 @@ class RuleCompiler:
         return " ".join(self.joins)
 
 
+def _latest_alias(placeholder: str) -> str:
+    """``latest.discharged_to`` -> the CTE column ``latest__discharged_to``."""
+    return "latest__" + placeholder[len(LATEST_COLUMN) :]
+
+
 def uses_events(rules) -> bool:
-    return any(r.kind == "event" for rule in rules for r in rule.walk())
+    return any(r.kind in ("event", "latest_of") for rule in rules for r in rule.walk())
 
 
 def table_columns_of(con) -> Callable[[str], set[str]]:

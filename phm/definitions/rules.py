@@ -11,11 +11,17 @@ A rule is a mapping with exactly one of these keys::
     event: ppn_received         # an event of data/definitions/events.yaml
       within_days: 365          #   the N days ending on the extract date, inclusive
       min_count: 1              #   default 1
+      per: calendar_month       #   optional: min_count events in one calendar month
+    latest_of: [ev_a, ev_b]     # of these events, the person's most recent one
+      is: [ev_b]                #   is one of these (same day: the later in the list wins)
+      within_days: 730          #   optional window
     cohort: frailty             # the criteria of data/cohorts/frailty.yaml
     everyone: true              # always true (a catch-all)
 
 and an optional ``reason``: words for the person reading the output, with ``{column}``
-placeholders (and ``{count}``, ``{latest_date}``, ``{days_ago}`` on events). Inside an event's
+placeholders (and ``{count}``, ``{latest_date}``, ``{days_ago}``, ``{latest.<column>}`` (the
+column of the latest row) and, with ``per: calendar_month``, ``{month}`` on events;
+``{latest_label}``, ``{latest_date}``, ``{days_ago}`` on ``latest_of``). Inside an event's
 ``where`` the leaves are ``column: <column of the event table>`` with the same operators.
 No rule carries SQL text: names are checked as identifiers (and against the tables when
 compiled) and values become quoted literals.
@@ -50,6 +56,8 @@ OPS: dict[str, str | None] = {
 }
 LIST_OPS = ("in", "not_in", "includes_any")
 COMBINATORS = ("all", "any", "not")
+#: what an event count may be grouped by (``per``): the most events in one such period
+PERIODS = ("calendar_month",)
 TABLE = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 _SCALAR = (str, int, float, bool)
 
@@ -58,7 +66,7 @@ _SCALAR = (str, int, float, bool)
 class Rule:
     """A leaf (measure, event, cohort, everyone) or a combinator (all, any, not)."""
 
-    kind: str  # measure | event | cohort | everyone | all | any | not
+    kind: str  # measure | event | latest_of | cohort | everyone | all | any | not
     path: Path  # the file, for messages
     where: str  # the field path in the file, for messages
     measure: str | None = None  # a column (of the population, or of an event's table)
@@ -67,6 +75,9 @@ class Rule:
     event: str | None = None
     within_days: int | None = None
     min_count: int = 1
+    per: str | None = None  # None (the whole window) | calendar_month
+    latest_of: tuple[str, ...] = ()  # events of a latest_of leaf, in tie-break order
+    latest_is: tuple[str, ...] = ()  # which of them must be the latest
     cohort: str | None = None
     reason: str | None = None
     children: list[Rule] = field(default_factory=list)
@@ -88,6 +99,8 @@ class EventDef:
     where: Rule | None
     codelists: tuple[str, ...]
     path: Path
+    #: short words for reasons (``{latest_label}``); default: the name
+    label: str | None = None
 
 
 def parse_rule(
@@ -110,7 +123,7 @@ def parse_rule(
         )
     if not isinstance(node, dict):
         raise DefinitionError(path, where, f"must be a mapping, got {node!r}")
-    keys = [*COMBINATORS, leaf, "event", "cohort", "everyone"]
+    keys = [*COMBINATORS, leaf, "event", "latest_of", "cohort", "everyone"]
     present = [k for k in keys if k in node]
     if len(present) != 1:
         raise DefinitionError(path, where, f"needs exactly one of {', '.join(keys)}")
@@ -119,7 +132,9 @@ def parse_rule(
     if kind == leaf:
         allowed |= {"op", "value"}
     if kind == "event":
-        allowed |= {"within_days", "min_count"}
+        allowed |= {"within_days", "min_count", "per"}
+    if kind == "latest_of":
+        allowed |= {"is", "within_days"}
     extra = sorted(set(node) - allowed)
     if extra:
         raise DefinitionError(path, f"{where}.{extra[0]}", f"unknown field with {kind!r}")
@@ -174,6 +189,11 @@ def parse_rule(
         min_count = node.get("min_count", 1)
         if type(min_count) is not int or min_count < 1:
             raise DefinitionError(path, f"{where}.min_count", "must be a whole number >= 1")
+        per = node.get("per")
+        if per is not None and per not in PERIODS:
+            raise DefinitionError(
+                path, f"{where}.per", f"unknown period {per!r} (allowed: {', '.join(PERIODS)})"
+            )
         return Rule(
             "event",
             path,
@@ -181,6 +201,42 @@ def parse_rule(
             event=name,
             within_days=within,
             min_count=min_count,
+            per=per,
+            reason=reason,
+        )
+    if kind == "latest_of":
+        if events is None:
+            raise DefinitionError(path, f"{where}.latest_of", "event rules are not allowed here")
+
+        def names(key: str) -> list[str]:
+            body = node.get(key)
+            if not isinstance(body, list) or not body:
+                raise DefinitionError(path, f"{where}.{key}", "must be a non-empty list of events")
+            for i, n in enumerate(body):
+                if not isinstance(n, str) or n not in events:
+                    raise DefinitionError(
+                        path,
+                        f"{where}.{key}[{i}]",
+                        f"unknown event {n!r} (known: {', '.join(sorted(events))})",
+                    )
+            if len(set(body)) != len(body):
+                raise DefinitionError(path, f"{where}.{key}", "names an event twice")
+            return body
+
+        of, is_ = names("latest_of"), names("is")
+        outside = [n for n in is_ if n not in of]
+        if outside:
+            raise DefinitionError(path, f"{where}.is", f"{outside[0]!r} is not in latest_of")
+        within = node.get("within_days")
+        if within is not None and (type(within) is not int or within < 1):
+            raise DefinitionError(path, f"{where}.within_days", "must be a whole number >= 1")
+        return Rule(
+            "latest_of",
+            path,
+            where,
+            within_days=within,
+            latest_of=tuple(of),
+            latest_is=tuple(is_),
             reason=reason,
         )
     # a value leaf: <leaf>: column, op, value
@@ -220,7 +276,7 @@ def load_events(path: Path | str = EVENTS_PATH) -> dict[str, EventDef]:
             raise DefinitionError(path, where, "event names must be lower_snake_case")
         if not isinstance(spec, dict):
             raise DefinitionError(path, where, "must be a mapping")
-        known = {"description", "table", "date", "where", "codelists"}
+        known = {"description", "label", "table", "date", "where", "codelists"}
         extra = sorted(set(spec) - known)
         if extra:
             raise DefinitionError(path, f"{where}.{extra[0]}", f"unknown field ({sorted(known)})")
@@ -243,5 +299,6 @@ def load_events(path: Path | str = EVENTS_PATH) -> dict[str, EventDef]:
             else parse_rule(filt, path, f"{where}.where", leaf="column", reasons=False),
             codelists=tuple(codelists),
             path=path,
+            label=None if spec.get("label") is None else text(spec["label"]),
         )
     return events

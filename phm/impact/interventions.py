@@ -38,19 +38,14 @@ import datetime as dt
 
 import duckdb
 
-from phm.contract import EMERGENCY_ADMISSION_METHODS
+from phm.contract import EMERGENCY_ADMISSION_METHODS as CONTRACT_EMERGENCY_METHODS
 from phm.definitions.compiler import table_columns_of
 from phm.definitions.interventions import load_interventions
 from phm.definitions.interventions import treated_sql as compile_treated_sql
+from phm.hospital import SPELLS_VIEW, create_spells_view, emergency_method_sql
 
-#: ADMISSION METHOD 2B: "transfer of an admitted patient from another hospital provider in an
-#: emergency" (NHS Data Dictionary). The patient was already admitted as an emergency; the
-#: spell continues the same stay, so counting it would count one admission twice.
-TRANSFER_ADMISSION_METHOD = "2B"
-#: the emergency methods that start a new emergency admission (phm.contract's list minus 2B)
-NEW_EMERGENCY_ADMISSION_METHODS: tuple[str, ...] = tuple(
-    m for m in EMERGENCY_ADMISSION_METHODS if m != TRANSFER_ADMISSION_METHOD
-)
+#: emergency admissions: the project's one definition (phm.hospital; phm.contract's code set)
+EMERGENCY_ADMISSION_METHODS: tuple[str, ...] = CONTRACT_EMERGENCY_METHODS
 
 #: outcome id -> (label, unit per person per window)
 OUTCOMES: dict[str, tuple[str, str]] = {
@@ -73,18 +68,12 @@ MONTHLY_USE_TABLE = "marts.impact_monthly_use"
 INTERVENTIONS_TABLE = "marts.impact_interventions"
 
 
-def emergency_admission_sql(
-    column: str = "admission_method", *, new_admissions_only: bool = True
-) -> str:
-    """SQL predicate: the spell's admission method is an emergency one
-    (``phm.contract.EMERGENCY_ADMISSION_METHODS``); with ``new_admissions_only`` (for
-    counting admissions) not a 2B transfer, which continues an emergency stay already
-    counted."""
-    methods = (
-        NEW_EMERGENCY_ADMISSION_METHODS if new_admissions_only else EMERGENCY_ADMISSION_METHODS
-    )
-    codes = ", ".join(f"'{c}'" for c in methods)
-    return f"upper(trim({column})) IN ({codes})"
+def emergency_admission_sql(column: str = "admission_method") -> str:
+    """SQL predicate: the admission method is an emergency one (phm.hospital's definition).
+
+    Counts read :data:`phm.hospital.SPELLS_VIEW`'s ``emergency_admission`` instead, which
+    also leaves out ``2B`` transfers that continue a stay."""
+    return emergency_method_sql(column)
 
 
 def _d(value: dt.date) -> str:
@@ -167,6 +156,7 @@ def build_monthly_use(con: duckdb.DuckDBPyConnection, extract_date: dt.date) -> 
     """``marts.impact_monthly_use``: person_id, month (first day) and the four outcome counts,
     one row per person and calendar month with any use, up to the extract date."""
     ed = _d(extract_date)
+    create_spells_view(con)
     roles = ", ".join(f"'{r}'" for r in INTERVENTION_STAFF_ROLES)
     con.execute(
         f"""
@@ -182,12 +172,11 @@ def build_monthly_use(con: duckdb.DuckDBPyConnection, extract_date: dt.date) -> 
             FROM staging.sus_ecds WHERE CAST(arrival_datetime AS DATE) <= {ed}
             UNION ALL
             SELECT nhs_number, CAST(date_trunc('month', admission_date) AS DATE), 0, 0,
-                   CASE WHEN {emergency_admission_sql()} THEN 1 ELSE 0 END,
+                   CASE WHEN emergency_admission THEN 1 ELSE 0 END,
                    greatest(date_diff('day', admission_date,
                                       least(coalesce(discharge_date, {ed}), {ed})), 0)
-            FROM staging.sus_apc
-            WHERE {emergency_admission_sql(new_admissions_only=False)}
-              AND admission_date <= {ed})
+            FROM {SPELLS_VIEW}
+            WHERE emergency_method AND admission_date <= {ed})
         SELECT i.person_id, ev.month,
                CAST(sum(gp) AS INTEGER) AS gp_attended,
                CAST(sum(ae) AS INTEGER) AS ae_attendances,

@@ -9,8 +9,11 @@
   before the extract date (no window; null if none);
 * A&E attendances (``staging.sus_ecds``) by the date of ``arrival_datetime``: all department
   types, and type ``01`` (major emergency departments);
-* admissions (``staging.sus_apc``) by ``admission_date``: emergency = ``admission_method``
-  21-28, elective = 11-13 (maternity 31-32 and other 81-83 are in neither);
+* admissions (``staging.sus_apc``, read through :data:`phm.hospital.SPELLS_VIEW`) by
+  ``admission_date``: emergency = the view's ``emergency_admission`` (the project's one
+  definition: admission method 21-25, 2A-2D or 28, except a ``2B`` transfer that continues a
+  stay, which is the same episode as the spell that began it), elective = 11-13 (maternity
+  31-32, other 81-83 and not known 99 are in neither);
 * bed days: for spells admitted in the window, ``discharge_date - admission_date`` in days (a
   same-day spell is 0), counting to the extract date for a spell still open or discharged
   after it;
@@ -24,7 +27,8 @@ import datetime as dt
 
 import duckdb
 
-from phm.contract import ELECTIVE_ADMISSION_METHODS, EMERGENCY_ADMISSION_METHODS
+from phm.contract import ELECTIVE_ADMISSION_METHODS
+from phm.hospital import SPELLS_VIEW, create_spells_view
 from phm.measures._sql import (
     DAYS_12_MONTHS,
     MARTS,
@@ -64,6 +68,7 @@ def build_utilisation(con: duckdb.DuckDBPyConnection, extract_date: dt.date) -> 
     require_tables(
         con, "staging.gp_appointments", "staging.sus_ecds", "staging.sus_apc", "staging.sus_op"
     )
+    create_spells_view(con)
     ed = date_literal(extract_date)
     w0 = window_start(extract_date, DAYS_12_MONTHS)
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {MARTS}")
@@ -92,13 +97,14 @@ def build_utilisation(con: duckdb.DuckDBPyConnection, extract_date: dt.date) -> 
         apc AS (
             SELECT nhs_number,
                    count(*) FILTER (WHERE admission_date BETWEEN {w0} AND {ed}
-                                    AND admission_method IN ({_in(EMERGENCY_ADMISSION_METHODS)})) AS em,
+                                    AND emergency_admission) AS em,
                    count(*) FILTER (WHERE admission_date BETWEEN {w0} AND {ed}
-                                    AND admission_method IN ({_in(ELECTIVE_ADMISSION_METHODS)})) AS el,
+                                    AND upper(trim(admission_method))
+                                        IN ({_in(ELECTIVE_ADMISSION_METHODS)})) AS el,
                    coalesce(sum(date_diff('day', admission_date,
                                           least(coalesce(discharge_date, {ed}), {ed})))
                             FILTER (WHERE admission_date BETWEEN {w0} AND {ed}), 0) AS bed_days
-            FROM staging.sus_apc
+            FROM {SPELLS_VIEW}
             GROUP BY nhs_number
         ),
         op AS (

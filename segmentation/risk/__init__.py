@@ -3,7 +3,7 @@
 Design (temporal hold-out, no patient-time leakage):
 
 * **training**: features as of ``extract_date - 730`` days (:func:`segmentation.features.
-  build_features`), outcome = at least one emergency admission (``admission_method`` 21-28)
+  build_features`), outcome = at least one emergency admission (``admission_method`` 21-25, 2A-2D or 28, not a 2B transfer continuing a stay: :mod:`phm.hospital`)
   with ``admission_date`` in the 365 days *after* that index date (index + 1 .. index + 365);
 * **validation**: features as of ``extract_date - 365``, outcome in the 365 days ending on the
   extract date (index + 1 .. extract date);

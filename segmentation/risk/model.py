@@ -20,7 +20,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, SplineTransformer, StandardScaler
 
-from phm.contract import EMERGENCY_ADMISSION_METHODS
+from phm.hospital import spells_relation
 from phm.measures._sql import date_literal
 from segmentation.features import (
     build_features,
@@ -52,15 +52,17 @@ class FeatureNotCovered(ValueError):
 def outcomes(
     con: duckdb.DuckDBPyConnection, index_date: dt.date, horizon_days: int = HORIZON_DAYS
 ) -> pl.DataFrame:
-    """``person_id`` of everyone with >= 1 emergency admission in (index, index + horizon]."""
-    methods = ", ".join(f"'{m}'" for m in EMERGENCY_ADMISSION_METHODS)
+    """``person_id`` of everyone with >= 1 emergency admission in (index, index + horizon].
+
+    An emergency admission is the project's one definition (:mod:`phm.hospital`: admission
+    method 21-25, 2A-2D or 28; a ``2B`` transfer that continues a stay is not a new one)."""
     lo = date_literal(index_date)
     hi = date_literal(index_date + dt.timedelta(days=horizon_days))
     return con.execute(
         f"""
         SELECT DISTINCT i.person_id
-        FROM staging.sus_apc a JOIN marts.person_identity i USING (nhs_number)
-        WHERE a.admission_method IN ({methods})
+        FROM {spells_relation(con)} a JOIN marts.person_identity i USING (nhs_number)
+        WHERE a.emergency_admission
           AND a.admission_date > {lo} AND a.admission_date <= {hi}
         ORDER BY 1
         """
