@@ -50,6 +50,7 @@ from phm.definitions import (
     table_columns_of,
     text,
 )
+from phm.definitions.compiler import date_sql
 from phm.paths import DATA_DIR
 
 COHORT_DIR = DATA_DIR / "cohorts"
@@ -156,13 +157,21 @@ def compile_cohort(
         WHERE {cond}"""
 
 
-def _population_view(con: duckdb.DuckDBPyConnection) -> set[str]:
-    """Create the temporary view the rules read; returns its columns."""
+def _population_view(con: duckdb.DuckDBPyConnection, extract_date: dt.date) -> set[str]:
+    """Create the temporary view the rules read; returns its columns.
+
+    The population is ``marts.patient_measures`` (currently registered, not dead by the GP
+    record) less everyone whose hospital record shows a death (:func:`phm.hospital.
+    hospital_deaths_sql`): the GP record can lag behind a death in hospital, and nobody who
+    has died may be on a call list."""
+    from phm.hospital import SPELLS_VIEW, hospital_deaths_sql
     from phm.warehouse import table_exists
 
     if not table_exists(con, PATIENTS):
         raise LookupError(f"{PATIENTS} does not exist: build the patient measures first")
-    select, joins = ["pm.*"], []
+    select, joins, where = ["pm.*"], [], ""
+    if table_exists(con, SPELLS_VIEW) and table_exists(con, "marts.person_identity"):
+        where = f" WHERE pm.person_id NOT IN ({hospital_deaths_sql(date_sql(extract_date))})"
     if table_exists(con, "marts.risk_scores"):
         select.append("r.risk_score, r.risk_tier, r.risk_factors")
         joins.append("LEFT JOIN marts.risk_scores r USING (person_id)")
@@ -171,7 +180,7 @@ def _population_view(con: duckdb.DuckDBPyConnection) -> set[str]:
         joins.append("LEFT JOIN marts.segments s USING (person_id)")
     con.execute(
         f"CREATE OR REPLACE TEMP VIEW {POPULATION} AS SELECT {', '.join(select)} "
-        f"FROM {PATIENTS} pm {' '.join(joins)}"
+        f"FROM {PATIENTS} pm {' '.join(joins)}{where}"
     )
     return {d[0] for d in con.execute(f"SELECT * FROM {POPULATION} LIMIT 0").description}
 
@@ -186,7 +195,7 @@ def build_cohorts(
     ``marts.cohort_definitions`` for every cohort file. Returns members per cohort."""
     events = load_events(events_path)
     cohorts = load_cohorts(directory, events_path)
-    columns = _population_view(con)
+    columns = _population_view(con, extract_date)
     tables = table_columns_of(con)
     selects = [compile_cohort(c, columns, events, extract_date, tables) for c in cohorts]
     con.execute(

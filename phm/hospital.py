@@ -218,3 +218,14 @@ def create_spells_view(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         f"CREATE OR REPLACE VIEW {SPELLS_VIEW} AS {_with_discharged_alive(spells_sql(present))}"
     )
+
+
+def hospital_deaths_sql(extract_date_sql: str) -> str:
+    """SQL: ``person_id`` of everyone whose hospital record shows a death on or before the
+    extract date (``died_in_hospital``), whatever the GP record says yet: no call list may
+    hold them. Reads :data:`SPELLS_VIEW` and ``marts.person_identity``."""
+    return (
+        f"SELECT DISTINCT i.person_id FROM {SPELLS_VIEW} s "
+        "JOIN marts.person_identity i USING (nhs_number) "
+        f"WHERE s.died_in_hospital AND s.hospital_death_date <= {extract_date_sql}"
+    )

@@ -238,3 +238,21 @@ def test_frailty_arms():
     assert rd["moderate_after_mild"].endswith(
         f"frailty by clinician code: moderate frailty coded on {days_ago(30)}"
     )
+
+
+def test_a_death_in_hospital_removes_the_person_from_every_list():
+    """The GP record can lag behind a death in hospital: the person is still in
+    patient_measures, but no cohort may list them (frailty, dementia, high risk, ...)."""
+    w = World()
+    w.patient("died_frail", age=80, efi_category="severe", efi_deficit_count=14)
+    w.apc.append(("died_frail", "21", days_ago(40), days_ago(45), "4", "79"))
+    w.patient("alive_frail", age=80, efi_category="severe", efi_deficit_count=14)
+    w.apc.append(("alive_frail", "21", days_ago(40), days_ago(45), "1", "19"))
+    con = w.build()
+    build_cohorts(con, ED)
+    listed = {
+        r[0] for r in con.execute("SELECT DISTINCT person_id FROM marts.cohort_members").fetchall()
+    }
+    assert "alive_frail" in listed
+    assert "died_frail" not in listed
+    assert set(members(con, "frailty")) == {"alive_frail"}
