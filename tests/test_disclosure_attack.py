@@ -451,3 +451,36 @@ def test_summary_resists_differencing(published):
         checked += assert_nothing_recovered(attack(cells, eqs))
     assert checked > 20
     assert (pub["members"] == SUPPRESSED).sum() >= 2
+
+
+def test_segment_table_tiers_and_segments_are_protected_together():
+    from segmentation.report import _protect_segment_counts
+    from segmentation.risk.scoring import TIERS
+
+    tiers = [t for t, _ in TIERS]
+    rng = np.random.default_rng(2)
+    grid = rng.choice([0, 2, 5, 9, 13, 31, 58], size=(6, len(tiers)))
+    counts = pl.DataFrame(
+        {"segment": [f"s{i}" for i in range(6)], "priority": list(range(1, 7))}
+    ).with_columns(
+        *(pl.Series(t, grid[:, j]).cast(pl.Int64) for j, t in enumerate(tiers)),
+        pl.Series("n", grid.sum(axis=1)).cast(pl.Int64),
+    )
+    shown = _protect_segment_counts(counts, True, POLICY)
+    assert shown["segment"].to_list() == counts["segment"].to_list()
+    # each segment row (its tiers add up to n) and each tier column (its segments add up to
+    # the tier's total, published as the PCN total elsewhere): never one suppressed cell
+    rows = shown.select("n", *tiers).to_numpy()
+    assert ((rows == SUPPRESSED).sum(axis=1) != 1).all()
+    assert (rows == SUPPRESSED).any()
+    for j in range(rows.shape[1]):
+        col = rows[:, j]
+        # the column's total is visible unless it is small: then two hidden cells are enough
+        assert (col == SUPPRESSED).sum() != 1 or 1 <= int(counts.to_numpy()[:, 2 + j].sum()) <= 7
+    # every visible value is the count rounded to 5
+    exact = counts.select("n", *tiers).to_numpy()
+    visible = rows != SUPPRESSED
+    assert all(
+        int(v) == rounded_value(int(x), POLICY)
+        for v, x in zip(rows[visible], exact[visible], strict=True)
+    )
