@@ -16,11 +16,13 @@ registered patient) and ``marts.cohort_members``:
   :mod:`geo.rates` for the methods and citations.
 
 Raw tables (internal, exact numbers): ``geo.need_by_lsoa``, ``geo.need_by_imd_decile``,
-``geo.need_by_imd_quintile``. Published tables (``..._published``): every count through
-:func:`phm.disclosure.protect_count` (text: ``*`` or rounded), every rate, percentage and
-limit through :func:`phm.disclosure.protect_rate` on its numerator (null when fewer than 10
-events) and rounded to 1 decimal place. Only published values leave the warehouse
-(GeoPackages, maps).
+``geo.need_by_imd_quintile``. Published tables (``..._published``, :func:`publish`): every
+count through :func:`phm.disclosure.protect_table` (text: ``*`` or rounded; primary and
+secondary suppression over ALL > PCN and the areas of each PCN), every rate, percentage and
+limit recomputed from the protected counts (DSRs from per-age-band counts rounded to 5) and
+shown through :func:`phm.disclosure.protect_rate` (null when a count it rests on is
+suppressed or the protected numerator is below 10), rounded to 1 decimal place. Only
+published values leave the warehouse (GeoPackages, maps).
 
 Patients with no LSOA (or an LSOA outside England's IMD file) are counted in a row with a
 null ``lsoa11_code`` / IMD group, so totals add up; those rows are never mapped.
@@ -129,7 +131,7 @@ def count_columns(
     prevalences: Sequence[Prevalence] = PREVALENCES,
     rates: Sequence[EventRate] = EVENT_RATES,
 ) -> list[str]:
-    """Every count column of a need table (the ones published through protect_count)."""
+    """Every count column of a need table (the ones published through protect_table)."""
     cols = ["population"]
     cols += [c for c in df.columns if c.startswith("cohort_") and c.endswith("_n")]
     for p in prevalences:

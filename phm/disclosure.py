@@ -1,15 +1,36 @@
-"""Statistical disclosure control: the one function every published count passes through.
+"""Statistical disclosure control: every published count and rate passes through here.
 
-Default rule, as NHS Digital (now NHS England) applies to sub-national Hospital Episode
-Statistics: counts from 1 to 7 are suppressed (shown as ``*``) and every other count is
-rounded to the nearest 5; zero stays zero. Rates built on fewer than ``min_rate_events``
-events are not shown (OHID Fingertips convention: fewer than 10).
+Policy (docs/security.md, "Disclosure control"):
+
+* **Primary rule** (NHS Digital, now NHS England, for sub-national HES and ECDS outputs):
+  zero stays zero; counts 1..7 are suppressed (``*``); every other count is rounded half up
+  to the nearest 5 (:func:`protect_count`, :func:`protect_value`). OpenSAFELY studies use
+  the same "redact 7 or fewer, round to 5".
+* **Rates from protected counts**: every published percentage, rate and confidence limit is
+  computed from the rounded numerator and rounded denominator, never from the exact ones
+  (as the HES methodology does for percentages), so it reveals nothing the published counts
+  do not; a rate resting on a suppressed count, or on fewer than ``min_rate_events``
+  (protected) events, is not shown (:func:`protect_rate`; OHID Fingertips: fewer than 10).
+  Directly standardised rates are computed from per-age-band counts each rounded to 5.
+* **Secondary (complementary) suppression** (:func:`protect_table`, the one function every
+  published table goes through): when rows add up (ALL > PCN > practice; the areas of a PCN
+  to its population; segments and risk tiers), no equation ``parent = sum(children)`` is left
+  with exactly one suppressed cell, and an audit (interval propagation over all equations,
+  as an attacker differencing rows would do) hides more cells until no suppressed or rounded
+  count has a single value consistent with everything published. Rounding alone is not
+  enough: four children of 12 (shown 10) under a parent of 48 (shown 50) are all recovered.
 
 Configure with ``PHM_SDC_SUPPRESS_MAX`` (default 7), ``PHM_SDC_ROUND_TO`` (default 5) and
 ``PHM_SDC_MIN_RATE_EVENTS`` (default 10).
 
-Source: NHS Digital, "Hospital Episode Statistics (HES) Analysis Guide", section on
-protecting patient confidentiality (suppression of 1-7, rounding to the nearest 5).
+Sources: NHS Digital, "Disclosure control methodology for Hospital Episode Statistics (HES)
+and Emergency Care Data Set (ECDS)" (2018; suppress 1-7, round to 5, percentages from the
+rounded numerator and denominator; replaced manual secondary suppression "checking that other
+values within the data cannot be used to recalculate the original small numbers"); the HES
+Analysis Guide; OpenSAFELY output checking (redaction of counts <= 7, rounding to 5); ONS,
+"Statistical disclosure control" methodology and "Comparison of post-tabular statistical
+disclosure control methods" (threshold and rounding; disclosure by differencing of tables
+that share totals).
 """
 
 from __future__ import annotations
