@@ -405,8 +405,27 @@ def publish(
             band="band",
             multiplier=RATE_MULTIPLIER,
         ).rename({"area": area_col})
+        # the DSR also needs enough events left after rounding the bands (a band of 1-2 events
+        # rounds to 0): hidden when their total is below min_rate_events
+        band_events = rounded.group_by("pcn_code", "area").agg(
+            pl.col(f"{r.id}_n").sum().alias(f"_bands_{r.id}") for r in rates
+        )
+        dsr = dsr.join(
+            band_events.rename({"area": area_col}), on=keys, how="left", nulls_equal=True
+        ).with_columns(
+            pl.when(pl.col(f"_bands_{r.id}") >= policy.min_rate_events)
+            .then(pl.col(c))
+            .otherwise(None)
+            .alias(c)
+            for r in rates
+            for c in rate_columns(r)["dsr"]
+        )
         filled = filled.drop(dsr_cols).join(
-            dsr, on=keys, how="left", nulls_equal=True, maintain_order="left"
+            dsr.select(*keys, *dsr_cols),
+            on=keys,
+            how="left",
+            nulls_equal=True,
+            maintain_order="left",
         )
     else:
         filled = filled.with_columns(pl.lit(None, pl.Float64).alias(c) for c in dsr_cols)

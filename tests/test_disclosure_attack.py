@@ -484,3 +484,25 @@ def test_segment_table_tiers_and_segments_are_protected_together():
         int(v) == rounded_value(int(x), POLICY)
         for v, x in zip(rows[visible], exact[visible], strict=True)
     )
+
+
+def test_dsr_rests_on_rounded_band_counts(published):
+    from geo.need import need_strata
+
+    strata = need_strata(published, "imd_quintile").filter(pl.col("band").is_not_null())
+    bands = strata.group_by("pcn_code", "area").agg(
+        ((pl.col("ae_attendances_n") + 2) // 5 * 5).sum().alias("rounded_events")
+    )
+    pub = published.execute(f"SELECT * FROM {published_table('imd_quintile')}").pl()
+    rows = pub.join(
+        bands.rename({"area": "imd2019_quintile"}),
+        on=["pcn_code", "imd2019_quintile"],
+        how="left",
+        nulls_equal=True,
+    )
+    shown = rows.filter(pl.col("ae_attendances_dsr_per_1000").is_not_null())
+    assert shown.height > 0
+    assert (shown["rounded_events"] >= 10).all()
+    assert (shown["ae_attendances_n"] != SUPPRESSED).all()
+    hidden = rows.filter(pl.col("rounded_events") < 10)
+    assert hidden["ae_attendances_dsr_per_1000"].null_count() == hidden.height
