@@ -46,7 +46,7 @@ def attack(cells: pl.DataFrame, equations: list[tuple[int, list[int]]]) -> pl.Da
     lo, hi = np.zeros(n), np.zeros(n)
     for i, (shown, exact) in enumerate(cells.select("shown", "exact").iter_rows()):
         if shown == "?":
-            shown = str(rounded_value(exact, POLICY)) if exact > 7 else SUPPRESSED
+            shown = SUPPRESSED if 1 <= exact <= 7 else str(rounded_value(exact, POLICY))
         if shown == SUPPRESSED:
             lo[i], hi[i] = 1, (7 if 1 <= exact <= 7 else BIG)
         elif int(shown) == 0:
