@@ -506,3 +506,34 @@ def test_dsr_rests_on_rounded_band_counts(published):
     assert (shown["ae_attendances_n"] != SUPPRESSED).all()
     hidden = rows.filter(pl.col("rounded_events") < 10)
     assert hidden["ae_attendances_dsr_per_1000"].null_count() == hidden.height
+
+
+def test_impact_caseload_partitions_get_complementary_suppression():
+    import datetime as dt
+
+    from phm.impact.report import caseload_table
+
+    month = dt.date(2026, 10, 1)
+    rows = [("referrals", "all", 57), ("status", "closed", 5), ("status", "contacted", 40)]
+    rows += [("status", "declined", 12), ("reason", "frailty", 3), ("reason", "ltc", 50)]
+    caseload = pl.DataFrame(
+        {
+            "pcn_code": ["U1"] * len(rows),
+            "month": [month] * len(rows),
+            "dimension": [r[0] for r in rows],
+            "category": [r[1] for r in rows],
+            "n": [r[2] for r in rows],
+            "denominator": [57] * len(rows),
+            "value": [None] * len(rows),
+        },
+        schema_overrides={"value": pl.Float64},
+    )
+    out = caseload_table(caseload, "U1", POLICY)
+    shown = {(d, c): n for d, c, n in out.select("dimension", "category", "n").iter_rows()}
+    # statuses add up to the referrals: the 5 takes the smallest other status with it
+    assert shown[("status", "closed")] == "*" and shown[("status", "declined")] == "*"
+    assert shown[("status", "contacted")] == "40" and shown[("referrals", "all")] == "55"
+    # reasons overlap (several per referral): primary suppression only
+    assert shown[("reason", "frailty")] == "*" and shown[("reason", "ltc")] == "50"
+    shares = dict(zip(out["category"], out["share"], strict=True))
+    assert shares["declined"] is None and shares["contacted"] == pytest.approx(40 / 55)
