@@ -16,11 +16,13 @@ registered patient) and ``marts.cohort_members``:
   :mod:`geo.rates` for the methods and citations.
 
 Raw tables (internal, exact numbers): ``geo.need_by_lsoa``, ``geo.need_by_imd_decile``,
-``geo.need_by_imd_quintile``. Published tables (``..._published``): every count through
-:func:`phm.disclosure.protect_count` (text: ``*`` or rounded), every rate, percentage and
-limit through :func:`phm.disclosure.protect_rate` on its numerator (null when fewer than 10
-events) and rounded to 1 decimal place. Only published values leave the warehouse
-(GeoPackages, maps).
+``geo.need_by_imd_quintile``. Published tables (``..._published``, :func:`publish`): every
+count through :func:`phm.disclosure.protect_table` (text: ``*`` or rounded; primary and
+secondary suppression over ALL > PCN and the areas of each PCN), every rate, percentage and
+limit recomputed from the protected counts (DSRs from per-age-band counts rounded to 5) and
+shown through :func:`phm.disclosure.protect_rate` (null when a count it rests on is
+suppressed or the protected numerator is below 10), rounded to 1 decimal place. Only
+published values leave the warehouse (GeoPackages, maps).
 
 Patients with no LSOA (or an LSOA outside England's IMD file) are counted in a row with a
 null ``lsoa11_code`` / IMD group, so totals add up; those rows are never mapped.
@@ -39,7 +41,13 @@ import polars as pl
 
 from geo.rates import age_standardised_rates, with_crude_rate, with_proportion
 from geo.reference import load_lsoa_boundaries
-from phm.disclosure import DisclosurePolicy, protect_count, protect_rate
+from phm.disclosure import (
+    SUPPRESSED,
+    DisclosurePolicy,
+    protect_rate,
+    protect_table,
+    round_counts,
+)
 from phm.imd import load_imd2019
 from phm.prevalences import Prevalence, load_prevalences, prevalence_flags_sql
 from phm.warehouse import write_table
@@ -123,7 +131,7 @@ def count_columns(
     prevalences: Sequence[Prevalence] = PREVALENCES,
     rates: Sequence[EventRate] = EVENT_RATES,
 ) -> list[str]:
-    """Every count column of a need table (the ones published through protect_count)."""
+    """Every count column of a need table (the ones published through protect_table)."""
     cols = ["population"]
     cols += [c for c in df.columns if c.startswith("cohort_") and c.endswith("_n")]
     for p in prevalences:
@@ -216,16 +224,15 @@ def _grouped_pcn() -> str:
     return f"CASE WHEN grouping(pcn_code) = 1 THEN {_sql_str(ALL_PCNS)} ELSE pcn_code END"
 
 
-def compute_need(
+def need_strata(
     con: duckdb.DuckDBPyConnection,
     level: str,
     *,
     prevalences: Sequence[Prevalence] = PREVALENCES,
     rates: Sequence[EventRate] = EVENT_RATES,
 ) -> pl.DataFrame:
-    """The raw need table of one ``level`` (``lsoa``, ``imd_decile``, ``imd_quintile``).
-
-    One row per (``pcn_code``, area), PCN rows first then ``ALL``, sorted; exact numbers."""
+    """Exact counts per (``pcn_code``, ``area``, ESP 2013 age ``band``), PCN rows and ``ALL``:
+    the strata the raw table is summed from (internal)."""
     area_col, _ = LEVELS[level]
     _check_inputs(con, prevalences, rates)
     cte = _patients_cte(con, area_col, prevalences, rates)
@@ -241,9 +248,29 @@ def compute_need(
         GROUP BY GROUPING SETS ((pcn_code, area, band), (area, band))
         """
     ).pl()
+    count_cols = [c for c in strata.columns if c not in ("pcn_code", "area", "band")]
+    return strata.with_columns(pl.col(c).cast(pl.Int64) for c in count_cols)
+
+
+def compute_need(
+    con: duckdb.DuckDBPyConnection,
+    level: str,
+    *,
+    prevalences: Sequence[Prevalence] = PREVALENCES,
+    rates: Sequence[EventRate] = EVENT_RATES,
+    strata: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """The raw need table of one ``level`` (``lsoa``, ``imd_decile``, ``imd_quintile``).
+
+    One row per (``pcn_code``, area), PCN rows first then ``ALL``, sorted; exact numbers.
+    ``strata``: :func:`need_strata` of the same level, if already computed."""
+    area_col, _ = LEVELS[level]
+    _check_inputs(con, prevalences, rates)
+    cte = _patients_cte(con, area_col, prevalences, rates)
+    if strata is None:
+        strata = need_strata(con, level, prevalences=prevalences, rates=rates)
     keys = ["pcn_code", "area"]
     count_cols = [c for c in strata.columns if c not in (*keys, "band")]
-    strata = strata.with_columns(pl.col(c).cast(pl.Int64) for c in count_cols)
     totals = strata.group_by(keys).agg(pl.col(c).sum() for c in count_cols)
 
     # cohorts
@@ -324,29 +351,107 @@ def _decorate(con, df: pl.DataFrame, level: str) -> pl.DataFrame:
     return df.select(front + [c for c in df.columns if c not in front])
 
 
+def _area_column(df: pl.DataFrame) -> str:
+    for col, _ in LEVELS.values():
+        if col in df.columns:
+            return col
+    raise ValueError("not a need table: no area column")
+
+
 def publish(
     df: pl.DataFrame,
     policy: DisclosurePolicy | None = None,
     *,
+    strata: pl.DataFrame | None = None,
     prevalences: Sequence[Prevalence] = PREVALENCES,
     rates: Sequence[EventRate] = EVENT_RATES,
 ) -> pl.DataFrame:
-    """The published version of a raw need table: counts through ``protect_count`` (text),
-    rates/percentages and their limits through ``protect_rate`` on their numerator, rounded
-    to 1 decimal place. Column names and order are unchanged."""
+    """The published version of a raw need table. Column names and order are unchanged.
+
+    * Counts through :func:`phm.disclosure.protect_table` (text: ``*`` or rounded): the PCN
+      rows of an area add up to its ``ALL`` row, and the areas of a PCN add up to the PCN's
+      population (published elsewhere), so suppression is primary and secondary over both.
+    * Every percentage, crude rate and limit is recomputed from the **protected** counts
+      (rounded numerator and denominator), so it reveals nothing the counts do not; it is
+      null where a count it rests on is suppressed or the protected numerator is below
+      ``min_rate_events`` (:func:`phm.disclosure.protect_rate`).
+    * DSRs and their limits are computed from the per-age-band counts of ``strata``
+      (:func:`need_strata`) each rounded to the nearest ``round_to`` and shown under the
+      same rule; null when ``strata`` is not given.
+    * Rates rounded to 1 decimal place."""
     policy = policy or DisclosurePolicy.from_env()
-    counts = set(count_columns(df, prevalences, rates))
-    events = rate_events(prevalences, rates)
+    area_col = _area_column(df)
+    counts = [c for c in count_columns(df, prevalences, rates) if c in df.columns]
+    prot = protect_table(df, counts, ["pcn_code"], margins=[area_col], policy=policy, as_text=False)
+    filled = prot.with_columns(pl.col(c).fill_null(0) for c in counts)
+    for p in prevalences:
+        filled = with_proportion(filled, f"{p.id}_n", f"{p.id}_denominator", prevalence_columns(p))
+    for r in rates:
+        filled = with_crude_rate(
+            filled, f"{r.id}_n", "population", rate_columns(r)["crude"], RATE_MULTIPLIER
+        )
+    keys = ["pcn_code", area_col]
+    dsr_cols = [c for r in rates for c in rate_columns(r)["dsr"]]
+    if strata is not None:
+        band_counts = [c for c in strata.columns if c not in ("pcn_code", "area", "band")]
+        rounded = strata.filter(pl.col("band").is_not_null()).with_columns(
+            round_counts(pl.col(c), policy) for c in band_counts
+        )
+        dsr = age_standardised_rates(
+            rounded,
+            ["pcn_code", "area"],
+            {f"{r.id}_n": rate_columns(r)["dsr"] for r in rates},
+            population="population",
+            band="band",
+            multiplier=RATE_MULTIPLIER,
+        ).rename({"area": area_col})
+        # the DSR also needs enough events left after rounding the bands (a band of 1-2 events
+        # rounds to 0): hidden when their total is below min_rate_events
+        band_events = rounded.group_by("pcn_code", "area").agg(
+            pl.col(f"{r.id}_n").sum().alias(f"_bands_{r.id}") for r in rates
+        )
+        dsr = dsr.join(
+            band_events.rename({"area": area_col}), on=keys, how="left", nulls_equal=True
+        ).with_columns(
+            pl.when(pl.col(f"_bands_{r.id}") >= policy.min_rate_events)
+            .then(pl.col(c))
+            .otherwise(None)
+            .alias(c)
+            for r in rates
+            for c in rate_columns(r)["dsr"]
+        )
+        filled = filled.drop(dsr_cols).join(
+            dsr.select(*keys, *dsr_cols),
+            on=keys,
+            how="left",
+            nulls_equal=True,
+            maintain_order="left",
+        )
+    else:
+        filled = filled.with_columns(pl.lit(None, pl.Float64).alias(c) for c in dsr_cols)
+    # a rate rests on its numerator and on its denominator (population for event rates)
+    rests_on = rate_events(prevalences, rates)
+    denominators = {c: f"{p.id}_denominator" for p in prevalences for c in prevalence_columns(p)}
     exprs = []
     for c in df.columns:
         if c in counts:
-            exprs.append(protect_count(pl.col(c), policy).alias(c))
-        elif c in events:
             exprs.append(
-                protect_rate(pl.col(c).round(RATE_DECIMALS), pl.col(events[c]), policy).alias(c)
+                pl.when(df[c].is_null())
+                .then(pl.lit(None, pl.String))
+                .when(prot[c].is_null())
+                .then(pl.lit(SUPPRESSED))
+                .otherwise(prot[c].cast(pl.String))
+                .alias(c)
+            )
+        elif c in rests_on:
+            events = prot[rests_on[c]]
+            base = prot[denominators.get(c, "population")]
+            shown = pl.when(pl.lit(base).is_not_null()).then(pl.lit(events)).otherwise(None)
+            exprs.append(
+                protect_rate(pl.lit(filled[c]).round(RATE_DECIMALS), shown, policy).alias(c)
             )
         else:
-            exprs.append(pl.col(c))
+            exprs.append(pl.lit(df[c]).alias(c))
     return df.select(exprs)
 
 
@@ -363,8 +468,9 @@ def build_need_tables(
     con.execute("CREATE SCHEMA IF NOT EXISTS geo")
     written: dict[str, int] = {}
     for level, (_, table) in LEVELS.items():
-        raw = compute_need(con, level, prevalences=prevalences, rates=rates)
-        pub = publish(raw, policy, prevalences=prevalences, rates=rates)
+        strata = need_strata(con, level, prevalences=prevalences, rates=rates)
+        raw = compute_need(con, level, prevalences=prevalences, rates=rates, strata=strata)
+        pub = publish(raw, policy, strata=strata, prevalences=prevalences, rates=rates)
         for name, frame in ((table, raw), (published_table(level), pub)):
             write_table(con, name, frame)
             written[name] = frame.height

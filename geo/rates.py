@@ -25,8 +25,8 @@ and the reference implementation, the R package PHEindicatormethods, ukhsa-colla
   of Poisson parameters. *Stat Med* 1991;10:457-62, with the limits of the total count O
   by Byar's method, as in PHEindicatormethods ``phe_dsr`` / ``calculate_dsr``. OHID does not
   publish a DSR on fewer than 10 events; here it is still computed (limits of O exact for
-  O < 10) for the internal tables, and the published tables suppress it through
-  :func:`phm.disclosure.protect_rate`. A band with no population contributes nothing (its
+  O < 10) for the internal tables; the published tables compute it from per-band counts
+  rounded to 5 and suppress it through :func:`phm.disclosure.protect_rate`. A band with no population contributes nothing (its
   rate is undefined; with no population it can have no events either). With O = 0 the DSR
   is 0, its lower limit 0 and its upper limit undefined (null).
 * **Proportion** p = x / n with the Wilson score interval (Wilson EB. *J Am Stat Assoc*

@@ -10,9 +10,9 @@ Under ``<home>/exports/<extract_date>/``:
 - ``<pcn_code>/risk_register.csv``: every currently registered patient of that PCN;
 - ``<pcn_code>/manifest.json``: the files with their row counts and sha256 (other stages that
   write into the PCN folder, e.g. the impact report, add theirs with :func:`add_to_manifest`);
-- ``summary.csv``: cohort sizes per PCN and practice (with the "deprivation unknown"
-  counts), every count through
-  :func:`phm.disclosure.protect_count` (meant for publication beyond the PCNs).
+- ``summary.csv``: cohort sizes for all PCNs, per PCN and per practice (with the "deprivation
+  unknown" counts), through :func:`phm.disclosure.protect_table` (rounded, primary and
+  secondary suppression; meant for publication beyond the PCNs).
 
 Every file is written to a temporary name and renamed into place. Outputs are
 byte-identical for the same warehouse contents.
@@ -29,7 +29,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from phm.disclosure import DisclosurePolicy, protect_count
+from phm.disclosure import DisclosurePolicy, protect_table
 from phm.files import atomic_write_bytes
 from phm.warehouse import table_exists
 
@@ -57,6 +57,8 @@ RISK_REGISTER = [
     "op_attendances_12m",
     "op_dna_12m",
 ]
+#: the pcn_code of the summary row for all PCNs together
+ALL_LEVEL = "ALL"
 #: added to the risk register when the risk model has scored the population
 RISK_COLUMNS = ["risk_score", "risk_tier", "risk_factors"]
 
@@ -243,7 +245,10 @@ def add_to_manifest(
 def cohort_summary(
     con: duckdb.DuckDBPyConnection, policy: DisclosurePolicy | None = None
 ) -> pl.DataFrame:
-    """Cohort sizes per PCN and per practice, every count disclosure-controlled.
+    """Cohort sizes for all PCNs together (``level = 'all'``, ``pcn_code = 'ALL'``), per PCN and
+    per practice, published through :func:`phm.disclosure.protect_table`: practices add up to
+    their PCN and PCNs to ALL, so suppression is primary and secondary (no suppressed cell can
+    be recovered by differencing) and every visible count is rounded.
 
     ``registered_deprivation_unknown`` and ``members_deprivation_unknown`` count the
     registered patients and the members whose deprivation is unknown (no LSOA, or an LSOA the
@@ -278,29 +283,41 @@ def cohort_summary(
                    sum(registered) AS registered, sum(members) AS members,
                    sum(registered_deprivation_unknown) AS registered_deprivation_unknown,
                    sum(members_deprivation_unknown) AS members_deprivation_unknown
-            FROM practice GROUP BY pcn_code, cohort_id)
-        SELECT s.level, s.pcn_code, pn.pcn_name, s.practice_code, pr.practice_name, s.cohort_id,
+            FROM practice GROUP BY pcn_code, cohort_id),
+        total AS (
+            SELECT 'all' AS level, 'ALL' AS pcn_code, NULL AS practice_code, cohort_id,
+                   sum(registered) AS registered, sum(members) AS members,
+                   sum(registered_deprivation_unknown) AS registered_deprivation_unknown,
+                   sum(members_deprivation_unknown) AS members_deprivation_unknown
+            FROM practice GROUP BY cohort_id)
+        SELECT s.level, s.pcn_code,
+               CASE WHEN s.level = 'all' THEN 'All PCNs' ELSE pn.pcn_name END AS pcn_name,
+               s.practice_code, pr.practice_name, s.cohort_id,
                CAST(s.registered AS BIGINT) AS registered, CAST(s.members AS BIGINT) AS members,
                CAST(s.registered_deprivation_unknown AS BIGINT)
                    AS registered_deprivation_unknown,
                CAST(s.members_deprivation_unknown AS BIGINT) AS members_deprivation_unknown
-        FROM (SELECT * FROM pcn UNION ALL SELECT * FROM practice) s
+        FROM (SELECT * FROM total UNION ALL SELECT * FROM pcn UNION ALL SELECT * FROM practice) s
         LEFT JOIN (SELECT pcn_code, min(pcn_name) AS pcn_name
                    FROM staging.practices GROUP BY pcn_code) pn USING (pcn_code)
         LEFT JOIN (SELECT practice_code, min(practice_name) AS practice_name
                    FROM staging.practices GROUP BY practice_code) pr
           ON pr.practice_code = s.practice_code
-        ORDER BY s.pcn_code, s.level, s.practice_code NULLS FIRST, s.cohort_id
+        ORDER BY s.level <> 'all', s.pcn_code, s.level, s.practice_code NULLS FIRST, s.cohort_id
         """
     ).pl()
-    return raw.with_columns(
-        protect_count(pl.col(c), policy)
-        for c in (
+    return protect_table(
+        raw,
+        [
             "registered",
             "members",
             "registered_deprivation_unknown",
             "members_deprivation_unknown",
-        )
+        ],
+        ["pcn_code", "practice_code"],
+        by=["cohort_id"],
+        total={"pcn_code": ALL_LEVEL, "practice_code": None},
+        policy=policy,
     )
 
 

@@ -21,7 +21,13 @@ import polars as pl
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from phm.disclosure import SUPPRESSED, DisclosurePolicy, protect_count, protect_value
+from phm.disclosure import (
+    SUPPRESSED,
+    DisclosurePolicy,
+    protect_count,
+    protect_table,
+    protect_value,
+)
 from phm.measures._sql import require_tables
 from phm.warehouse import table_exists
 from segmentation.bridges import segment_names
@@ -317,6 +323,44 @@ def _protected_number(n: int, policy: DisclosurePolicy | None = None) -> int | N
     return None if v in (None, SUPPRESSED) else int(v)
 
 
+def _protect_segment_counts(
+    counts: pl.DataFrame, has_risk: bool, policy: DisclosurePolicy | None
+) -> pl.DataFrame:
+    """One PCN's segment counts (``n`` and, with risk, one column per tier) through
+    :func:`phm.disclosure.protect_table`: the segments add up to the PCN's population
+    (published elsewhere) and a segment's tiers (plus the unscored) add up to its ``n``, so
+    suppression is primary and secondary over both. Returns the same columns as text."""
+    tiers = [t for t, _ in TIERS] if has_risk else []
+    long = counts.select("segment", pl.lit("ALL").alias("tier"), pl.col("n").cast(pl.Int64))
+    if tiers:
+        parts = [
+            counts.select("segment", pl.lit(t).alias("tier"), pl.col(t).cast(pl.Int64).alias("n"))
+            for t in tiers
+        ]
+        unscored = counts.select(
+            "segment",
+            pl.lit("unscored").alias("tier"),
+            (pl.col("n") - pl.sum_horizontal(tiers)).cast(pl.Int64).alias("n"),
+        )
+        long = pl.concat([long, *parts, unscored])
+    prot = protect_table(
+        long,
+        ["n"],
+        ["tier"],
+        margins=["segment"],
+        total={"tier": "ALL"},
+        policy=policy,
+    )
+    wide = prot.filter(pl.col("tier") == "ALL").select("segment", "n")
+    for t in tiers:
+        wide = wide.join(
+            prot.filter(pl.col("tier") == t).select("segment", pl.col("n").alias(t)),
+            on="segment",
+            how="left",
+        )
+    return counts.select("segment", "priority").join(wide, on="segment", how="left")
+
+
 def write_pcn_outputs(
     con: duckdb.DuckDBPyConnection,
     out_dir: Path | str,
@@ -371,23 +415,20 @@ def write_pcn_outputs(
             )
             counts = counts.with_columns(pl.col(t).fill_null(0) for t, _ in TIERS)
         total_protected = _protected_number(sub.height, policy)
-        table = counts.sort("priority").select(
+        shown = _protect_segment_counts(counts, has_risk, policy)
+        table = shown.sort("priority").select(
             pl.lit(pcn).alias("pcn_code"),
             "segment",
             "priority",
-            protect_count(pl.col("n"), policy).alias("patients"),
+            pl.col("n").alias("patients"),
             (
-                protect_count(pl.col("n"), policy).cast(pl.Int64, strict=False)
+                pl.col("n").cast(pl.Int64, strict=False)
                 / pl.lit(total_protected or None, pl.Int64)
                 * 100
             )
             .round(1)
             .alias("share_pct"),
-            *(
-                [protect_count(pl.col(t), policy).alias(t.replace(" ", "_")) for t, _ in TIERS]
-                if has_risk
-                else []
-            ),
+            *([pl.col(t).alias(t.replace(" ", "_")) for t, _ in TIERS] if has_risk else []),
         )
         csv = folder / "segments.csv"
         table.write_csv(csv, line_terminator="\n", null_value="")

@@ -14,6 +14,7 @@ from geo.need import (
     ALL_PCNS,
     build_need_tables,
     compute_need,
+    need_strata,
     publish,
     published_table,
     write_need_geopackages,
@@ -23,6 +24,11 @@ from phm.disclosure import DisclosurePolicy
 
 POLICY = DisclosurePolicy(suppress_max=7, round_to=5, min_rate_events=10)
 L1, L2 = "E01013600", "E01013601"
+
+
+def _published(con, level: str) -> pl.DataFrame:
+    strata = need_strata(con, level)
+    return publish(compute_need(con, level, strata=strata), POLICY, strata=strata)
 
 
 def _patients() -> pl.DataFrame:
@@ -184,23 +190,35 @@ def test_imd_group_tables(con):
 
 
 def test_published_values_are_disclosure_controlled(con):
-    pub = publish(compute_need(con, "lsoa"), POLICY)
+    pub = _published(con, "lsoa")
     a = _row(pub, "U00001", "lsoa11_code", L1)
-    assert a["population"] == "10"  # 12 rounded to the nearest 5
+    # 12 patients, but hidden: PCN U00001 has 5 (suppressed) in L2, and its areas add up to
+    # its population, so the smallest other area is suppressed with it (complementary)
+    assert a["population"] == "*"
     assert a["ltc5_n"] == "*" and a["frailty_n"] == "*" and a["cohort_frail_n"] == "*"
     assert a["ltc2_n"] == "10"  # 8 -> 10
-    # rates on fewer than 10 events are not shown, with their limits
-    assert a["ltc5_pct"] is None and a["ltc5_pct_lcl95"] is None
-    assert a["frailty_pct"] is None
-    # 12 events: shown, rounded to 1 decimal place
-    assert a["emergency_admissions_crude_per_1000"] == pytest.approx(1000.0)
+    # no rate rests on a suppressed count (the denominator here), nor on fewer than 10
+    assert a["ltc2_pct"] is None and a["ltc5_pct"] is None and a["ltc5_pct_lcl95"] is None
+    assert a["emergency_admissions_crude_per_1000"] is None
+    # the ALL row of L1 has a single PCN: equal to the suppressed cell, so suppressed too
+    assert _row(pub, ALL_PCNS, "lsoa11_code", L1)["population"] == "*"
     small = _row(pub, "U00001", "lsoa11_code", L2)
     assert small["population"] == "*" and small["ae_attendances_n"] == "0"
     b = _row(pub, "U00002", "lsoa11_code", L2)
-    assert b["emergency_admissions_n"] == "*"
+    assert b["emergency_admissions_n"] == "*" and b["population"] == "*"
+    assert b["ae_attendances_n"] == "20" and b["ae_attendances_crude_per_1000"] is None
     assert b["emergency_admissions_dsr_per_1000"] is None
-    # 20 events in 20 people aged 40-44 (ESP weight 7,000): 7000 × 1000 / 100000
-    assert b["ae_attendances_dsr_per_1000"] == pytest.approx(70.0)
+    # ALL / L2: 25 patients, 20 A&E attendances; rates from the protected counts
+    t = _row(pub, ALL_PCNS, "lsoa11_code", L2)
+    assert t["population"] == "25" and t["ae_attendances_n"] == "20"
+    assert t["ae_attendances_crude_per_1000"] == pytest.approx(800.0)
+    # DSR from per-band counts rounded to 5: 20 events in 20 people aged 40-44 (ESP weight
+    # 7,000) and none in 5 people aged 30-34: 7000 × 1000 / 100000
+    assert t["ae_attendances_dsr_per_1000"] == pytest.approx(70.0)
+    # within every area, the PCN rows and the ALL row never have exactly one suppressed cell
+    for c in ("population", "ltc5_n", "emergency_admissions_n", "cohort_frail_n"):
+        stars = pub.group_by("lsoa11_code").agg((pl.col(c) == "*").sum().alias("k"))
+        assert (stars["k"] != 1).all(), c
     # no published count column is numeric; no value 1..7 anywhere
     counts = [c for c in pub.columns if c == "population" or c.endswith(("_n", "_denominator"))]
     for c in counts:
@@ -263,7 +281,7 @@ def test_lsoa_outside_boundary_file_keeps_a_row(con, tmp_path):
         "UPDATE marts.patient_measures SET lsoa11_code = 'E01000001' "
         "WHERE person_id = 'U00001-E01013601-0'"
     )
-    pub = publish(compute_need(con, "lsoa"), POLICY)
+    pub = _published(con, "lsoa")
     (path,) = write_need_geopackages(pub, tmp_path, pcn_codes=["U00001"])
     g = gpd.read_file(path)
     assert "E01000001" in g["lsoa11_code"].tolist()  # City of London: no LLR boundary

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from phm.disclosure import DisclosurePolicy, protect_count
+from phm.disclosure import DisclosurePolicy, protect_count, protect_table
 from phm.exports import add_to_manifest
 from phm.files import atomic_write_bytes
 from phm.impact.caseload import FUNNEL_STAGES, STATUS_ORDER
@@ -86,6 +86,7 @@ def caseload_table(
         protect_count(pl.col("n"), p).alias("n_shown"),
         protect_count(pl.col("denominator"), p).alias("denominator_shown"),
     )
+    df = _complement_partitions(df, p)
     n_r = pl.col("n_shown").map_elements(_rounded_int, return_dtype=pl.Int64)
     d_r = pl.col("denominator_shown").map_elements(_rounded_int, return_dtype=pl.Int64)
     is_stat = pl.col("category").is_in(["mean", "median"])
@@ -104,6 +105,34 @@ def caseload_table(
         .then(pl.col("value"))
         .otherwise(None)
         .alias("value"),
+    )
+
+
+#: caseload dimensions whose categories add up to the referrals of the month
+PARTITIONS = ("source", "status", "contact_attempts")
+
+
+def _complement_partitions(df: pl.DataFrame, policy: DisclosurePolicy) -> pl.DataFrame:
+    """Counts of dimensions that partition the referrals go through
+    :func:`phm.disclosure.protect_table` (the categories of a month add up to its referrals,
+    published as ``referrals``), so no suppressed category can be recovered by differencing."""
+    is_part = pl.col("dimension").is_in(PARTITIONS) & ~pl.col("category").is_in(["mean", "median"])
+    part = df.filter(is_part).select("month", "dimension", "category", "n")
+    if part.is_empty():
+        return df
+    shown = protect_table(
+        part, ["n"], margins=["category"], by=["month", "dimension"], policy=policy
+    ).rename({"n": "_n_part"})
+    return (
+        df.join(
+            shown,
+            on=["month", "dimension", "category"],
+            how="left",
+            nulls_equal=True,
+            maintain_order="left",
+        )
+        .with_columns(pl.coalesce("_n_part", "n_shown").alias("n_shown"))
+        .drop("_n_part")
     )
 
 

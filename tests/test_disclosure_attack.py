@@ -1,0 +1,539 @@
+"""Disclosure control against an attacker: protect_table directly, then the published need
+tables and summary built from a small hand-made warehouse.
+
+The attacker knows the policy (1-7 suppressed, others rounded half up to 5, rates from the
+rounded counts) and every equation linking the published cells (PCN rows add up to ALL,
+practices to their PCN, the areas of a PCN to its population); for every published cell
+they minimise and maximise its exact value by integer programming (scipy's HiGHS). A cell
+that was rounded or suppressed must never come out with a single feasible value. A second
+attacker searches all (numerator, denominator) pairs consistent with a published
+(count, count, rate, limits) row.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import polars as pl
+import pytest
+from scipy.optimize import Bounds, LinearConstraint, milp
+
+from geo.need import build_need_tables, published_table
+from geo.rates import wilson_limits
+from phm.disclosure import (
+    SUPPRESSED,
+    DisclosurePolicy,
+    protect_table,
+    rounded_value,
+)
+from phm.exports import cohort_summary
+
+POLICY = DisclosurePolicy(suppress_max=7, round_to=5, min_rate_events=10)
+BIG = 10**7
+
+
+# ------------------------------------------------------------------------------ attacker
+
+
+def attack(cells: pl.DataFrame, equations: list[tuple[int, list[int]]]) -> pl.DataFrame:
+    """Feasible [min, max] of every cell's exact value given the published values.
+
+    ``cells``: ``shown`` (published text: ``*``, a rounded count, or ``"?"`` for a total
+    published elsewhere, taken from ``exact`` rounded) and ``exact``; a ``*`` is taken as
+    1..7 when the exact value is (the attacker is told which cells are primary) and as
+    1..unbounded otherwise. ``equations``: (parent index, child indices)."""
+    n = cells.height
+    lo, hi = np.zeros(n), np.zeros(n)
+    for i, (shown, exact) in enumerate(cells.select("shown", "exact").iter_rows()):
+        if shown == "?":
+            shown = SUPPRESSED if 1 <= exact <= 7 else str(rounded_value(exact, POLICY))
+        if shown == SUPPRESSED:
+            lo[i], hi[i] = 1, (7 if 1 <= exact <= 7 else BIG)
+        elif int(shown) == 0:
+            lo[i] = hi[i] = 0
+        else:
+            lo[i], hi[i] = max(int(shown) - 2, 8), int(shown) + 2
+    a = np.zeros((len(equations), n))
+    for k, (parent, children) in enumerate(equations):
+        a[k, parent] = -1
+        a[k, children] = 1
+    cons = [LinearConstraint(a, 0, 0)] if equations else []
+    out_lo, out_hi = np.zeros(n), np.zeros(n)
+    for i in range(n):
+        c = np.zeros(n)
+        c[i] = 1
+        for sign, target in ((1, out_lo), (-1, out_hi)):
+            res = milp(sign * c, constraints=cons, integrality=np.ones(n), bounds=Bounds(lo, hi))
+            assert res.success, res.message
+            target[i] = round(sign * res.fun)
+    return cells.with_columns(pl.Series("min", out_lo), pl.Series("max", out_hi))
+
+
+def assert_nothing_recovered(result: pl.DataFrame) -> int:
+    """Every published cell that was rounded or suppressed keeps more than one feasible
+    value (and the true value among them). Returns the number of cells checked."""
+    assert ((result["min"] <= result["exact"]) & (result["exact"] <= result["max"])).all()
+    protected = result.filter(
+        (pl.col("shown") != "?") & (pl.col("exact") > 0) & (pl.col("shown") != "0")
+    )
+    recovered = protected.filter(pl.col("min") == pl.col("max"))
+    assert recovered.is_empty(), recovered
+    return protected.height
+
+
+def hierarchy_cells(
+    raw: pl.DataFrame, pub: pl.DataFrame, col: str, keys: list[str], parent_of
+) -> tuple[pl.DataFrame, list[tuple[int, list[int]]]]:
+    """Cells of one published column and the equations ``parent_of`` implies: a function of
+    a key tuple returning its parent's key tuple (or None)."""
+    cells = pl.DataFrame(
+        {
+            "key": [tuple(r) for r in raw.select(keys).iter_rows()],
+            "exact": raw[col].cast(pl.Int64),
+            "shown": pub[col].cast(pl.String),
+        }
+    )
+    index = {tuple(k): i for i, k in enumerate(cells["key"].to_list())}
+    children: dict[int, list[int]] = {}
+    extra = []
+    for i, k in enumerate(cells["key"].to_list()):
+        pk = parent_of(tuple(k))
+        if pk is None:
+            continue
+        if pk not in index:  # a total published elsewhere
+            index[pk] = len(index)
+            extra.append(pk)
+        children.setdefault(index[pk], []).append(i)
+    if extra:
+        sums = {pk: int(sum(cells["exact"][j] for j in children[index[pk]])) for pk in extra}
+        cells = pl.concat(
+            [
+                cells,
+                pl.DataFrame(
+                    {
+                        "key": extra,
+                        "exact": [sums[pk] for pk in extra],
+                        "shown": ["?"] * len(extra),
+                    },
+                    schema=cells.schema,
+                ),
+            ]
+        )
+    return cells, sorted(children.items())
+
+
+# ------------------------------------------------------------------------------ unit level
+
+
+def _random_practices(seed: int) -> pl.DataFrame:
+    """ALL > 4 PCNs > 2-5 practices, two cohorts of small and middling counts."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for cohort in ("a", "b"):
+        for j in range(4):
+            for k in range(int(rng.integers(2, 6))):
+                n = int(rng.choice([0, 1, 3, 6, 9, 12, 14, 23, 37, 48, 52]))
+                rows.append({"cohort": cohort, "pcn": f"P{j}", "practice": f"P{j}-{k}", "n": n})
+    prac = pl.DataFrame(rows)
+    pcn = (
+        prac.group_by("cohort", "pcn")
+        .agg(pl.col("n").sum())
+        .with_columns(pl.lit(None, pl.String).alias("practice"))
+    )
+    top = (
+        prac.group_by("cohort")
+        .agg(pl.col("n").sum())
+        .with_columns(pl.lit("ALL").alias("pcn"), pl.lit(None, pl.String).alias("practice"))
+    )
+    return pl.concat([t.select("cohort", "pcn", "practice", "n") for t in (top, pcn, prac)]).sort(
+        "cohort", "pcn", "practice", nulls_last=False
+    )
+
+
+def _summary_parent(k):
+    cohort, pcn, practice = k
+    if practice is not None:
+        return (cohort, pcn, None)
+    if pcn != "ALL":
+        return (cohort, "ALL", None)
+    return None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_protect_table_on_random_hierarchies(seed):
+    raw = _random_practices(seed)
+    pub = protect_table(
+        raw,
+        ["n"],
+        ["pcn", "practice"],
+        by=["cohort"],
+        total={"pcn": "ALL", "practice": None},
+        policy=POLICY,
+    )
+    assert pub.select("cohort", "pcn", "practice").equals(raw.select("cohort", "pcn", "practice"))
+    shown = pub["n"].to_list()
+    exact = raw["n"].to_list()
+    for s, x in zip(shown, exact, strict=True):
+        if x == 0:
+            assert s == "0"
+        elif x <= 7:
+            assert s == SUPPRESSED  # primary
+        elif s != SUPPRESSED:
+            assert int(s) == rounded_value(x, POLICY) and int(s) % 5 == 0
+    # within each parent: zero or at least two suppressed cells (parent included)
+    cells, eqs = hierarchy_cells(raw, pub, "n", ["cohort", "pcn", "practice"], _summary_parent)
+    s = cells["shown"].to_list()
+    for parent, children in eqs:
+        assert sum(s[i] == SUPPRESSED for i in [parent, *children]) != 1
+    assert assert_nothing_recovered(attack(cells, eqs)) > 0
+
+
+def test_rounding_alone_leaks_and_the_audit_closes_it():
+    # four children of 12 (shown 10) and a parent of 48 (shown 50): each child is at most
+    # 12 and they must add up to at least 48, so all are recovered exactly by rounding alone
+    raw = pl.DataFrame({"pcn": ["ALL", "A", "B", "C", "D"], "n": [48, 12, 12, 12, 12]})
+    naive = raw.with_columns(pl.col("n").map_elements(lambda v: str(rounded_value(v, POLICY))))
+    eqs = [(0, [1, 2, 3, 4])]
+    cells = pl.DataFrame({"exact": raw["n"], "shown": naive["n"]})
+    leaked = attack(cells, eqs)
+    assert (leaked["min"] == leaked["max"]).all()  # the attacker works
+    pub = protect_table(raw, ["n"], ["pcn"], policy=POLICY)
+    assert (pub["n"] == SUPPRESSED).sum() >= 2
+    assert_nothing_recovered(attack(pl.DataFrame({"exact": raw["n"], "shown": pub["n"]}), eqs))
+
+
+def test_single_suppressed_child_gets_a_complement():
+    raw = pl.DataFrame({"pcn": ["ALL", "A", "B", "C"], "n": [5 + 40 + 12, 5, 40, 12]})
+    pub = protect_table(raw, ["n"], ["pcn"], policy=POLICY)
+    # the smallest non-zero sibling (12) goes with the 5; 40 and the total stay
+    assert pub["n"].to_list() == ["55", "*", "40", "*"]
+    numeric = protect_table(raw, ["n"], ["pcn"], policy=POLICY, as_text=False)
+    assert numeric["n"].to_list() == [55, None, 40, None]
+
+
+def test_protect_table_is_deterministic_and_keeps_nulls():
+    raw = _random_practices(3).with_columns(
+        pl.when(pl.col("practice") == "P1-0").then(None).otherwise(pl.col("n")).alias("m")
+    )
+    a = protect_table(raw, ["n", "m"], ["pcn", "practice"], by=["cohort"], total={"practice": None})
+    b = protect_table(
+        raw.sample(fraction=1.0, shuffle=True, seed=1),
+        ["n", "m"],
+        ["pcn", "practice"],
+        by=["cohort"],
+        total={"practice": None},
+    )
+    key = ["cohort", "pcn", "practice"]
+    assert a.sort(key, nulls_last=True).equals(b.sort(key, nulls_last=True))
+    assert a.filter(pl.col("practice") == "P1-0")["m"].null_count() == 2
+
+
+# ------------------------------------------------------------------------------ rates
+
+
+def _consistent_pairs(n_shown: str, d_shown: str, pct, lcl, ucl, exact_formula: bool):
+    """All (numerator, denominator) pairs consistent with one published prevalence row,
+    for a reader assuming the rate came from exact counts or from the rounded ones."""
+
+    def box(s: str):
+        if s == "0":
+            return range(0, 1)
+        if s == SUPPRESSED:
+            return range(1, 8)
+        return range(max(int(s) - 2, 8), int(s) + 3)
+
+    out = []
+    for n in box(n_shown):
+        for d in box(d_shown):
+            if n > d or d == 0:
+                continue
+            x, m = (n, d) if exact_formula else (rounded_value(n, POLICY), rounded_value(d, POLICY))
+            p, lo, up = (np.round(v * 100, 1) for v in wilson_limits([x], [m]))
+            if pct is None or (p[0] == pct and lo[0] == lcl and up[0] == ucl):
+                out.append((n, d))
+    return out
+
+
+def test_rates_from_exact_counts_leak_and_from_protected_counts_do_not():
+    rng = np.random.default_rng(11)
+    d = rng.integers(40, 400, 300)
+    n = (d * rng.uniform(0.05, 0.6, 300)).astype(int) + 10
+    shown_n = [str(rounded_value(v, POLICY)) for v in n]
+    shown_d = [str(rounded_value(v, POLICY)) for v in d]
+    # the old way: rate and limits from the exact counts, to 1 decimal place
+    p, lo, up = (np.round(v * 100, 1) for v in wilson_limits(n, d))
+    leaked = sum(
+        _consistent_pairs(sn, sd, p[i], lo[i], up[i], exact_formula=True) == [(n[i], d[i])]
+        for i, (sn, sd) in enumerate(zip(shown_n, shown_d, strict=True))
+    )
+    assert leaked > 250  # nearly every row recovered exactly
+    # the published way: from the rounded counts; whatever the reader assumes, no row has a
+    # single consistent (numerator, denominator) pair
+    rn = [rounded_value(v, POLICY) for v in n]
+    rd = [rounded_value(v, POLICY) for v in d]
+    p, lo, up = (np.round(v * 100, 1) for v in wilson_limits(rn, rd))
+    for i, (sn, sd) in enumerate(zip(shown_n, shown_d, strict=True)):
+        pairs = set(_consistent_pairs(sn, sd, p[i], lo[i], up[i], exact_formula=False))
+        pairs |= set(_consistent_pairs(sn, sd, p[i], lo[i], up[i], exact_formula=True))
+        assert (n[i], d[i]) in pairs
+        assert len({a for a, _ in pairs}) > 1 and len({b for _, b in pairs}) > 1
+
+
+# ------------------------------------------------------------------------------ published
+
+
+def _warehouse(seed: int = 7, patients: int = 900) -> duckdb.DuckDBPyConnection:
+    """marts.patient_measures / cohort_members / cohort_definitions and staging.practices
+    for a few hundred random patients in 3 PCNs, 6 practices and 8 LSOAs."""
+    from geo.reference import load_imd2019
+
+    rng = np.random.default_rng(seed)
+    imd = load_imd2019().sort("lsoa11_code").head(8)
+    lsoas = imd["lsoa11_code"].to_list()
+    practices = [f"A{i:05d}" for i in range(6)]
+    pcn_of = {p: f"U{i // 2:05d}" for i, p in enumerate(practices)}
+    pr = [str(p) for p in rng.choice(practices, patients, p=[0.3, 0.05, 0.25, 0.1, 0.2, 0.1])]
+    options = [*lsoas, None]
+    lsoa = [options[i] for i in rng.integers(0, len(options), patients)]
+    pm = pl.DataFrame(
+        {
+            "person_id": [f"p{i:05d}" for i in range(patients)],
+            "age": rng.integers(0, 95, patients).astype(np.int32),
+            "sex": [str(x) for x in rng.choice(["F", "M"], patients)],
+            "practice_code": pr,
+            "pcn_code": [pcn_of[p] for p in pr],
+            "lsoa11_code": lsoa,
+            "ltc_count": rng.poisson(1.2, patients),
+            "mental_ltc_count": np.zeros(patients, int),
+            "physical_ltc_count": np.zeros(patients, int),
+            "efi_category": [
+                str(x) for x in rng.choice(["fit", "mild", "moderate", "severe"], patients)
+            ],
+            "hfrs_category": [None] * patients,
+            "emergency_admissions_12m": rng.poisson(0.15, patients),
+            "ae_attendances_12m": rng.poisson(0.4, patients),
+        },
+        schema_overrides={"hfrs_category": pl.String, "lsoa11_code": pl.String},
+    )
+    pm = pm.join(
+        imd.select("lsoa11_code", pl.col("imd_decile").cast(pl.Int32).alias("imd2019_decile")),
+        on="lsoa11_code",
+        how="left",
+    ).with_columns(((pl.col("imd2019_decile") + 1) // 2).cast(pl.Int32).alias("imd2019_quintile"))
+    ids = pm["person_id"].to_list()
+    members = pl.DataFrame(
+        {
+            "cohort_id": ["frail"] * 60 + ["carers"] * 25,
+            "person_id": [str(x) for x in rng.choice(ids, 60, replace=False)]
+            + [str(x) for x in rng.choice(ids, 25, replace=False)],
+        }
+    ).with_columns(pl.int_range(pl.len()).over("cohort_id").alias("rank"))
+    con = duckdb.connect()
+    for s in ("staging", "marts"):
+        con.execute(f"CREATE SCHEMA {s}")
+    tables = {
+        "marts.patient_measures": pm,
+        "marts.cohort_members": members,
+        "marts.cohort_definitions": pl.DataFrame({"cohort_id": ["carers", "frail"]}),
+        "staging.practices": pl.DataFrame(
+            {
+                "practice_code": practices,
+                "practice_name": [f"Practice {p}" for p in practices],
+                "pcn_code": [pcn_of[p] for p in practices],
+                "pcn_name": [f"PCN {pcn_of[p]}" for p in practices],
+            }
+        ),
+    }
+    for name, df in tables.items():
+        con.register("_df", df)
+        con.execute(f"CREATE TABLE {name} AS SELECT * FROM _df")
+        con.unregister("_df")
+    return con
+
+
+@pytest.fixture(scope="module")
+def published():
+    con = _warehouse()
+    build_need_tables(con, POLICY)
+    yield con
+    con.close()
+
+
+def test_need_table_resists_differencing(published):
+    con = published
+    raw = con.execute("SELECT * FROM geo.need_by_lsoa").pl()
+    pub = con.execute(f"SELECT * FROM {published_table('lsoa')}").pl()
+
+    def parent(k):  # PCN rows add up to ALL per LSOA; a PCN's LSOAs add up to its total
+        pcn, area = k
+        if area == "__total__":
+            return ("ALL", "__total__") if pcn != "ALL" else None
+        return ("ALL", area) if pcn != "ALL" else None
+
+    def area_parent(k):
+        pcn, area = k
+        return None if area == "__total__" else (pcn, "__total__")
+
+    checked = 0
+    counts = [c for c in pub.columns if c == "population" or c.endswith(("_n", "_denominator"))]
+    suppressed = 0
+    for col in counts:
+        cells, eqs = hierarchy_cells(raw, pub, col, ["pcn_code", "lsoa11_code"], parent)
+        # add the per-PCN totals over areas (published elsewhere, e.g. summary.csv)
+        keys = [tuple(k) for k in cells["key"].to_list()]
+        index = {k: i for i, k in enumerate(keys)}
+        by_total: dict[tuple, list[int]] = {}
+        for i, k in enumerate(keys):
+            pk = area_parent(k)
+            if pk is not None:
+                by_total.setdefault(pk, []).append(i)
+        extra = [pk for pk in by_total if pk not in index]
+        exact = cells["exact"].to_list()
+        cells = pl.concat(
+            [
+                cells,
+                pl.DataFrame(
+                    {
+                        "key": extra,
+                        "exact": [sum(exact[j] for j in by_total[pk]) for pk in extra],
+                        "shown": ["?"] * len(extra),
+                    },
+                    schema=cells.schema,
+                ),
+            ]
+        )
+        for pk in extra:
+            index[pk] = len(index)
+        eqs = eqs + [(index[pk], ch) for pk, ch in sorted(by_total.items(), key=str)]
+        eqs.append((index[("ALL", "__total__")], [index[pk] for pk in extra if pk[0] != "ALL"]))
+        checked += assert_nothing_recovered(attack(cells, eqs))
+        suppressed += (pub[col] == SUPPRESSED).sum()
+    assert checked > 100 and suppressed > 10
+
+
+def test_published_rates_rest_on_protected_counts(published):
+    pub = published.execute(f"SELECT * FROM {published_table('imd_decile')}").pl()
+    shown = pub.filter(pl.col("ltc2_pct").is_not_null())
+    assert shown.height > 0
+    n = shown["ltc2_n"].cast(pl.Int64).to_numpy()
+    d = shown["ltc2_denominator"].cast(pl.Int64).to_numpy()
+    p, lo, up = (np.round(v * 100, 1) for v in wilson_limits(n, d))
+    assert np.allclose(shown["ltc2_pct"].to_numpy(), p)
+    assert np.allclose(shown["ltc2_pct_lcl95"].to_numpy(), lo)
+    assert np.allclose(shown["ltc2_pct_ucl95"].to_numpy(), up)
+    # no rate next to a suppressed count, none on fewer than 10 (protected) events
+    hidden = pub.filter((pl.col("ltc2_n") == SUPPRESSED) | (pl.col("ltc2_denominator") == "*"))
+    assert hidden["ltc2_pct"].null_count() == hidden.height
+    crude = pub.filter(pl.col("ae_attendances_crude_per_1000").is_not_null())
+    assert (crude["ae_attendances_n"].cast(pl.Int64) >= 10).all()
+    expected = crude["ae_attendances_n"].cast(pl.Int64) / crude["population"].cast(pl.Int64)
+    assert np.allclose(
+        crude["ae_attendances_crude_per_1000"].to_numpy(), np.round(expected * 1000, 1)
+    )
+
+
+def test_summary_resists_differencing(published):
+    pub = cohort_summary(published, POLICY)
+    exact = cohort_summary(published, DisclosurePolicy(suppress_max=0, round_to=1))
+    assert pub.select("level", "pcn_code", "practice_code", "cohort_id").equals(
+        exact.select("level", "pcn_code", "practice_code", "cohort_id")
+    )
+    assert set(pub["level"]) == {"all", "pcn", "practice"}
+    checked = 0
+    for col in ("registered", "members"):
+        raw = exact.with_columns(pl.col(col).cast(pl.Int64))
+        cells, eqs = hierarchy_cells(
+            raw, pub, col, ["cohort_id", "pcn_code", "practice_code"], _summary_parent
+        )
+        s = cells["shown"].to_list()
+        for parent, children in eqs:
+            assert sum(s[i] == SUPPRESSED for i in [parent, *children]) != 1
+        checked += assert_nothing_recovered(attack(cells, eqs))
+    assert checked > 20
+    assert (pub["members"] == SUPPRESSED).sum() >= 2
+
+
+def test_segment_table_tiers_and_segments_are_protected_together():
+    from segmentation.report import _protect_segment_counts
+    from segmentation.risk.scoring import TIERS
+
+    tiers = [t for t, _ in TIERS]
+    rng = np.random.default_rng(2)
+    grid = rng.choice([0, 2, 5, 9, 13, 31, 58], size=(6, len(tiers)))
+    counts = pl.DataFrame(
+        {"segment": [f"s{i}" for i in range(6)], "priority": list(range(1, 7))}
+    ).with_columns(
+        *(pl.Series(t, grid[:, j]).cast(pl.Int64) for j, t in enumerate(tiers)),
+        pl.Series("n", grid.sum(axis=1)).cast(pl.Int64),
+    )
+    shown = _protect_segment_counts(counts, True, POLICY)
+    assert shown["segment"].to_list() == counts["segment"].to_list()
+    # each segment row (its tiers add up to n) and each tier column (its segments add up to
+    # the tier's total, published as the PCN total elsewhere): never one suppressed cell
+    rows = shown.select("n", *tiers).to_numpy()
+    assert ((rows == SUPPRESSED).sum(axis=1) != 1).all()
+    assert (rows == SUPPRESSED).any()
+    for j in range(rows.shape[1]):
+        col = rows[:, j]
+        # the column's total is visible unless it is small: then two hidden cells are enough
+        assert (col == SUPPRESSED).sum() != 1 or 1 <= int(counts.to_numpy()[:, 2 + j].sum()) <= 7
+    # every visible value is the count rounded to 5
+    exact = counts.select("n", *tiers).to_numpy()
+    visible = rows != SUPPRESSED
+    assert all(
+        int(v) == rounded_value(int(x), POLICY)
+        for v, x in zip(rows[visible], exact[visible], strict=True)
+    )
+
+
+def test_dsr_rests_on_rounded_band_counts(published):
+    from geo.need import need_strata
+
+    strata = need_strata(published, "imd_quintile").filter(pl.col("band").is_not_null())
+    bands = strata.group_by("pcn_code", "area").agg(
+        ((pl.col("ae_attendances_n") + 2) // 5 * 5).sum().alias("rounded_events")
+    )
+    pub = published.execute(f"SELECT * FROM {published_table('imd_quintile')}").pl()
+    rows = pub.join(
+        bands.rename({"area": "imd2019_quintile"}),
+        on=["pcn_code", "imd2019_quintile"],
+        how="left",
+        nulls_equal=True,
+    )
+    shown = rows.filter(pl.col("ae_attendances_dsr_per_1000").is_not_null())
+    assert shown.height > 0
+    assert (shown["rounded_events"] >= 10).all()
+    assert (shown["ae_attendances_n"] != SUPPRESSED).all()
+    hidden = rows.filter(pl.col("rounded_events") < 10)
+    assert hidden["ae_attendances_dsr_per_1000"].null_count() == hidden.height
+
+
+def test_impact_caseload_partitions_get_complementary_suppression():
+    import datetime as dt
+
+    from phm.impact.report import caseload_table
+
+    month = dt.date(2026, 10, 1)
+    rows = [("referrals", "all", 57), ("status", "closed", 5), ("status", "contacted", 40)]
+    rows += [("status", "declined", 12), ("reason", "frailty", 3), ("reason", "ltc", 50)]
+    caseload = pl.DataFrame(
+        {
+            "pcn_code": ["U1"] * len(rows),
+            "month": [month] * len(rows),
+            "dimension": [r[0] for r in rows],
+            "category": [r[1] for r in rows],
+            "n": [r[2] for r in rows],
+            "denominator": [57] * len(rows),
+            "value": [None] * len(rows),
+        },
+        schema_overrides={"value": pl.Float64},
+    )
+    out = caseload_table(caseload, "U1", POLICY)
+    shown = {(d, c): n for d, c, n in out.select("dimension", "category", "n").iter_rows()}
+    # statuses add up to the referrals: the 5 takes the smallest other status with it
+    assert shown[("status", "closed")] == "*" and shown[("status", "declined")] == "*"
+    assert shown[("status", "contacted")] == "40" and shown[("referrals", "all")] == "55"
+    # reasons overlap (several per referral): primary suppression only
+    assert shown[("reason", "frailty")] == "*" and shown[("reason", "ltc")] == "50"
+    shares = dict(zip(out["category"], out["share"], strict=True))
+    assert shares["declined"] is None and shares["contacted"] == pytest.approx(40 / 55)
