@@ -184,6 +184,8 @@ def _check_inputs(con, prevalences, rates) -> None:
     cols = set(_columns(con, PATIENTS_TABLE))
     if not cols:
         raise LookupError(f"{PATIENTS_TABLE} is missing; build the measures first")
+    if PERSON_KEY not in cols:
+        cohort_members_sql(con)  # raises, naming the table that lacks person_id
     need = {"age", "pcn_code", "lsoa11_code", "imd2019_decile", "imd2019_quintile"}
     need |= {r.column for r in rates}
     missing = sorted(need - cols)

@@ -10,10 +10,13 @@ Nothing here is real or calibrated. Same arguments, same tables.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import duckdb
 import numpy as np
 import polars as pl
 import shapely
+from record_stub import add_empty_record
 
 from geo.reference import BNG, load_imd2019, load_lsoa_boundaries
 from phm.contract import ASSET_CATEGORIES
@@ -27,6 +30,10 @@ DEMO_PCNS = (
     ("U99002", "Demo Central PCN", [("Y99021", "Clock Tower HC"), ("Y99022", "Granby Street")]),
     ("U99003", "Demo South PCN", [("Y99031", "Aylestone Road"), ("Y99032", "Knighton Park")]),
 )
+
+
+#: the as-of date of the demo warehouse (its raw._delivery)
+DEMO_EXTRACT_DATE = dt.date(2026, 11, 1)
 
 
 def make_demo_warehouse(
@@ -132,6 +139,7 @@ def make_demo_warehouse(
         ("marts.cohort_members", cohorts),
     ):
         write_table(con, name, df)
+    add_empty_record(con, DEMO_EXTRACT_DATE)
 
 
 def _demo_assets(rng: np.random.Generator, b, n: int) -> pl.DataFrame:

@@ -12,10 +12,13 @@ attacker searches all (numerator, denominator) pairs consistent with a published
 
 from __future__ import annotations
 
+import datetime as dt
+
 import duckdb
 import numpy as np
 import polars as pl
 import pytest
+from record_stub import add_empty_record
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from geo.need import build_need_tables, published_table
@@ -319,7 +322,10 @@ def _warehouse(seed: int = 7, patients: int = 900) -> duckdb.DuckDBPyConnection:
         imd.select("lsoa11_code", pl.col("imd_decile").cast(pl.Int32).alias("imd2019_decile")),
         on="lsoa11_code",
         how="left",
-    ).with_columns(((pl.col("imd2019_decile") + 1) // 2).cast(pl.Int32).alias("imd2019_quintile"))
+    ).with_columns(
+        ((pl.col("imd2019_decile") + 1) // 2).cast(pl.Int32).alias("imd2019_quintile"),
+        pl.col("imd2019_decile").is_not_null().alias("deprivation_known"),
+    )
     ids = pm["person_id"].to_list()
     members = pl.DataFrame(
         {
@@ -348,6 +354,7 @@ def _warehouse(seed: int = 7, patients: int = 900) -> duckdb.DuckDBPyConnection:
         con.register("_df", df)
         con.execute(f"CREATE TABLE {name} AS SELECT * FROM _df")
         con.unregister("_df")
+    add_empty_record(con, dt.date(2026, 11, 1))
     return con
 
 

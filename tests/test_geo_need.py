@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import sqlite3
 
@@ -9,6 +10,7 @@ import duckdb
 import geopandas as gpd
 import polars as pl
 import pytest
+from record_stub import add_empty_record
 
 from geo.need import (
     ALL_PCNS,
@@ -128,6 +130,7 @@ def con():
         c.register("_df", df)
         c.execute(f"CREATE TABLE {name} AS SELECT * FROM _df")
         c.unregister("_df")
+    add_empty_record(c, dt.date(2026, 11, 1))
     yield c
     c.close()
 
@@ -164,19 +167,20 @@ def test_raw_lsoa_counts_and_rates(con):
 
 
 def test_frailty_prevalence_is_the_frailty_cohort(con):
-    """The numerator is data/cohorts/frailty.yaml: eFI moderate/severe OR HFRS
-    intermediate/high, aged 65+; the denominator is everyone aged 65+."""
+    """The numerator is data/cohorts/frailty.yaml: aged 65+ and eFI moderate/severe, or a
+    moderate/severe frailty code, or (from age 75 only) HFRS intermediate/high; the
+    denominator is everyone aged 65+."""
     con.execute(
         "UPDATE marts.patient_measures SET hfrs_category = 'high' "
         "WHERE person_id IN ('U00001-E01013600-10', 'U00001-E01013600-0')"
-    )  # one fit patient aged 70 with high HFRS; one already eFI-moderate
+    )  # a fit patient aged 70 with high HFRS (not frail: HFRS counts from 75); one eFI-moderate
     con.execute(
         "UPDATE marts.patient_measures SET efi_category = 'severe', hfrs_category = 'high' "
         "WHERE person_id = 'U00002-E01013601-0'"
     )  # aged 40: not in the denominator, so not in the numerator
     raw = compute_need(con, "lsoa")
     a = _row(raw, "U00001", "lsoa11_code", L1)
-    assert (a["frailty_n"], a["frailty_denominator"]) == (5, 12)
+    assert (a["frailty_n"], a["frailty_denominator"]) == (4, 12)
     b = _row(raw, "U00002", "lsoa11_code", L2)
     assert (b["frailty_n"], b["frailty_denominator"]) == (0, 0)
 
