@@ -22,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from phm.disclosure import SUPPRESSED, DisclosurePolicy, protect_count, protect_value
+from phm.files import write_csv
 from phm.measures._sql import require_tables
 from phm.warehouse import table_exists
 from segmentation.bridges import segment_names
@@ -389,7 +390,7 @@ def write_pcn_outputs(
             ),
         )
         csv = folder / "segments.csv"
-        table.write_csv(csv, line_terminator="\n", null_value="")
+        write_csv(table, csv, null_value="")
         png = folder / "population_pyramid.png"
         _pyramid(sub, pcn, names, png, policy)
         written[pcn] = [csv, png]

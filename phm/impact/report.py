@@ -23,6 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from phm.disclosure import DisclosurePolicy, protect_count
+from phm.files import csv_bytes
 from phm.impact.caseload import FUNNEL_STAGES, STATUS_ORDER
 from phm.impact.interventions import OUTCOMES
 
@@ -60,7 +61,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def _csv(df: pl.DataFrame) -> bytes:
-    return df.write_csv(float_precision=4).encode("utf-8")
+    return csv_bytes(df, float_precision=4)
 
 
 def _rounded_int(s: str | None) -> int | None:
