@@ -50,6 +50,11 @@ _LABELS = {
 # --------------------------------------------------------------------------------------
 
 
+#: every figure draws its text as plain text (no mathtext: a ``$`` in a name is a dollar sign)
+PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
+
+
+@matplotlib.rc_context(PLAIN_TEXT)
 def calibration_plot(report: RiskReport, path: Path) -> Path:
     """Observed vs mean predicted risk by decile for every candidate (and the truth)."""
     fig, ax = plt.subplots(figsize=(6, 6), dpi=100)
@@ -397,6 +402,7 @@ def write_pcn_outputs(
     return written
 
 
+@matplotlib.rc_context(PLAIN_TEXT)
 def _pyramid(
     sub: pl.DataFrame, pcn: str, names: list[str], path: Path, policy: DisclosurePolicy | None
 ) -> None:

@@ -50,7 +50,8 @@ def _esc(x) -> str:
 
 
 def _mpl_text(x) -> str:
-    return str(x).replace("\\", "\\\\").replace("$", r"\$")
+    # figures draw plain text (``text.parse_math`` is off in :func:`_pyplot`): no escaping
+    return str(x)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -272,6 +273,7 @@ def _pyplot():
 
     matplotlib.use("Agg")
     matplotlib.rcParams["text.usetex"] = False
+    matplotlib.rcParams["text.parse_math"] = False
     matplotlib.rcParams["svg.hashsalt"] = "phm"
     import matplotlib.pyplot as plt
 
