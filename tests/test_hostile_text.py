@@ -44,6 +44,7 @@ PAYLOADS = [
     "Cost $5 and $10 \\alpha_{x} PWNED11",
     "{{ 6*7 }} PWNED12 {% if true %}x{% endif %} {# c #}",
     "Line\u2028sep\u2029 <!-- PWNED13",
+    "@import url(//example.invalid/x.css) PWNED14",
 ]
 
 

@@ -45,6 +45,7 @@ from geo.need import (
     ALL_PCNS,
 )
 from geo.reference import BNG, OGL_ATTRIBUTION, WGS84
+from phm.files import atomic_write_text
 
 # ------------------------------------------------------------------------------ HTML
 
@@ -412,10 +413,11 @@ def write_interactive_map(
                 "rows": tips.to_numpy(dtype=object).tolist(),
             },
         }
-        out = _with_map_data(fmap.get_root().render(), data)
-    _check_offline(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(out, encoding="utf-8")
+        page = fmap.get_root().render()
+    # the page before the data block is added: the block is inert JSON, and a name that
+    # looks like a remote URL must not stop the map being written
+    _check_offline(page)
+    atomic_write_text(out_path, _with_map_data(page, data))
     return out_path
 
 
