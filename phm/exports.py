@@ -30,7 +30,7 @@ import duckdb
 import polars as pl
 
 from phm.disclosure import DisclosurePolicy, protect_table
-from phm.files import atomic_write_bytes
+from phm.files import atomic_write_bytes, csv_bytes
 from phm.warehouse import table_exists
 
 log = logging.getLogger("phm.exports")
@@ -64,7 +64,7 @@ RISK_COLUMNS = ["risk_score", "risk_tier", "risk_factors"]
 
 
 def _csv_bytes(df: pl.DataFrame) -> bytes:
-    return df.write_csv(float_precision=4, datetime_format="%Y-%m-%dT%H:%M:%S").encode("utf-8")
+    return csv_bytes(df, float_precision=4, datetime_format="%Y-%m-%dT%H:%M:%S")
 
 
 def _patients_sql(columns: list[str], has_risk: bool) -> str:

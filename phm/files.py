@@ -1,4 +1,5 @@
-"""Atomic file writes: a file is either the old one or the whole new one, never half written.
+"""Atomic file writes (a file is either the old one or the whole new one, never half written)
+and the one CSV writer (formula-like text neutralised).
 
 The new content goes to a hidden temporary file beside the target (same directory, so the same
 file system) and is then moved over it with :func:`os.replace`, which is atomic on POSIX and
@@ -16,6 +17,8 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import polars as pl
 
 
 @contextmanager
@@ -73,3 +76,43 @@ def atomic_write_text(
 ) -> Path:
     """Write ``text`` to ``path`` atomically; returns the path."""
     return atomic_write_bytes(path, text.encode(encoding), mode=mode)
+
+
+# ------------------------------------------------------------------------------ CSV
+
+#: A text cell starting with one of these is read as a formula by spreadsheet programs
+#: (OWASP, "CSV Injection": https://owasp.org/www-community/attacks/CSV_Injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+_TEXT_TYPES = (pl.String, pl.Categorical, pl.Enum)
+
+
+def neutralise_formulas(df: pl.DataFrame) -> pl.DataFrame:
+    """Prefix ``'`` to every text cell that starts with a formula character (OWASP), so a
+    spreadsheet shows it as text. Numeric, date and boolean columns are left as they are
+    (a negative number stays a number); categorical text is written as plain text."""
+    pattern = "^[" + "".join("\\" + c if c in "-\\" else c for c in FORMULA_START) + "]"
+    exprs = []
+    for name, dtype in df.schema.items():
+        if isinstance(dtype, _TEXT_TYPES) or dtype in _TEXT_TYPES:
+            text = pl.col(name).cast(pl.String)
+            exprs.append(
+                pl.when(text.str.contains(pattern))
+                .then(pl.lit("'") + text)
+                .otherwise(text)
+                .alias(name)
+            )
+    return df.with_columns(exprs) if exprs else df
+
+
+def csv_bytes(df: pl.DataFrame, **options) -> bytes:
+    """``df`` as UTF-8 CSV bytes with formula-like text neutralised (see
+    :func:`neutralise_formulas`); ``options`` go to :meth:`polars.DataFrame.write_csv`. The
+    one way the project turns a frame into CSV."""
+    options.setdefault("line_terminator", "\n")
+    return neutralise_formulas(df).write_csv(**options).encode("utf-8")
+
+
+def write_csv(df: pl.DataFrame, path: Path | str, *, mode: int | None = None, **options) -> Path:
+    """Write ``df`` to ``path`` as CSV, atomically, with formula-like text neutralised."""
+    return atomic_write_bytes(path, csv_bytes(df, **options), mode=mode)

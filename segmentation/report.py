@@ -28,6 +28,7 @@ from phm.disclosure import (
     protect_table,
     protect_value,
 )
+from phm.files import write_csv
 from phm.measures._sql import require_tables
 from phm.warehouse import table_exists
 from segmentation.bridges import segment_names
@@ -55,6 +56,11 @@ _LABELS = {
 # --------------------------------------------------------------------------------------
 
 
+#: every figure draws its text as plain text (no mathtext: a ``$`` in a name is a dollar sign)
+PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
+
+
+@matplotlib.rc_context(PLAIN_TEXT)
 def calibration_plot(report: RiskReport, path: Path) -> Path:
     """Observed vs mean predicted risk by decile for every candidate (and the truth)."""
     fig, ax = plt.subplots(figsize=(6, 6), dpi=100)
@@ -431,13 +437,14 @@ def write_pcn_outputs(
             *([pl.col(t).alias(t.replace(" ", "_")) for t, _ in TIERS] if has_risk else []),
         )
         csv = folder / "segments.csv"
-        table.write_csv(csv, line_terminator="\n", null_value="")
+        write_csv(table, csv, null_value="")
         png = folder / "population_pyramid.png"
         _pyramid(sub, pcn, names, png, policy)
         written[pcn] = [csv, png]
     return written
 
 
+@matplotlib.rc_context(PLAIN_TEXT)
 def _pyramid(
     sub: pl.DataFrame, pcn: str, names: list[str], path: Path, policy: DisclosurePolicy | None
 ) -> None:

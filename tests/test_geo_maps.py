@@ -217,3 +217,38 @@ def test_classify():
     assert classify(np.array([np.nan, np.nan]), m).labels == []
     imd = classify([1, 10, None], MAP_MEASURES[-1])
     assert imd.index.tolist() == [0, 9, -1] and imd.labels[0].startswith("1 (most")
+
+
+def test_html_map_keeps_hostile_names_as_data(warehouse, tmp_path):
+    """Names with script, template and HTML syntax are data in the page, not code
+    (the whole-pipeline version, with a browser check, is in test_hostile_text.py)."""
+    from test_hostile_text import PAYLOADS, check_map_is_inert
+
+    pub = warehouse.execute(f"SELECT * FROM {published_table('lsoa')}").pl()
+    gdf = published_lsoa_geodataframe(pub, PCN)
+    practices = practice_locations(warehouse)
+    practices["practice_name"] = [PAYLOADS[i % len(PAYLOADS)] for i in range(len(practices))]
+    assets = load_assets(warehouse)
+    assets["name"] = [PAYLOADS[(i + 3) % len(PAYLOADS)] for i in range(len(assets))]
+    label = "{{ 6*7 }} PWNED12 <img src=x onerror=alert(1)> `${x}`"
+    page = write_interactive_map(
+        gdf,
+        tmp_path / "hostile.html",
+        pcn_label=label,
+        pcn_code=PCN,
+        practices=practices,
+        assets=assets,
+    ).read_text(encoding="utf-8")
+    data = check_map_is_inert(page)
+    tips = [t for _, t in data["markers"]]
+    own = practices[practices["pcn_code"] == PCN]
+    for code, name in zip(own["practice_code"], own["practice_name"], strict=True):
+        assert any(t.startswith(f"{code} {name} — ") for t in tips), name
+    for name in assets["name"]:
+        assert any(t.startswith(f"{name} (") for t in tips), name
+    # the PCN label is HTML text in the title (escaped; braces as character references)
+    assert "&#123;&#123; 6*7 &#125;&#125; PWNED12 &lt;img src=x onerror=alert(1)&gt;" in page
+    # marker names in the block are the map's own variables, in the order of the tooltips
+    names = [n for n, _ in data["markers"]]
+    assert all(re.fullmatch(r"(marker|circle_marker)_[0-9]+", n) for n in names)
+    assert all(f"var {n} = " in page for n in names)

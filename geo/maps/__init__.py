@@ -51,6 +51,7 @@ from geo.maps.interactive import leaflet_inline_head, write_interactive_map
 from geo.maps.static import lad_outlines, plot_choropleth
 from geo.need import ALL_PCNS, published_lsoa_geodataframe, published_table
 from geo.reference import BNG, load_lsoa_boundaries
+from phm.files import write_csv
 
 __all__ = [
     "INTERACTIVE_MEASURES",
@@ -133,8 +134,7 @@ def write_pcn_maps(
             distance_threshold_m=distance_threshold_m,
         )
         gaps_path = maps / "asset_gaps.csv"
-        gaps_path.parent.mkdir(parents=True, exist_ok=True)
-        gaps.write_csv(gaps_path)
+        write_csv(gaps, gaps_path)
         paths.append(gaps_path)
         need_m = next((m for m in INTERACTIVE_MEASURES if m.column == need_column), None)
         if need_m is not None:

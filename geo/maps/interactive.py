@@ -1,4 +1,12 @@
-"""The offline interactive map (folium/Leaflet, no tiles, no network)."""
+"""The offline interactive map (folium/Leaflet, no tiles, no network).
+
+Delivered text is data, never code: practice and community-asset names, area names and the
+tooltip values go into one JSON data block (``<script type="application/json">``, with
+``<``, ``>`` and ``&`` written as ``\\u003c`` etc. so nothing in it can close the block), and
+one fixed script (:data:`_TOOLTIP_SCRIPT`, no data in it) reads that block and builds every
+tooltip with ``document.createElement`` and ``textContent``. No delivered string reaches
+JavaScript source, a template literal, ``innerHTML`` or a Jinja template.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ import base64
 import contextlib
 import html
 import itertools
+import json
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -36,6 +45,7 @@ from geo.need import (
     ALL_PCNS,
 )
 from geo.reference import BNG, OGL_ATTRIBUTION, WGS84
+from phm.files import atomic_write_text
 
 # ------------------------------------------------------------------------------ HTML
 
@@ -123,12 +133,92 @@ class _Overlay(branca.element.MacroElement):
         self.footer = footer
 
 
+#: The only script that touches delivered text. It is fixed (nothing is substituted into it):
+#: it reads the JSON data block and binds tooltips built from DOM text nodes to the layers
+#: named in it (folium's global variables, named by this module, checked against a pattern).
+_TOOLTIP_SCRIPT = """
+(function () {
+  var block = document.getElementById('phm-map-data');
+  if (!block) { return; }
+  var data = JSON.parse(block.textContent);
+  function layerNamed(name) {
+    if (typeof name !== 'string' || !/^[a-z_]+_[0-9a-f]+$/.test(name)) { return null; }
+    var layer = window[name];
+    return (layer && typeof layer.bindTooltip === 'function') ? layer : null;
+  }
+  function textElement(tag, text) {
+    var el = document.createElement(tag);
+    el.textContent = (text === null || text === undefined) ? '' : String(text);
+    return el;
+  }
+  data.markers.forEach(function (m) {
+    var layer = layerNamed(m[0]);
+    if (layer) { layer.bindTooltip(textElement('div', m[1])); }
+  });
+  var areas = data.areas;
+  areas.layers.forEach(function (name) {
+    var layer = layerNamed(name);
+    if (!layer) { return; }
+    layer.bindTooltip(function (l) {
+      var row = areas.rows[l.feature.properties.i] || [];
+      var table = document.createElement('table');
+      areas.labels.forEach(function (label, j) {
+        var tr = document.createElement('tr');
+        tr.appendChild(textElement('th', label));
+        tr.appendChild(textElement('td', row[j]));
+        table.appendChild(tr);
+      });
+      return table;
+    }, {sticky: true});
+  });
+})();
+"""
+
+
+def json_for_script(obj) -> str:
+    """JSON that is safe inside ``<script type="application/json">``: ASCII only (U+2028 and
+    U+2029 escaped), and ``<``, ``>``, ``&`` escaped so ``</script>`` or ``<!--`` cannot end
+    or change the block. ``JSON.parse`` gives back exactly ``obj``."""
+    text = json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _with_map_data(page: str, data: dict) -> str:
+    """Append the JSON data block and the fixed tooltip script to the rendered page, after
+    folium's script (so every layer exists). Done after rendering on purpose: branca renders
+    the output of each element again as a Jinja template, so text given to folium or branca
+    is evaluated if it holds ``{{ ... }}``; nothing delivered is given to them."""
+    tail = (
+        f'<script type="application/json" id="phm-map-data">{json_for_script(data)}</script>\n'
+        f"<script>{_TOOLTIP_SCRIPT}</script>\n"
+    )
+    at = page.rfind("</html>")
+    if at < 0:
+        raise RuntimeError("rendered map has no </html>")
+    return page[:at] + tail + page[at:]
+
+
+def _html_text(s: str) -> str:
+    """Text for the HTML parts that folium/branca render: escaped for HTML, and with braces
+    as character references so the second Jinja pass (see :func:`_with_map_data`) sees no
+    ``{{``, ``{%`` or ``{#``."""
+    return html.escape(s, quote=True).replace("{", "&#123;").replace("}", "&#125;")
+
+
+def _text(v) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
+        return ""
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
 def _legend_html(m: MapMeasure, cls: Classes, first: bool, n_suppressed: int) -> str:
-    unit = f" ({html.escape(m.unit)})" if m.unit else ""
+    unit = f" ({_html_text(m.unit)})" if m.unit else ""
     rows = [
         f'<div><span style="display:inline-block;width:14px;height:12px;background:{c};'
         f'border:1px solid #777;margin-right:6px;vertical-align:middle"></span>'
-        f"{html.escape(lab)}</div>"
+        f"{_html_text(lab)}</div>"
         for c, lab in zip(cls.colours, cls.labels, strict=True)
     ]
     if n_suppressed:
@@ -139,9 +229,9 @@ def _legend_html(m: MapMeasure, cls: Classes, first: bool, n_suppressed: int) ->
         )
     display = "block" if first else "none"
     return (
-        f'<div class="phm-legend-layer" data-layer="{html.escape(m.title)}" '
-        f'style="display:{display}"><b>{html.escape(m.title)}{unit}</b>'
-        f'<div style="color:#555;font-size:11px">Classes: {html.escape(cls.method)}</div>'
+        f'<div class="phm-legend-layer" data-layer="{_html_text(m.title)}" '
+        f'style="display:{display}"><b>{_html_text(m.title)}{unit}</b>'
+        f'<div style="color:#555;font-size:11px">Classes: {_html_text(cls.method)}</div>'
         + "".join(rows)
         + "</div>"
     )
@@ -163,20 +253,25 @@ def write_interactive_map(
     """The offline Leaflet map: one base layer per measure (radio buttons) with LSOA tooltips,
     community assets by category and practices as overlays. No tiles, no network."""
     g = gdf[gdf.geometry.notna()].to_crs(WGS84).reset_index(drop=True)
-    props = pd.DataFrame(
+    # the features carry only their colours and their row in the data block's tooltip table
+    props = pd.DataFrame({"i": np.arange(len(g), dtype=np.int64)})
+    tips = pd.DataFrame(
         {
-            "lsoa11_code": g["lsoa11_code"],
-            "lsoa11_name": g["lsoa11_name"].fillna(""),
-            "imd": g["imd2019_decile"].map(lambda v: "" if pd.isna(v) else str(int(v))),
-            "population": g["population"].fillna(""),
+            "lsoa11_code": g["lsoa11_code"].map(_text),
+            "lsoa11_name": g["lsoa11_name"].map(_text),
+            "imd": g["imd2019_decile"].map(_text),
+            "population": g["population"].map(_text),
         }
     )
     legends = []
     for i, m in enumerate(measures):
         cls = classify(g[m.column], m, scheme, k)
         props[f"fill_{m.id}"] = np.array([*cls.colours, HTML_NO_DATA], dtype=object)[cls.index]
-        props[f"tt_{m.id}"] = [_tooltip_text(r, m) for _, r in g.iterrows()]
+        if m.kind != "imd":
+            tips[f"tt_{m.id}"] = [_tooltip_text(r, m) for _, r in g.iterrows()]
         legends.append(_legend_html(m, cls, i == 0, int((cls.index < 0).sum())))
+    marker_tips: list[list[str]] = []
+    area_layers: list[str] = []
     # coordinates to ~1 m, to keep the file small
     geoms = gpd.GeoSeries(g.geometry.values, crs=WGS84).set_precision(1e-5)
     features = gpd.GeoDataFrame(props, geometry=geoms.values, crs=WGS84)
@@ -229,17 +324,13 @@ def write_interactive_map(
                 interactive=False,
                 control=False,
             ).add_to(fmap)
-        fields = ["lsoa11_code", "lsoa11_name", "imd", "population"]
+        fields = list(tips.columns)
         who = "all PCNs" if pcn_code == ALL_PCNS else "this PCN"
         aliases = ["LSOA", "Name", "IMD 2019 decile", f"Registered patients ({who})"]
-        for m in measures:
-            if m.kind == "imd":
-                continue
-            fields.append(f"tt_{m.id}")
-            aliases.append(m.title)
+        aliases += [m.title for m in measures if m.kind != "imd"]
         for i, m in enumerate(measures if len(features) else ()):
             fg = folium.FeatureGroup(name=m.title, overlay=False, show=(i == 0))
-            folium.GeoJson(
+            layer = folium.GeoJson(
                 features,
                 style_function=lambda f, mid=m.id: {
                     "fillColor": f["properties"][f"fill_{mid}"],
@@ -248,15 +339,15 @@ def write_interactive_map(
                     "fillOpacity": 0.85,
                 },
                 highlight_function=lambda f: {"weight": 3, "color": "#000000"},
-                tooltip=folium.GeoJsonTooltip(fields=fields, aliases=aliases, sticky=True),
                 name=m.title,
             ).add_to(fg)
+            area_layers.append(layer.get_name())
             fg.add_to(fmap)
         if practices is not None and not practices.empty:
             own = _own_practices(practices, pcn_code).to_crs(WGS84)
             fg = folium.FeatureGroup(name="GP practices (estimated location)", overlay=True)
             for _, r in own.iterrows():
-                folium.Marker(
+                marker = folium.Marker(
                     location=[round(r.geometry.y, 6), round(r.geometry.x, 6)],
                     icon=folium.DivIcon(
                         html=(
@@ -267,11 +358,14 @@ def write_interactive_map(
                         icon_size=(20, 20),
                         icon_anchor=(10, 10),
                     ),
-                    tooltip=html.escape(
-                        f"{r['practice_code']} {r['practice_name'] or ''} — estimated location: "
-                        "population-weighted centroid of registered patients' LSOAs"
-                    ),
                 ).add_to(fg)
+                marker_tips.append(
+                    [
+                        marker.get_name(),
+                        f"{_text(r['practice_code'])} {_text(r['practice_name'])} — estimated "
+                        "location: population-weighted centroid of registered patients' LSOAs",
+                    ]
+                )
             fg.add_to(fmap)
         if assets is not None and not assets.empty:
             # above the measure layers (overlayPane, 400), below markers (600)
@@ -279,8 +373,9 @@ def write_interactive_map(
             a = assets.to_crs(WGS84)
             for cat in sorted(a["category"].dropna().unique()):
                 pts = a[a["category"] == cat]
+                # layer names are HTML to Leaflet's layer control: escape them
                 fg = folium.FeatureGroup(
-                    name=f"Assets: {asset_label(cat)} ({len(pts)})", overlay=True
+                    name=_html_text(f"Assets: {asset_label(cat)} ({len(pts)})"), overlay=True
                 )
                 for _, r in pts.iterrows():
                     marker = folium.CircleMarker(
@@ -291,26 +386,38 @@ def write_interactive_map(
                         fill=True,
                         fill_color=ASSET_COLOURS.get(cat, "#333333"),
                         fill_opacity=0.95,
-                        tooltip=html.escape(f"{r['name']} ({asset_label(cat)})"),
                     )
                     marker.options["pane"] = "assets"  # path_options() drops it
                     marker.add_to(fg)
+                    marker_tips.append(
+                        [marker.get_name(), f"{_text(r['name'])} ({asset_label(cat)})"]
+                    )
                 fg.add_to(fmap)
         folium.LayerControl(collapsed=False, position="topright").add_to(fmap)
         if len(features):
             fmap.fit_bounds([[miny, minx], [maxy, maxx]])
         title = (
-            f"<b>{html.escape(pcn_label)}</b>: need by LSOA 2011 of residence, patients "
+            f"<b>{_html_text(pcn_label)}</b>: need by LSOA 2011 of residence, patients "
             f"registered with {_practices_of(pcn_code)}. Choose a measure on the right; hover an area "
             "for its values. Triangles: GP practices at the population-weighted centroid of "
             "their patients' LSOAs (not surgery addresses)."
         )
-        footer = html.escape(f"{OGL_ATTRIBUTION} {SDC_NOTE}")
+        footer = _html_text(f"{OGL_ATTRIBUTION} {SDC_NOTE}")
         _Overlay(fmap.get_name(), title, "".join(legends), footer).add_to(fmap)
-        out = fmap.get_root().render()
-    _check_offline(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(out, encoding="utf-8")
+        data = {
+            "markers": marker_tips,
+            "areas": {
+                "layers": area_layers,
+                "fields": fields,
+                "labels": aliases,
+                "rows": tips.to_numpy(dtype=object).tolist(),
+            },
+        }
+        page = fmap.get_root().render()
+    # the page before the data block is added: the block is inert JSON, and a name that
+    # looks like a remote URL must not stop the map being written
+    _check_offline(page)
+    atomic_write_text(out_path, _with_map_data(page, data))
     return out_path
 
 

@@ -260,6 +260,12 @@ def _save_png(fig, path: Path) -> Path:
     return path
 
 
+#: Names (practices, assets, PCNs) are plain text in every figure: no mathtext, so a ``$`` or a
+#: backslash in a delivered name is drawn as it is and cannot break or restyle the figure.
+PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
+
+
+@matplotlib.rc_context(PLAIN_TEXT)
 def plot_choropleth(
     gdf: gpd.GeoDataFrame,
     measure: MapMeasure,

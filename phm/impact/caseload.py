@@ -109,9 +109,9 @@ def outreach_funnel(
 ) -> pl.DataFrame:
     """Per cohort and PCN (and ``ALL``): identified, referred, contacted, engaged (people)."""
     ed = f"DATE '{extract_date.isoformat()}'"
-    where = ""
+    where, params = "", []
     if cohorts:
-        where = "WHERE m.cohort_id IN (" + ", ".join(f"'{c}'" for c in cohorts) + ")"
+        where, params = "WHERE list_contains(?, m.cohort_id)", [list(cohorts)]
     return con.execute(
         f"""
         WITH {_referrals_cte()},
@@ -140,5 +140,6 @@ def outreach_funnel(
         FROM mem
         GROUP BY GROUPING SETS ((cohort_id, pcn_code), (cohort_id))
         ORDER BY cohort_id, pcn_code = 'ALL' DESC, pcn_code
-        """
+        """,
+        params,
     ).pl()

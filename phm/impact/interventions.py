@@ -213,12 +213,12 @@ def ltc_band_sql(ltc: str) -> str:
     )
 
 
-def eligible_sql(intervention: str, index_month: dt.date) -> str:
+def eligible_sql(index_month: dt.date) -> str:
     """SQL for everyone eligible at ``index_month``: treated people whose index month it is
     (``treated`` true) and candidates not treated by then (treated later or never), with
-    the matching strata (age at the index month)."""
+    the matching strata (age at the index month). Its one parameter (``?``) is the
+    intervention: bind it, never paste it into the text."""
     m0 = _d(index_month)
-    iv = intervention.replace("'", "''")
     age = (
         f"(date_part('year', {m0}) - date_part('year', p.birth_month)"
         f" - CASE WHEN date_part('month', {m0}) < date_part('month', p.birth_month)"
@@ -233,7 +233,7 @@ def eligible_sql(intervention: str, index_month: dt.date) -> str:
                coalesce(p.efi_category, 'unknown') AS efi_band
         FROM {PEOPLE_TABLE} p
         LEFT JOIN {INTERVENTIONS_TABLE} t
-          ON t.person_id = p.person_id AND t.intervention = '{iv}'
+          ON t.person_id = p.person_id AND t.intervention = ?
         WHERE p.registration_start <= {m0} - INTERVAL {PRE_MONTHS} MONTH
           AND {observed_months_sql(m0, "p.censor_date")} >= 1
           AND (t.index_month IS NULL OR t.index_month >= {m0})

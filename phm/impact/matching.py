@@ -114,7 +114,8 @@ def pre_period_pool(
     strata; None when nobody is treated that month). Only the treated people's strata are
     made dense, so memory follows the treated, not the population."""
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _impact_elig AS {eligible_sql(intervention, index_month)}"
+        f"CREATE OR REPLACE TEMP TABLE _impact_elig AS {eligible_sql(index_month)}",
+        [intervention],
     )
     strata = ", ".join(STRATA)
     con.execute(

@@ -23,7 +23,7 @@ import polars as pl
 
 from phm.disclosure import DisclosurePolicy, protect_count, protect_table
 from phm.exports import add_to_manifest
-from phm.files import atomic_write_bytes
+from phm.files import atomic_write_bytes, csv_bytes
 from phm.impact.caseload import FUNNEL_STAGES, STATUS_ORDER
 from phm.impact.interventions import OUTCOMES
 
@@ -50,11 +50,12 @@ def _esc(x) -> str:
 
 
 def _mpl_text(x) -> str:
-    return str(x).replace("\\", "\\\\").replace("$", r"\$")
+    # figures draw plain text (``text.parse_math`` is off in :func:`_pyplot`): no escaping
+    return str(x)
 
 
 def _csv(df: pl.DataFrame) -> bytes:
-    return df.write_csv(float_precision=4).encode("utf-8")
+    return csv_bytes(df, float_precision=4)
 
 
 def _rounded_int(s: str | None) -> int | None:
@@ -294,6 +295,7 @@ def _pyplot():
 
     matplotlib.use("Agg")
     matplotlib.rcParams["text.usetex"] = False
+    matplotlib.rcParams["text.parse_math"] = False
     matplotlib.rcParams["svg.hashsalt"] = "phm"
     import matplotlib.pyplot as plt
 
