@@ -1,4 +1,5 @@
-"""The Dagster code location: assets, checks, resources, the nightly job and its schedule.
+"""The Dagster code location: assets, checks, resources, the nightly job, its schedule and
+the sensors (new deliveries, run-failure alerts; pipelines/sensors.py).
 
 ``dagster dev`` run from the repository root finds this module through ``[tool.dagster]`` in
 pyproject.toml. ``phm run`` builds the same Definitions with its own settings.
@@ -10,6 +11,7 @@ import dagster as dg
 
 from pipelines.assets import cohorts, exports, geo, ingest, marts, segmentation, staging
 from pipelines.resources import Settings, build_resources
+from pipelines.sensors import build_sensors
 
 ASSET_MODULES = [ingest, staging, marts, segmentation, cohorts, exports, geo]
 
@@ -38,6 +40,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         asset_checks=checks,
         jobs=[job],
         schedules=[schedule],
+        sensors=build_sensors(settings, job),
         resources=build_resources(settings),
         executor=dg.in_process_executor,
     )
