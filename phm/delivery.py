@@ -298,7 +298,8 @@ def _header_names(entry: ManifestEntry, content: _Content) -> list[str]:
         import pyarrow.parquet as pq
 
         return list(pq.read_schema(pa.BufferReader(content.data)).names)
-    first = content.data.split(b"\n", 1)[0]
+    end = content.data.find(b"\n")
+    first = content.data[: end if end >= 0 else len(content.data)]
     try:
         text = first.decode("utf-8-sig")
     except UnicodeDecodeError as e:

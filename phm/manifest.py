@@ -62,7 +62,12 @@ def _count_chunk(chunk: bytes, in_quotes: bool) -> tuple[int, bool, int]:
 def count_csv_rows_bytes(data: bytes) -> tuple[int, int | None]:
     """:func:`count_csv_rows` of CSV text in memory, and, when a quoted field is never closed,
     the byte offset of its opening quote (else None)."""
-    newlines, in_quotes, opened = _count_chunk(data, False)
+    newlines, in_quotes, opened = 0, False, -1
+    for start in range(0, len(data), _CHUNK):  # in slices: split() would copy the whole file
+        n, in_quotes, at = _count_chunk(data[start : start + _CHUNK], in_quotes)
+        newlines += n
+        if at >= 0:
+            opened = start + at
     records = newlines + (1 if data[-1:] not in (b"", b"\n") else 0)
     return max(records - 1, 0), (opened if in_quotes else None)
 

@@ -511,7 +511,8 @@ def data_quality_summary(source) -> pl.DataFrame:
     schemas hold the tables (as the pipeline writes them).
 
     Columns: ``table``; ``metric`` (``rows_delivered``, ``rows_accepted``,
-    ``rows_quarantined``, ``rule_broken``, ``completeness``, ``v2_field_missing`` with
+    ``rows_quarantined``, ``rule_broken``, ``completeness``, ``patients_without_practice``
+    (accepted registrations whose practice row was quarantined), ``v2_field_missing`` with
     ``detail`` = ``table.column`` for an optional v2 field the delivery lacked); ``detail`` (the rule or the
     completeness measure); ``value`` (a row count; for completeness the rows that have the
     field); ``denominator`` and ``share`` (completeness only).
@@ -531,7 +532,23 @@ def data_quality_summary(source) -> pl.DataFrame:
                 r.staging,
                 r.missing_columns,
             )
+        by_table = {r.table: r for r in results}
+        if {"gp_patients", "practices"} <= set(by_table):
+            patients, practices = by_table["gp_patients"].staging, by_table["practices"].staging
+            n = patients.filter(~pl.col("practice_code").is_in(practices["practice_code"])).height
+            rows.append(_without_practice_row(n))
     return pl.DataFrame(rows, schema=_SUMMARY_SCHEMA)
+
+
+def _without_practice_row(n: int) -> dict:
+    return {
+        "table": "gp_patients",
+        "metric": WITHOUT_PRACTICE_METRIC,
+        "detail": "accepted registrations whose practice row was quarantined",
+        "value": int(n),
+        "denominator": None,
+        "share": None,
+    }
 
 
 def missing_v2_fields(source) -> list[str]:
@@ -599,16 +616,7 @@ def _summary_from_warehouse(con) -> list[dict]:
             "SELECT count(*) FROM staging.gp_patients WHERE practice_code NOT IN "
             "(SELECT practice_code FROM staging.practices)"
         ).fetchone()[0]
-        rows.append(
-            {
-                "table": "gp_patients",
-                "metric": WITHOUT_PRACTICE_METRIC,
-                "detail": "accepted registrations whose practice row was quarantined",
-                "value": int(n),
-                "denominator": None,
-                "share": None,
-            }
-        )
+        rows.append(_without_practice_row(n))
     return rows
 
 
