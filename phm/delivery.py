@@ -181,8 +181,8 @@ def read_manifest(folder: Path) -> Delivery:
 
 
 def _check_inside(entry: ManifestEntry) -> None:
-    """Refuse a delivery file that is a symlink (or under a symlink) resolving outside the
-    delivery folder: the pipeline reads only what was delivered."""
+    """Refuse a delivery file that is a symbolic link resolving outside the delivery folder
+    (the pipeline reads only what was delivered); links within the folder are followed."""
     path = entry.file
     if not path.is_symlink():
         return
