@@ -8,10 +8,15 @@ before anything is written to the warehouse.
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import json
 import logging
+import os
 import re
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -26,12 +31,33 @@ from phm.contract import (
     TABLE_NAMES,
     TABLES,
 )
-from phm.manifest import count_rows, sha256_file
+from phm.manifest import count_csv_rows_bytes
 
 log = logging.getLogger("phm.delivery")
 
 _DATE_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 ROW_NUMBER = "_row_number"
+
+#: columns the pipeline adds itself (raw's row number, quarantine's bookkeeping): a delivered
+#: column with one of these names (in any letter case) would be silently overwritten
+RESERVED_COLUMNS = (ROW_NUMBER, "table_name", "delivery_date", "failed_rules")
+
+#: decompressed bytes allowed per compressed byte of a .csv.gz (a gzip bomb is refused)
+DEFAULT_MAX_DECOMPRESSION_RATIO = 100
+#: however small the compressed file, this much may always be decompressed
+_DECOMPRESSION_FLOOR = 16 << 20
+_CHUNK = 1 << 20
+
+
+def max_decompression_ratio() -> float:
+    """``PHM_MAX_DECOMPRESSION_RATIO`` (default 100): the most a .csv.gz may expand."""
+    value = os.environ.get("PHM_MAX_DECOMPRESSION_RATIO")
+    if not value:
+        return DEFAULT_MAX_DECOMPRESSION_RATIO
+    ratio = float(value)
+    if not ratio > 1:
+        raise ValueError(f"PHM_MAX_DECOMPRESSION_RATIO must be > 1, got {value!r}")
+    return ratio
 
 
 class DeliveryError(Exception):
@@ -154,43 +180,6 @@ def read_manifest(folder: Path) -> Delivery:
     return Delivery(folder, extract_date, entries, int(version))
 
 
-def verify_files(delivery: Delivery) -> None:
-    """Every listed file exists and matches its manifest sha256 and row count."""
-    for entry in delivery.entries.values():
-        if not entry.file.is_file():
-            raise DeliveryError(entry.file, "file listed in the manifest is missing")
-        t0 = time.perf_counter()
-        digest = sha256_file(entry.file)
-        if digest != entry.sha256:
-            raise DeliveryError(
-                entry.file,
-                "sha256 differs from the manifest: truncated or corrupt delivery",
-            )
-        try:
-            rows = count_rows(entry.file)
-        except Exception as e:  # unreadable gzip / parquet
-            raise DeliveryError(entry.file, _read_fault(e)) from None
-        if rows != entry.rows:
-            raise DeliveryError(
-                entry.file,
-                f"has {rows} data rows but the manifest says {entry.rows}: truncated or corrupt",
-            )
-        log.info(
-            "verified %s: %d rows, sha256 ok (%.1fs)",
-            entry.file.name,
-            rows,
-            time.perf_counter() - t0,
-        )
-
-
-def open_delivery(root: Path, delivery: str | date | None = None) -> Delivery:
-    """Find, parse and fully verify a delivery; raises DeliveryError on any file-level fault."""
-    folder = find_delivery(root, delivery)
-    d = read_manifest(folder)
-    verify_files(d)
-    return d
-
-
 _COLUMN_IN_MESSAGE = re.compile(r"at column '([A-Za-z0-9_]{1,64})'")
 
 
@@ -211,8 +200,161 @@ def _read_fault(e: BaseException) -> str:
     return f"unreadable file ({type(e).__name__}{where})"
 
 
-def _parquet_as_strings(path: Path) -> pl.DataFrame:
-    df = pl.read_parquet(path)
+def _check_inside(entry: ManifestEntry) -> None:
+    """Refuse a delivery file that is a symbolic link resolving outside the delivery folder
+    (the pipeline reads only what was delivered); links within the folder are followed."""
+    path = entry.file
+    if not path.is_symlink():
+        return
+    folder = path.parent.resolve()
+    target = path.resolve()
+    if not target.is_relative_to(folder):
+        raise DeliveryError(path, "is a symbolic link pointing outside the delivery: refused")
+
+
+def _gunzip_bounded(path: Path, data: bytes) -> bytes:
+    """Decompress ``data`` (a gzip file, possibly several members) in bounded steps; a file
+    expanding beyond ``PHM_MAX_DECOMPRESSION_RATIO`` times its size is refused."""
+    limit = max(int(len(data) * max_decompression_ratio()), _DECOMPRESSION_FLOOR)
+    out = bytearray()
+    rest = data
+    try:
+        while rest:
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            buf = rest
+            while buf:
+                out += d.decompress(buf, _CHUNK)
+                if len(out) > limit:
+                    raise DeliveryError(
+                        path,
+                        f"decompresses to more than {limit:,} bytes (over "
+                        f"{max_decompression_ratio():g} times its size): refused as a "
+                        "possible gzip bomb (PHM_MAX_DECOMPRESSION_RATIO)",
+                    )
+                buf = d.unconsumed_tail
+            if not d.eof:
+                raise DeliveryError(path, "unreadable file (gzip stream is truncated)")
+            rest = d.unused_data
+    except zlib.error:
+        raise DeliveryError(path, "unreadable file (not valid gzip)") from None
+    return bytes(out)
+
+
+@dataclass(frozen=True)
+class _Content:
+    """A delivery file read once: the bytes that were hashed are the bytes parsed."""
+
+    data: bytes  # decompressed for .csv.gz
+    rows: int
+
+
+def _read_verified(entry: ManifestEntry) -> _Content:
+    """Read the file once, check its sha256 and row count against the manifest and return
+    those very bytes (decompressed), so nothing can change between check and parse."""
+    path = entry.file
+    _check_inside(entry)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as e:
+        raise DeliveryError(path, "file listed in the manifest is missing") from e
+    except OSError as e:
+        raise DeliveryError(path, f"unreadable file ({e.strerror or e})") from e
+    if hashlib.sha256(raw).hexdigest() != entry.sha256:
+        raise DeliveryError(path, "sha256 differs from the manifest: truncated or corrupt delivery")
+    if path.name.endswith(".parquet"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            rows = pq.ParquetFile(pa.BufferReader(raw)).metadata.num_rows
+        except Exception as e:
+            raise DeliveryError(path, _read_fault(e)) from None
+        data = raw
+    else:
+        data = _gunzip_bounded(path, raw) if path.name.endswith(".gz") else raw
+        rows, open_quote_at = count_csv_rows_bytes(data)
+        if open_quote_at is not None:
+            line = data.count(b"\n", 0, open_quote_at) + 1
+            raise DeliveryError(
+                path,
+                f"unbalanced quote: the quoted field opened on line {line} is never closed",
+            )
+    if rows != entry.rows:
+        raise DeliveryError(
+            path, f"has {rows} data rows but the manifest says {entry.rows}: truncated or corrupt"
+        )
+    return _Content(data, rows)
+
+
+def verify_files(delivery: Delivery) -> None:
+    """Every listed file exists inside the delivery, matches its manifest sha256 and row count,
+    and decompresses within bounds. :func:`read_table_checked` checks the bytes it parses
+    again (a file replaced after this check is caught there)."""
+    for entry in delivery.entries.values():
+        t0 = time.perf_counter()
+        content = _read_verified(entry)
+        log.info(
+            "verified %s: %d rows, sha256 ok (%.1fs)",
+            entry.file.name,
+            content.rows,
+            time.perf_counter() - t0,
+        )
+        del content
+
+
+def open_delivery(root: Path, delivery: str | date | None = None) -> Delivery:
+    """Find, parse and fully verify a delivery; raises DeliveryError on any file-level fault."""
+    folder = find_delivery(root, delivery)
+    d = read_manifest(folder)
+    verify_files(d)
+    return d
+
+
+def _header_names(entry: ManifestEntry, content: _Content) -> list[str]:
+    """The column names exactly as delivered (polars would rename duplicates)."""
+    path = entry.file
+    if path.name.endswith(".parquet"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(pa.BufferReader(content.data)).names)
+    end = content.data.find(b"\n")
+    first = content.data[: end if end >= 0 else len(content.data)]
+    try:
+        text = first.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DeliveryError(path, "wrong encoding: not UTF-8") from None
+    return next(csv.reader([text.rstrip("\r")]), [])
+
+
+def _check_header(entry: ManifestEntry, names: list[str]) -> None:
+    path = entry.file
+    clean = [n.lstrip("\ufeff").strip() for n in names]
+    seen: dict[str, str] = {}
+    dups = []
+    for n in clean:
+        if n.lower() in seen:
+            dups.append(n if n == seen[n.lower()] else f"{seen[n.lower()]}/{n}")
+        seen.setdefault(n.lower(), n)
+    if dups:
+        raise DeliveryError(
+            path, f"duplicate column name(s) in the header: {', '.join(sorted(set(dups)))}"
+        )
+    reserved = [n for n in clean if n.lower() in RESERVED_COLUMNS]
+    if reserved:
+        raise DeliveryError(
+            path,
+            f"column(s) {', '.join(reserved)} clash with the pipeline's own columns "
+            f"({', '.join(RESERVED_COLUMNS)}): rename them in the extract",
+        )
+
+
+def _parquet_as_strings(entry: ManifestEntry, data: bytes) -> pl.DataFrame:
+    """Parquet as text like a CSV; a contract ``date`` column stored as a timestamp is taken as
+    its date when every value is at midnight, otherwise the file is refused."""
+    df = pl.read_parquet(io.BytesIO(data))
+    contract = TABLES[entry.table]
+    date_columns = {c.name for c in contract.columns if c.type == "date"}
     out = []
     for name, dtype in df.schema.items():
         col = pl.col(name)
@@ -220,7 +362,19 @@ def _parquet_as_strings(path: Path) -> pl.DataFrame:
             out.append(
                 pl.when(col).then(pl.lit("true")).when(~col).then(pl.lit("false")).alias(name)
             )
-        elif dtype == pl.Datetime or isinstance(dtype, pl.Datetime):
+        elif isinstance(dtype, pl.Datetime) and name.strip() in date_columns:
+            off_midnight = df.select(
+                (col.cast(pl.Date).cast(pl.Datetime(dtype.time_unit, dtype.time_zone)) != col).sum()
+            ).item()
+            if off_midnight:
+                raise DeliveryError(
+                    entry.file,
+                    f"column {name} is a date in the contract but is stored as a timestamp "
+                    f"with a time of day in {off_midnight} row(s): converting would lose "
+                    "information; deliver it as a date",
+                )
+            out.append(col.dt.strftime("%Y-%m-%d").alias(name))
+        elif isinstance(dtype, pl.Datetime):
             out.append(col.dt.strftime("%Y-%m-%dT%H:%M:%S").alias(name))
         elif dtype == pl.Date:
             out.append(col.dt.strftime("%Y-%m-%d").alias(name))
@@ -242,16 +396,20 @@ def read_table_checked(entry: ManifestEntry) -> tuple[pl.DataFrame, list[str]]:
     """:func:`read_table` and the optional (later contract version) columns the file lacks,
     in contract order; those columns are in the frame, all null."""
     path = entry.file
+    content = _read_verified(entry)
+    _check_header(entry, _header_names(entry, content))
     try:
         if path.name.endswith(".parquet"):
-            df = _parquet_as_strings(path)
+            df = _parquet_as_strings(entry, content.data)
         else:
             df = pl.read_csv(
-                path,
+                io.BytesIO(content.data),
                 infer_schema=False,
                 encoding="utf8",
                 raise_if_empty=False,
             )
+    except DeliveryError:
+        raise
     except Exception as e:
         # ``from None``: the reader's message (and so its traceback in the Dagster event log)
         # can quote the content of a field, i.e. a delivered value
@@ -262,8 +420,6 @@ def read_table_checked(entry: ManifestEntry) -> tuple[pl.DataFrame, list[str]]:
     missing = [c for c in contract.required_column_names if c not in df.columns]
     if missing:
         raise DeliveryError(path, f"missing required column(s): {', '.join(missing)}")
-    if len(set(df.columns)) != len(df.columns):
-        raise DeliveryError(path, "duplicate column names in the header")
     if df.height != entry.rows:
         raise DeliveryError(
             path, f"parsed {df.height} rows but the manifest says {entry.rows}: corrupt file"

@@ -35,17 +35,41 @@ def count_csv_rows(path: Path) -> int:
     last = b""
     with opener(path, "rb") as f:
         while chunk := f.read(_CHUNK):
-            if b'"' not in chunk and not in_quotes:
-                newlines += chunk.count(b"\n")
-            else:
-                for part_index, part in enumerate(chunk.split(b'"')):
-                    if part_index:
-                        in_quotes = not in_quotes
-                    if not in_quotes:
-                        newlines += part.count(b"\n")
+            n, in_quotes, _ = _count_chunk(chunk, in_quotes)
+            newlines += n
             last = chunk[-1:]
     records = newlines + (1 if last not in (b"", b"\n") else 0)
     return max(records - 1, 0)
+
+
+def _count_chunk(chunk: bytes, in_quotes: bool) -> tuple[int, bool, int]:
+    """Newlines outside quotes in ``chunk``, the quote state after it, and the offset of the
+    last quote that opened a field (-1 if none)."""
+    if b'"' not in chunk and not in_quotes:
+        return chunk.count(b"\n"), in_quotes, -1
+    newlines, opened, offset = 0, -1, 0
+    for part_index, part in enumerate(chunk.split(b'"')):
+        if part_index:
+            in_quotes = not in_quotes
+            if in_quotes:
+                opened = offset - 1
+        if not in_quotes:
+            newlines += part.count(b"\n")
+        offset += len(part) + 1
+    return newlines, in_quotes, opened
+
+
+def count_csv_rows_bytes(data: bytes) -> tuple[int, int | None]:
+    """:func:`count_csv_rows` of CSV text in memory, and, when a quoted field is never closed,
+    the byte offset of its opening quote (else None)."""
+    newlines, in_quotes, opened = 0, False, -1
+    for start in range(0, len(data), _CHUNK):  # in slices: split() would copy the whole file
+        n, in_quotes, at = _count_chunk(data[start : start + _CHUNK], in_quotes)
+        newlines += n
+        if at >= 0:
+            opened = start + at
+    records = newlines + (1 if data[-1:] not in (b"", b"\n") else 0)
+    return max(records - 1, 0), (opened if in_quotes else None)
 
 
 def count_parquet_rows(path: Path) -> int:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -256,6 +257,89 @@ def validate_delivery(
 
 
 # --------------------------------------------------------------------------------------
+# plausibility gates
+# --------------------------------------------------------------------------------------
+
+#: the largest share of a table's rows that may be quarantined before the delivery fails
+DEFAULT_MAX_QUARANTINE_SHARE = 0.05
+
+
+def max_quarantine_share() -> float:
+    """``PHM_MAX_QUARANTINE_SHARE`` (default 0.05); 1 switches the gate off."""
+    value = os.environ.get("PHM_MAX_QUARANTINE_SHARE")
+    if not value:
+        return DEFAULT_MAX_QUARANTINE_SHARE
+    share = float(value)
+    if not 0 <= share <= 1:
+        raise ValueError(f"PHM_MAX_QUARANTINE_SHARE must be between 0 and 1, got {value!r}")
+    return share
+
+
+class QuarantineGateError(Exception):
+    """Too large a share of a table was quarantined: the delivery is implausible (e.g. a
+    column stored in the wrong type) and nothing downstream may use it. The message names
+    the table, the share and the rules broken most, never a row value."""
+
+    def __init__(self, table: str, share: float, limit: float, top_rules: list[tuple[str, int]]):
+        self.table, self.share, self.limit, self.top_rules = table, share, limit, top_rules
+        rules = ", ".join(f"{r} ({n:,} rows)" for r, n in top_rules) or "none"
+        super().__init__(
+            f"{table}: {100 * share:.1f}% of the delivered rows were quarantined, more than "
+            f"the limit of {100 * limit:.1f}% (PHM_MAX_QUARANTINE_SHARE); rules broken most: "
+            f"{rules}. The delivery is refused; see docs/operations.md (Plausibility gates)."
+        )
+
+
+def check_quarantine_share(result: ValidationResult, limit: float | None = None) -> float:
+    """The quarantined share of ``result``'s table; raises :class:`QuarantineGateError` when it
+    exceeds ``limit`` (default :func:`max_quarantine_share`). An empty table passes."""
+    limit = max_quarantine_share() if limit is None else limit
+    delivered = result.rows_delivered
+    share = result.rows_quarantined / delivered if delivered else 0.0
+    if share > limit:
+        top = sorted(
+            ((r, n) for r, n in result.rule_counts.items() if n), key=lambda x: (-x[1], x[0])
+        )[:3]
+        raise QuarantineGateError(result.table, share, limit, top)
+    return share
+
+
+#: the columns of the patients-without-practice exceptions list (it holds NHS numbers: it is
+#: for the ICB data team to correct the practice rows, never published)
+WITHOUT_PRACTICE_COLUMNS = (
+    "nhs_number",
+    "practice_code",
+    "registration_start",
+    "registration_end",
+    "row_number",
+    "practice_rules_broken",
+)
+
+
+def patients_without_practice(con) -> pl.DataFrame:
+    """Accepted registrations (``staging.gp_patients``) whose practice is not in
+    ``staging.practices`` because its practice row was quarantined: without this list they
+    would silently be missing from every PCN's lists. Ordered by practice and row number."""
+    return con.execute(
+        """
+        SELECT p.nhs_number, p.practice_code, p.registration_start, p.registration_end,
+               p._row_number AS row_number,
+               coalesce(
+                   (SELECT string_agg(DISTINCT r, ';' ORDER BY r) FROM (
+                        SELECT unnest(q.failed_rules) AS r FROM quarantine.practices q
+                        WHERE trim(q.practice_code) = p.practice_code)),
+                   'practice not accepted') AS practice_rules_broken
+        FROM staging.gp_patients p
+        WHERE p.practice_code NOT IN (SELECT practice_code FROM staging.practices)
+        ORDER BY p.practice_code, p._row_number
+        """
+    ).pl()
+
+
+WITHOUT_PRACTICE_METRIC = "patients_without_practice"
+
+
+# --------------------------------------------------------------------------------------
 # data quality summary
 # --------------------------------------------------------------------------------------
 
@@ -482,7 +566,8 @@ def data_quality_summary(source) -> pl.DataFrame:
     schemas hold the tables (as the pipeline writes them).
 
     Columns: ``table``; ``metric`` (``rows_delivered``, ``rows_accepted``,
-    ``rows_quarantined``, ``rule_broken``, ``completeness``, ``v2_field_missing`` with
+    ``rows_quarantined``, ``rule_broken``, ``completeness``, ``patients_without_practice``
+    (accepted registrations whose practice row was quarantined), ``v2_field_missing`` with
     ``detail`` = ``table.column`` for an optional v2 field the delivery lacked,
     ``deprivation_unknown`` = current gp_patients whose LSOA the configured deprivation index
     does not cover, or with no LSOA); ``detail`` (the rule or the
@@ -504,7 +589,23 @@ def data_quality_summary(source) -> pl.DataFrame:
                 r.staging,
                 r.missing_columns,
             )
+        by_table = {r.table: r for r in results}
+        if {"gp_patients", "practices"} <= set(by_table):
+            patients, practices = by_table["gp_patients"].staging, by_table["practices"].staging
+            n = patients.filter(~pl.col("practice_code").is_in(practices["practice_code"])).height
+            rows.append(_without_practice_row(n))
     return pl.DataFrame(rows, schema=_SUMMARY_SCHEMA)
+
+
+def _without_practice_row(n: int) -> dict:
+    return {
+        "table": "gp_patients",
+        "metric": WITHOUT_PRACTICE_METRIC,
+        "detail": "accepted registrations whose practice row was quarantined",
+        "value": int(n),
+        "denominator": None,
+        "share": None,
+    }
 
 
 def missing_v2_fields(source) -> list[str]:
@@ -563,6 +664,16 @@ def _summary_from_warehouse(con) -> list[dict]:
         rows += _table_rows(
             t, delivered, accepted, quarantined, rule_counts, staging, missing.get(t, ())
         )
+    if {
+        ("staging", "gp_patients"),
+        ("staging", "practices"),
+        ("quarantine", "practices"),
+    } <= existing:
+        n = con.execute(
+            "SELECT count(*) FROM staging.gp_patients WHERE practice_code NOT IN "
+            "(SELECT practice_code FROM staging.practices)"
+        ).fetchone()[0]
+        rows.append(_without_practice_row(n))
     return rows
 
 
@@ -617,6 +728,21 @@ def data_quality_markdown(source, extract_date: date | None = None) -> str:
         out += [f"- `{r['detail']}`" for r in lacking.iter_rows(named=True)]
     else:
         out.append("The delivery has every v2 field.")
+
+    orphans = s.filter(pl.col("metric") == WITHOUT_PRACTICE_METRIC)
+    if orphans.height:
+        n = int(orphans["value"].sum())
+        out += ["", "## Patients without a practice", ""]
+        if n:
+            out.append(
+                f"{n:,} accepted registration(s) name a practice whose row was quarantined: "
+                "these patients are in no PCN's lists until the practice row is corrected. "
+                "The data team's list (with NHS numbers, not for publication) is "
+                "`exceptions/<extract_date>/patients_without_practice.csv` in the pipeline's "
+                "home."
+            )
+        else:
+            out.append("Every accepted registration names an accepted practice.")
 
     broken = s.filter(pl.col("metric") == "rule_broken")
     out += ["", "## Broken rules", ""]

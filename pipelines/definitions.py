@@ -1,4 +1,5 @@
-"""The Dagster code location: assets, checks, resources, the nightly job and its schedule.
+"""The Dagster code location: assets, checks, resources, the nightly job, its schedule and
+the sensors (new deliveries, run-failure alerts; pipelines/sensors.py).
 
 ``dagster dev`` run from the repository root finds this module through ``[tool.dagster]`` in
 pyproject.toml. ``phm run`` builds the same Definitions with its own settings.
@@ -19,6 +20,7 @@ from pipelines.assets import (
     staging,
 )
 from pipelines.resources import Settings, build_resources
+from pipelines.sensors import build_sensors
 
 ASSET_MODULES = [ingest, staging, marts, segmentation, cohorts, exports, geo, impact]
 
@@ -47,6 +49,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         asset_checks=checks,
         jobs=[job],
         schedules=[schedule],
+        sensors=build_sensors(settings, job),
         resources=build_resources(settings),
         executor=dg.in_process_executor,
     )

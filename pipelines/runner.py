@@ -61,7 +61,7 @@ def _run_pipeline(
     delivery: str | None = None,
     selection: list[str] | None = None,
 ) -> RunSummary:
-    from dagster import AssetKey, DagsterInstance
+    from dagster import DagsterInstance
 
     from pipelines.definitions import NIGHTLY_JOB, build_definitions
     from pipelines.resources import Settings
@@ -79,7 +79,7 @@ def _run_pipeline(
     try:
         kwargs = {}
         if selection:
-            kwargs["asset_selection"] = [AssetKey(s.split("/")) for s in selection]
+            kwargs["asset_selection"] = _resolve_selection(defs, selection)
         result = job.execute_in_process(instance=instance, raise_on_error=False, **kwargs)
     finally:
         instance.dispose()
@@ -93,6 +93,22 @@ def _run_pipeline(
     )
     log.info("run %s materialised %d assets in %.1fs", result.run_id, len(materialized), seconds)
     return RunSummary(result.run_id, seconds, materialized)
+
+
+def _resolve_selection(defs, selection: list[str]) -> list:
+    """Asset keys for ``raw/practices``-style paths, plus the other assets of any multi-asset
+    that cannot run in part (``raw/practices`` is loaded with the whole delivery)."""
+    from dagster import AssetKey, AssetSelection
+
+    graph = defs.resolve_asset_graph()
+    keys = [AssetKey(s.strip("/").split("/")) for s in selection]
+    unknown = [k.to_user_string() for k in keys if not graph.has(k)]
+    if unknown:
+        raise PipelineFailed(
+            f"no such asset: {', '.join(unknown)} (asset keys look like raw/practices)"
+        )
+    resolved = AssetSelection.assets(*keys).required_multi_asset_neighbors().resolve(graph)
+    return sorted(resolved, key=lambda k: k.to_user_string())
 
 
 def _failure_message(result) -> str:

@@ -239,3 +239,21 @@ def make_delivery(
             m["contract_version"] = contract_version
             mpath.write_text(json.dumps(m, indent=2), encoding="utf-8")
     return folder
+
+
+def remanifest(folder: Path) -> Path:
+    """Rewrite ``folder``'s manifest from the table files now in it (after a test altered or
+    replaced one), keeping its extract date and contract version."""
+    folder = Path(folder)
+    old = json.loads((folder / "_manifest.json").read_text(encoding="utf-8"))
+    files = {}
+    for t in TABLE_NAMES:
+        found = [
+            p for p in folder.iterdir() if p.name in (f"{t}.csv", f"{t}.csv.gz", f"{t}.parquet")
+        ]
+        files[t] = found[0]
+    path = write_manifest(folder, old["extract_date"], files)
+    m = json.loads(Path(path).read_text(encoding="utf-8"))
+    m["contract_version"] = old["contract_version"]
+    Path(path).write_text(json.dumps(m, indent=2), encoding="utf-8")
+    return Path(path)

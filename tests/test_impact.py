@@ -310,10 +310,11 @@ def test_social_prescribing_treated_set_and_monthly_use():
         "FROM marts.impact_monthly_use WHERE person_id = 'a' ORDER BY month"
     ).fetchall()
     # the social prescriber session of 2026-09-10 is the intervention, not practice use (a
-    # care coordinator's is); the elective spell is not counted; the 2B transfer continues a
-    # stay (its 2 bed days count, it is not a new admission); the open spell runs to the
-    # extract date (68 days)
-    assert rows == [(dt.date(2026, 8, 1), 2, 1, 2, 5 + 2 + 68)]
+    # care coordinator's is); the elective spell is not counted; the 2B transfer in has no
+    # sending spell in the extract, so as far as the data shows it began the episode and is
+    # an emergency admission (phm.hospital: a 2B continuing a stay would not be); the open
+    # spell runs to the extract date (68 days)
+    assert rows == [(dt.date(2026, 8, 1), 2, 1, 3, 5 + 2 + 68)]
 
 
 def test_emergency_admission_methods():

@@ -5,15 +5,21 @@ One asset pair per contract table, a blocking check per table that raw = staging
 quarantine, and a data-quality report over all of them.
 """
 
+from pathlib import Path
+
 import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
 import schemas
 from phm.contract import TABLE_NAMES
+from phm.files import atomic_path, atomic_write_text
 from phm.validate import (
+    WITHOUT_PRACTICE_COLUMNS,
+    check_quarantine_share,
     data_quality_markdown,
     data_quality_summary,
+    patients_without_practice,
     validate_table,
     warehouse_reference_keys,
 )
@@ -58,6 +64,9 @@ def _validation_asset(table: str):
             extract_date = current_extract_date(con)
             raw = con.execute(f"SELECT * FROM raw.{table}").pl()
             result = validate_table(table, raw, extract_date, warehouse_reference_keys(con, table))
+            # plausibility gate: an implausible share of bad rows fails the run here, before
+            # staging is replaced and before anything downstream reads it
+            share = check_quarantine_share(result)
             con.execute("BEGIN TRANSACTION")
             write_table(con, f"staging.{table}", result.staging)
             write_table(con, f"quarantine.{table}", result.quarantine)
@@ -73,7 +82,11 @@ def _validation_asset(table: str):
         )
         yield dg.MaterializeResult(
             asset_key=["quarantine", table],
-            metadata={"rows": result.quarantine.height, "broken_rules": rules},
+            metadata={
+                "rows": result.quarantine.height,
+                "share": dg.MetadataValue.float(round(share, 6)),
+                "broken_rules": rules,
+            },
         )
 
     return _asset
@@ -125,8 +138,10 @@ conservation_checks = [_conservation_check(t) for t in TABLE_NAMES]
     kinds={"duckdb", "markdown"},
     description=(
         "Data quality of the delivery: per table rows delivered, accepted and quarantined, "
-        "counts per broken rule, completeness of key fields. No patient identifiers. Also "
-        "written to exports/<extract_date>/data_quality.md."
+        "counts per broken rule, completeness of key fields, the number of patients whose "
+        "practice row was quarantined. No patient identifiers. Also written to "
+        "exports/<extract_date>/data_quality.md; the patients without a practice are listed "
+        "for the data team in HOME/exceptions/<extract_date>/patients_without_practice.csv."
     ),
 )
 def data_quality(
@@ -136,16 +151,28 @@ def data_quality(
         extract_date = current_extract_date(con)
         summary = data_quality_summary(con)
         write_table(con, "reports.data_quality", summary)
+        orphans = patients_without_practice(con)
     md = data_quality_markdown(summary, extract_date)
     path = settings.exports(extract_date.isoformat()) / "data_quality.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(md, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, md)
+    # the exceptions list holds NHS numbers (for correcting the practice rows): it goes to the
+    # pipeline's own area, never to exports; always written, so an empty file means none
+    exceptions = Path(settings.home) / "exceptions" / extract_date.isoformat()
+    exceptions.mkdir(parents=True, exist_ok=True)
+    orphans_path = exceptions / "patients_without_practice.csv"
+    with atomic_path(orphans_path, mode=0o600) as tmp:
+        orphans.select(WITHOUT_PRACTICE_COLUMNS).write_csv(tmp)
+    if orphans.height:
+        context.log.warning(
+            f"{orphans.height} accepted registration(s) name a practice whose row was "
+            f"quarantined; listed in {orphans_path}"
+        )
     delivered = int(summary.filter(pl.col("metric") == "rows_delivered")["value"].sum() or 0)
     return dg.MaterializeResult(
         metadata={
             "report": dg.MetadataValue.md(md),
             "path": dg.MetadataValue.path(str(path)),
             "rows_delivered": delivered,
+            "patients_without_practice": orphans.height,
         }
     )
