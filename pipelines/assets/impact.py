@@ -25,51 +25,95 @@ STAGING = [
 ]
 
 
-@dg.asset(
-    key=["marts", "impact_interventions"],
+@dg.multi_asset(
+    name="impact_interventions",
     group_name=GROUP,
-    deps=[
-        *STAGING,
-        dg.AssetKey(["marts", "person_identity"]),
-        dg.AssetKey(["marts", "patient_measures"]),
-        dg.AssetKey(["reference", "codelists"]),  # coded interventions' events
+    can_subset=False,
+    specs=[
+        dg.AssetSpec(
+            ["marts", "impact_interventions"],
+            deps=[
+                *STAGING,
+                dg.AssetKey(["marts", "person_identity"]),
+                dg.AssetKey(["marts", "patient_measures"]),
+                dg.AssetKey(["reference", "codelists"]),  # coded interventions' events
+            ],
+            kinds={"duckdb"},
+            description=(
+                "`marts.impact_interventions` (person_id, intervention, index_date, "
+                "index_month): the treated set of each intervention of data/interventions/ "
+                "(social prescribing: each person's earliest first contact)."
+            ),
+        ),
+        dg.AssetSpec(
+            ["marts", "impact_people"],
+            kinds={"duckdb"},
+            description=(
+                "`marts.impact_people`: per person the censor date and the matching covariates "
+                "(no date of birth)."
+            ),
+        ),
+        dg.AssetSpec(
+            ["marts", "impact_monthly_use"],
+            kinds={"duckdb"},
+            description=(
+                "`marts.impact_monthly_use`: practice appointments attended, A&E attendances, "
+                "emergency admissions and bed days per person and calendar month."
+            ),
+        ),
     ],
-    kinds={"duckdb"},
-    description=(
-        "`marts.impact_interventions` (person_id, intervention, index_date, index_month): the "
-        "treated set of each intervention (social prescribing: each person's earliest first "
-        "contact), with the panel inputs `marts.impact_people` (censor date, matching "
-        "covariates; no date of birth) and `marts.impact_monthly_use` (practice appointments "
-        "attended, A&E attendances, emergency admissions and bed days per person and month)."
-    ),
 )
-def impact_interventions(warehouse: DuckDBResource) -> dg.MaterializeResult:
+def impact_interventions(warehouse: DuckDBResource):
     with warehouse.get_connection() as con:
         rows = build_panels(con, current_extract_date(con))
-    return dg.MaterializeResult(metadata={k: protect_value(v) for k, v in rows.items()})
+    meta = {k: protect_value(v) for k, v in rows.items()}
+    yield dg.MaterializeResult(asset_key=["marts", "impact_interventions"], metadata=meta)
+    yield dg.MaterializeResult(asset_key=["marts", "impact_people"])
+    yield dg.MaterializeResult(asset_key=["marts", "impact_monthly_use"])
 
 
-@dg.asset(
-    key=["marts", "impact_matched_pairs"],
+@dg.multi_asset(
+    name="impact_matched_pairs",
     group_name=GROUP,
-    deps=[dg.AssetKey(["marts", "impact_interventions"])],
-    kinds={"duckdb"},
-    description=(
-        "`marts.impact_matched_pairs` (intervention, person_id, comparator_person_id, "
-        "index_month, match_rank, distance): risk-set matching at the index month on sex, age "
-        "band, IMD quintile, LTC band and eFI category, then nearest neighbour on the monthly "
-        "pre-period use, with replacement. Balance in `marts.impact_balance`, counts in "
-        "`marts.impact_match_summary`."
-    ),
+    can_subset=False,
+    specs=[
+        dg.AssetSpec(
+            ["marts", "impact_matched_pairs"],
+            deps=[dg.AssetKey(["marts", "impact_interventions"])],
+            kinds={"duckdb"},
+            description=(
+                "`marts.impact_matched_pairs` (intervention, person_id, comparator_person_id, "
+                "index_month, match_rank, distance): risk-set matching at the index month on "
+                "sex, age band, IMD quintile, LTC band and eFI category, then nearest neighbour "
+                "on the monthly pre-period use, with replacement."
+            ),
+        ),
+        dg.AssetSpec(
+            ["marts", "impact_balance"],
+            kinds={"duckdb"},
+            description=(
+                "`marts.impact_balance`: standardised mean differences of each matching "
+                "covariate before and after matching."
+            ),
+        ),
+        dg.AssetSpec(
+            ["marts", "impact_match_summary"],
+            kinds={"duckdb"},
+            description="`marts.impact_match_summary`: treated, eligible and matched counts.",
+        ),
+    ],
 )
-def impact_matched_pairs(
-    context: dg.AssetExecutionContext, warehouse: DuckDBResource
-) -> dg.MaterializeResult:
+def impact_matched_pairs(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
     with warehouse.get_connection() as con:
         summary = build_matches(con)
     shown = {iv: {k: protect_value(v) for k, v in s.items()} for iv, s in summary.items()}
     context.log.info(f"matching (disclosure-controlled): {shown}")
-    return dg.MaterializeResult(metadata={"matching": dg.MetadataValue.json(shown)})
+    yield dg.MaterializeResult(
+        asset_key=["marts", "impact_matched_pairs"],
+        metadata={"matching": dg.MetadataValue.json(shown)},
+    )
+    yield dg.MaterializeResult(asset_key=["marts", "impact_balance"])
+    yield dg.MaterializeResult(asset_key=["marts", "impact_match_summary"])
 
 
 @dg.asset(
@@ -111,25 +155,39 @@ def impact_outcome_scores(warehouse: DuckDBResource) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={"rows": rows})
 
 
-@dg.asset(
-    key=["marts", "caseload_monthly"],
+@dg.multi_asset(
+    name="caseload_monthly",
     group_name=GROUP,
-    deps=[
-        dg.AssetKey(["marts", "impact_interventions"]),
-        dg.AssetKey(["marts", "cohort_members"]),
+    can_subset=False,
+    specs=[
+        dg.AssetSpec(
+            ["marts", "caseload_monthly"],
+            deps=[
+                dg.AssetKey(["marts", "impact_interventions"]),
+                dg.AssetKey(["marts", "cohort_members"]),
+            ],
+            kinds={"duckdb"},
+            description=(
+                "`marts.caseload_monthly` (pcn_code, month, dimension, category, n, "
+                "denominator, value): social prescribing referrals per PCN and month by "
+                "source, reason, status, contact attempts and days to first contact."
+            ),
+        ),
+        dg.AssetSpec(
+            ["marts", "impact_outreach_funnel"],
+            kinds={"duckdb"},
+            description=(
+                "`marts.impact_outreach_funnel`: each cohort's people identified, referred, "
+                "contacted and engaged, per PCN and ALL."
+            ),
+        ),
     ],
-    kinds={"duckdb"},
-    description=(
-        "`marts.caseload_monthly` (pcn_code, month, dimension, category, n, denominator, "
-        "value): social prescribing referrals per PCN and month by source, reason, status, "
-        "contact attempts and days to first contact; `marts.impact_outreach_funnel`: each "
-        "cohort's people identified, referred, contacted and engaged."
-    ),
 )
-def caseload_monthly(warehouse: DuckDBResource) -> dg.MaterializeResult:
+def caseload_monthly(warehouse: DuckDBResource):
     with warehouse.get_connection() as con:
         rows = build_caseload(con, current_extract_date(con))
-    return dg.MaterializeResult(metadata=rows)
+    yield dg.MaterializeResult(asset_key=["marts", "caseload_monthly"], metadata=rows)
+    yield dg.MaterializeResult(asset_key=["marts", "impact_outreach_funnel"])
 
 
 @dg.asset(
