@@ -6,6 +6,9 @@ pyproject.toml. ``phm run`` builds the same Definitions with its own settings.
 
 from __future__ import annotations
 
+import os
+import signal
+
 import dagster as dg
 
 from pipelines.assets import cohorts, exports, geo, ingest, marts, segmentation, staging
@@ -14,6 +17,17 @@ from pipelines.resources import Settings, build_resources
 ASSET_MODULES = [ingest, staging, marts, segmentation, cohorts, exports, geo]
 
 NIGHTLY_JOB = "phm_nightly"
+
+#: test hook for the kill drills (docs/operations.md): ``PHM_TEST_KILL_AT=<op name>`` (e.g.
+#: ``ingest_delivery``, ``validate_gp_events``, ``patient_measures``, ``pcn_exports``) makes
+#: the run process SIGKILL itself as soon as that step has succeeded. Unset in production.
+KILL_ENV = "PHM_TEST_KILL_AT"
+
+
+@dg.success_hook(name="phm_test_kill_switch")
+def _kill_switch(context: dg.HookContext) -> None:
+    if os.environ.get(KILL_ENV) == context.op.name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
@@ -24,6 +38,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         NIGHTLY_JOB,
         selection=dg.AssetSelection.all(),
         description="Materialise every asset over the latest complete delivery.",
+        hooks={_kill_switch} if os.environ.get(KILL_ENV) else None,
     )
     schedule = dg.ScheduleDefinition(
         name="nightly_0200",

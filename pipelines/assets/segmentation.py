@@ -20,7 +20,7 @@ MEASURES = dg.AssetKey(["marts", "patient_measures"])
 
 
 def _model_path(settings: PHMSettings, extract_date: str) -> Path:
-    return Path(settings.home) / "models" / extract_date / "emergency_admission_risk.joblib"
+    return settings.output_root / "models" / extract_date / "emergency_admission_risk.joblib"
 
 
 @dg.asset(
