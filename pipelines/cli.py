@@ -233,6 +233,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     # inside the run, Dagster prints the domain code's log records (dagster.yaml captures the
     # "phm" logger); stop them reaching the root handler a second time
     logging.getLogger("phm").propagate = False
+    # the lock and recovery messages come before and after the run, outside Dagster
+    ops_log = logging.getLogger("phm.runhome")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    ops_log.addHandler(handler)
 
     try:
         summary = run_pipeline(
