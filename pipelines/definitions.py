@@ -12,6 +12,7 @@ import signal
 import dagster as dg
 
 from pipelines.assets import cohorts, exports, geo, ingest, marts, segmentation, staging
+from phm.paths import lock_path, published_path
 from pipelines.resources import Settings, build_resources
 
 ASSET_MODULES = [ingest, staging, marts, segmentation, cohorts, exports, geo]
@@ -39,6 +40,11 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         selection=dg.AssetSelection.all(),
         description="Materialise every asset over the latest complete delivery.",
         hooks={_kill_switch} if os.environ.get(KILL_ENV) else None,
+        metadata={
+            # where readers (notebooks, analysts) read: never the pipeline's own warehouse
+            "published_copy": dg.MetadataValue.path(str(published_path(settings.home))),
+            "lock": dg.MetadataValue.path(str(lock_path(settings.home))),
+        },
     )
     schedule = dg.ScheduleDefinition(
         name="nightly_0200",
