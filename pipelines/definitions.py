@@ -11,8 +11,8 @@ import signal
 
 import dagster as dg
 
-from pipelines.assets import cohorts, exports, geo, ingest, marts, segmentation, staging
 from phm.paths import lock_path, published_path
+from pipelines.assets import cohorts, exports, geo, ingest, marts, segmentation, staging
 from pipelines.resources import Settings, build_resources
 
 ASSET_MODULES = [ingest, staging, marts, segmentation, cohorts, exports, geo]
