@@ -20,7 +20,7 @@ ASSET_MODULES = [ingest, staging, marts, segmentation, cohorts, exports, geo]
 NIGHTLY_JOB = "phm_nightly"
 
 #: test hook for the kill drills (docs/operations.md): ``PHM_TEST_KILL_AT=<op name>`` (e.g.
-#: ``ingest_delivery``, ``validate_gp_events``, ``patient_measures``, ``pcn_exports``) makes
+#: ``ingest_delivery``, ``validate_gp_events``, ``patient_measures``, ``exports__pcn_exports``) makes
 #: the run process SIGKILL itself as soon as that step has succeeded. Unset in production.
 KILL_ENV = "PHM_TEST_KILL_AT"
 

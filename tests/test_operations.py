@@ -272,7 +272,7 @@ def test_a_reader_holding_the_published_copy_does_not_block_a_run(tmp_path):
     assert _extract_date(warehouse_path(home)) == NEW
 
 
-KILL_POINTS = ["ingest_delivery", "validate_gp_events", "patient_measures", "pcn_exports"]
+KILL_POINTS = ["ingest_delivery", "validate_gp_events", "patient_measures", "exports__pcn_exports"]
 
 
 def test_killed_runs_leave_the_last_good_state_and_the_next_run_succeeds(tiny_home, tmp_path):
