@@ -31,3 +31,18 @@ def dagster_home(home: Path) -> Path:
 def sidecar_dir(extracts_root: Path, extract_date: str) -> Path:
     """Generator sidecars (truth file, injected faults) live outside the delivery folder."""
     return extracts_root / "_sidecar" / extract_date
+
+
+def lock_path(home: Path) -> Path:
+    """The lock a run holds for its whole duration (one run at a time per home)."""
+    return home / ".lock"
+
+
+def run_root(home: Path) -> Path:
+    """Workspaces of runs in progress: ``HOME/.run/<run_id>/`` (promoted on success)."""
+    return home / ".run"
+
+
+def published_path(home: Path) -> Path:
+    """The readers' copy: the pseudonymised analytics mart of the last successful run."""
+    return home / "published" / "warehouse.duckdb"

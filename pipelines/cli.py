@@ -14,6 +14,9 @@ from pathlib import Path
 from phm.nhs_test_range import NHS_TEST_RANGE_NOTE
 from pipelines.bench import STAGES as BENCH_STAGES
 
+#: exit code of `phm run --no-wait` when another run holds the home (EX_TEMPFAIL)
+EXIT_BUSY = 75
+
 EPILOG = """\
 examples:
   phm generate --patients 20000 --seed 42 --extract-date 2026-11-01 --out var/extracts
@@ -22,7 +25,10 @@ examples:
 
 Outputs of `phm run --home DIR`: the warehouse DIR/warehouse.duckdb, the exports
 DIR/exports/<extract_date>/, and the Dagster event log and compute logs DIR/dagster/
-(start the UI over them with `make ui HOME_DIR=DIR`)."""
+(start the UI over them with `make ui HOME_DIR=DIR`). Readers (notebooks, the UI) read the
+published copy DIR/published/warehouse.duckdb, swapped in when a run succeeds. One run at a
+time per home: a run holds DIR/.lock; a second waits (--wait, default) or exits with code 75
+(--no-wait)."""
 
 
 def _date(value: str) -> date:
@@ -133,6 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="a particular delivery instead of the latest",
     )
     r.add_argument("--home", type=Path, required=True, metavar="DIR", help="output home folder")
+    w = r.add_mutually_exclusive_group()
+    w.add_argument(
+        "--wait",
+        dest="wait",
+        action="store_true",
+        default=True,
+        help="if another run holds the home's lock (DIR/.lock), wait for it (default)",
+    )
+    w.add_argument(
+        "--no-wait",
+        dest="wait",
+        action="store_false",
+        help=f"if another run holds the home's lock, exit at once with code {EXIT_BUSY}",
+    )
     r.add_argument(
         "--select",
         action="append",
@@ -207,11 +227,17 @@ def _generate(args: argparse.Namespace, generate):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from phm.delivery import DeliveryError
+    from phm.runhome import HomeBusy
     from pipelines.runner import PipelineFailed, run_pipeline
 
     # inside the run, Dagster prints the domain code's log records (dagster.yaml captures the
     # "phm" logger); stop them reaching the root handler a second time
     logging.getLogger("phm").propagate = False
+    # the lock and recovery messages come before and after the run, outside Dagster
+    ops_log = logging.getLogger("phm.runhome")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    ops_log.addHandler(handler)
 
     try:
         summary = run_pipeline(
@@ -219,12 +245,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             args.home,
             delivery=args.delivery.isoformat() if args.delivery else None,
             selection=args.select,
+            wait=args.wait,
         )
+    except HomeBusy as e:
+        print(f"phm run: {e}", file=sys.stderr)
+        return EXIT_BUSY
     except (PipelineFailed, DeliveryError) as e:
         print(f"phm run: failed\n{e}", file=sys.stderr)
         return 1
     print(f"run {summary.run_id}: {len(summary.materialized)} assets in {summary.seconds:.1f}s")
     print(f"warehouse: {Path(args.home) / 'warehouse.duckdb'}")
+    print(f"readers:   {Path(args.home) / 'published' / 'warehouse.duckdb'}")
     print(f"exports:   {Path(args.home) / 'exports'}")
     return 0
 

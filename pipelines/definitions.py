@@ -7,8 +7,12 @@ pyproject.toml. ``phm run`` builds the same Definitions with its own settings.
 
 from __future__ import annotations
 
+import os
+import signal
+
 import dagster as dg
 
+from phm.paths import lock_path, published_path
 from pipelines.assets import (
     cohorts,
     exports,
@@ -26,6 +30,17 @@ ASSET_MODULES = [ingest, staging, marts, segmentation, cohorts, exports, geo, im
 
 NIGHTLY_JOB = "phm_nightly"
 
+#: test hook for the kill drills (docs/operations.md): ``PHM_TEST_KILL_AT=<op name>`` (e.g.
+#: ``ingest_delivery``, ``validate_gp_events``, ``patient_measures``, ``exports__pcn_exports``) makes
+#: the run process SIGKILL itself as soon as that step has succeeded. Unset in production.
+KILL_ENV = "PHM_TEST_KILL_AT"
+
+
+@dg.success_hook(name="phm_test_kill_switch")
+def _kill_switch(context: dg.HookContext) -> None:
+    if os.environ.get(KILL_ENV) == context.op.name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings.from_env()
@@ -35,6 +50,12 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         NIGHTLY_JOB,
         selection=dg.AssetSelection.all(),
         description="Materialise every asset over the latest complete delivery.",
+        hooks={_kill_switch} if os.environ.get(KILL_ENV) else None,
+        metadata={
+            # where readers (notebooks, analysts) read: never the pipeline's own warehouse
+            "published_copy": dg.MetadataValue.path(str(published_path(settings.home))),
+            "lock": dg.MetadataValue.path(str(lock_path(settings.home))),
+        },
     )
     schedule = dg.ScheduleDefinition(
         name="nightly_0200",

@@ -1,15 +1,25 @@
-"""Dagster resources: where the extracts and the run's home are, and the DuckDB warehouse."""
+"""Dagster resources: where the extracts and the run's home are, and the DuckDB warehouse.
+
+``phm run`` (:func:`pipelines.runner.run_pipeline`) points both at the run's workspace
+``HOME/.run/<run_id>/`` and promotes it on success; a run started from the UI or the schedule
+(``Settings.from_env``) writes in ``HOME`` itself. Either way the warehouse resource holds
+the home's lock (``HOME/.lock``, :func:`phm.runhome.home_lock`) from the start of the run to
+its end, so there is one run at a time per home, whoever starts it.
+"""
 
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
+from pydantic import PrivateAttr
 
 from phm.paths import REPO_ROOT, exports_dir, warehouse_path
+from phm.runhome import home_lock
 
 DEFAULT_EXTRACTS = REPO_ROOT / "var" / "extracts"
 DEFAULT_HOME = REPO_ROOT / "var" / "home"
@@ -18,11 +28,13 @@ DEFAULT_HOME = REPO_ROOT / "var" / "home"
 @dataclass(frozen=True)
 class Settings:
     """Where a run reads and writes. From the environment (``PHM_EXTRACTS``, ``PHM_HOME``,
-    ``PHM_DELIVERY``) or the ``phm run`` options."""
+    ``PHM_DELIVERY``) or the ``phm run`` options. ``work``: the run's workspace, where its
+    outputs go until promotion (None: write in ``home``)."""
 
     extracts_root: Path
     home: Path
     delivery: str | None = None
+    work: Path | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -32,19 +44,46 @@ class Settings:
             delivery=os.environ.get("PHM_DELIVERY") or None,
         )
 
+    @property
+    def output_root(self) -> Path:
+        return self.work or self.home
+
 
 class PHMSettings(dg.ConfigurableResource):
     """The run's inputs and outputs: the extracts root, the delivery (latest complete one
-    when empty) and the home folder holding the warehouse and the exports."""
+    when empty), the home folder (last good state: models of earlier runs) and the output
+    folder this run writes its exports and models to (the home, or the run's workspace)."""
 
     extracts_root: str
     home: str
     delivery: str = ""
+    output: str = ""
+
+    @property
+    def output_root(self) -> Path:
+        return Path(self.output or self.home)
 
     def exports(self, extract_date: str) -> Path:
-        path = exports_dir(Path(self.home), extract_date)
+        path = exports_dir(self.output_root, extract_date)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+class HomeWarehouse(DuckDBResource):
+    """The DuckDB warehouse, holding the home's lock for the whole run."""
+
+    home: str
+
+    _stack: ExitStack | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._stack = ExitStack()
+        self._stack.enter_context(home_lock(Path(self.home)))
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None
 
 
 def build_resources(settings: Settings) -> dict:
@@ -53,6 +92,9 @@ def build_resources(settings: Settings) -> dict:
             extracts_root=str(settings.extracts_root),
             home=str(settings.home),
             delivery=settings.delivery or "",
+            output=str(settings.output_root),
         ),
-        "warehouse": DuckDBResource(database=str(warehouse_path(settings.home))),
+        "warehouse": HomeWarehouse(
+            database=str(warehouse_path(settings.output_root)), home=str(settings.home)
+        ),
     }

@@ -2,6 +2,13 @@
 
 This is what ``phm run`` and the tests call: the same Definitions, job and assets as the UI
 and the nightly schedule, so there is one orchestration path.
+
+A run holds the home's lock from start to end (:func:`phm.runhome.home_lock`), first
+finishes or clears what an interrupted run left (:func:`phm.runhome.recover`), works in its
+own workspace ``HOME/.run/<run_id>/`` (a copy of the last good warehouse), and on success
+builds the published copy (:func:`phm.publish.build_published`) and promotes everything
+together (:func:`phm.runhome.promote`). A failed run's workspace is deleted: ``HOME`` keeps
+the last good run's warehouse, published copy, models and exports, consistent with each other.
 """
 
 from __future__ import annotations
@@ -10,11 +17,14 @@ import logging
 import os
 import shutil
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from phm.paths import REPO_ROOT, dagster_home
+from phm.paths import REPO_ROOT, dagster_home, warehouse_path
 from phm.permissions import owner_only, private_dir
+from phm.publish import PublishRefused, build_published
+from phm.runhome import discard, home_lock, promote, recover, start_run
 
 log = logging.getLogger("pipelines.runner")
 
@@ -45,31 +55,34 @@ def run_pipeline(
     home: Path,
     delivery: str | None = None,
     selection: list[str] | None = None,
+    *,
+    wait: bool = True,
 ) -> RunSummary:
     """Materialise every asset (or the ``selection`` of asset key paths like ``raw/gp_patients``)
-    over the latest complete delivery (or ``delivery``). Raises PipelineFailed on failure.
+    over the latest complete delivery (or ``delivery``). Raises PipelineFailed on failure, and
+    :class:`phm.runhome.HomeBusy` if another run holds the home and ``wait`` is False.
 
     The home is made 0700 and everything the run creates is owner-only (umask 077)."""
+    home = Path(home).resolve()
     with owner_only():
-        private_dir(Path(home).resolve())
-        return _run_pipeline(extracts_root, home, delivery, selection)
+        private_dir(home)
+        with home_lock(home, wait=wait):
+            recover(home)
+            return _run_locked(Path(extracts_root).resolve(), home, delivery, selection)
 
 
-def _run_pipeline(
-    extracts_root: Path,
-    home: Path,
-    delivery: str | None = None,
-    selection: list[str] | None = None,
+def _run_locked(
+    extracts_root: Path, home: Path, delivery: str | None, selection: list[str] | None
 ) -> RunSummary:
     from dagster import DagsterInstance
 
     from pipelines.definitions import NIGHTLY_JOB, build_definitions
     from pipelines.resources import Settings
 
-    home = Path(home).resolve()
-    home.mkdir(parents=True, exist_ok=True)
     dh = prepare_dagster_home(home)
-    settings = Settings(Path(extracts_root).resolve(), home, delivery)
+    run_id = str(uuid.uuid4())
+    work = start_run(home, run_id)
+    settings = Settings(extracts_root, home, delivery, work=work)
     # the same settings for anything that reads the environment (e.g. a UI started later)
     os.environ["PHM_EXTRACTS"], os.environ["PHM_HOME"] = str(settings.extracts_root), str(home)
     defs = build_definitions(settings)
@@ -80,12 +93,21 @@ def _run_pipeline(
         kwargs = {}
         if selection:
             kwargs["asset_selection"] = _resolve_selection(defs, selection)
-        result = job.execute_in_process(instance=instance, raise_on_error=False, **kwargs)
+        result = job.execute_in_process(
+            instance=instance, raise_on_error=False, run_id=run_id, **kwargs
+        )
     finally:
         instance.dispose()
-    seconds = time.perf_counter() - t0
     if not result.success:
+        discard(work)
         raise PipelineFailed(_failure_message(result))
+    try:
+        build_published(warehouse_path(work), work / "published.duckdb", run_id)
+    except PublishRefused as e:
+        discard(work)
+        raise PipelineFailed(str(e)) from e
+    promote(home, work, full_exports=not selection)
+    seconds = time.perf_counter() - t0
     materialized = sorted(
         e.asset_key.to_user_string()
         for e in result.get_asset_materialization_events()

@@ -29,6 +29,7 @@ from sklearn.preprocessing import StandardScaler
 from phm.disclosure import protect_count
 from phm.measures._sql import date_literal, require_tables, window_start
 from phm.warehouse import current_extract_date, write_table
+from segmentation.errors import InsufficientData
 
 CLUSTERS_TABLE = "marts.clusters"
 PROFILES_TABLE = "marts.cluster_profiles"
@@ -128,7 +129,7 @@ def choose_k(
         labels[k] = km.labels_
         scores[k] = float(silhouette_score(Z[sample], km.labels_[sample]))
     if not scores:
-        raise ValueError(f"too few patients ({n}) to cluster")
+        raise InsufficientData(f"too few patients ({n}) to cluster")
     best = max(scores, key=lambda k: (round(scores[k], 12), -k))
     return best, scores, labels
 

@@ -27,6 +27,8 @@ an LSOA's location is its polygon centroid.
 
 from __future__ import annotations
 
+import logging
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,6 +54,8 @@ from geo.maps.static import lad_outlines, plot_choropleth
 from geo.need import ALL_PCNS, published_lsoa_geodataframe, published_table
 from geo.reference import BNG, load_lsoa_boundaries
 from phm.files import write_csv
+
+log = logging.getLogger("geo.maps")
 
 __all__ = [
     "INTERACTIVE_MEASURES",
@@ -87,10 +91,15 @@ def write_pcn_maps(
     top_fraction: float = 0.2,
     distance_threshold_m: float = 1000.0,
     interactive: bool = True,
+    failures: dict[str, str] | None = None,
 ) -> dict[str, list[Path]]:
     """Write every map and the gap table of each PCN under ``<out_dir>/<pcn_code>/maps/``
     from ``geo.need_by_lsoa_published`` (build it first with
-    :func:`geo.need.build_need_tables`). Returns the paths written per PCN."""
+    :func:`geo.need.build_need_tables`). Returns the paths written per PCN.
+
+    With ``failures`` (a dict), one PCN's failure does not stop the others: it is logged as
+    a warning, recorded as ``failures[pcn_code] = message`` and its partial ``maps/`` folder
+    removed. Without it, the first failure is raised."""
     out_dir = Path(out_dir)
     pub = con.execute(f"SELECT * FROM {published_table('lsoa')}").pl()
     b = boundaries if boundaries is not None else load_lsoa_boundaries()
@@ -103,85 +112,130 @@ def write_pcn_maps(
         if pcn_codes
         else sorted(c for c in pub["pcn_code"].unique().to_list() if c not in (ALL_PCNS, None))
     )
+    context = dict(
+        pub=pub,
+        b=b,
+        b_bng=b_bng,
+        lads=lads,
+        practices=practices,
+        assets=assets,
+        out_dir=out_dir,
+        scheme=scheme,
+        k=k,
+        need_column=need_column,
+        top_fraction=top_fraction,
+        distance_threshold_m=distance_threshold_m,
+        interactive=interactive,
+    )
     written: dict[str, list[Path]] = {}
     for code in codes:
-        gdf = published_lsoa_geodataframe(pub, code, b)
-        rows = pub.filter(pl.col("pcn_code") == code)
-        name = rows["pcn_name"][0] if rows.height and rows["pcn_name"][0] else code
-        label = f"{name} ({code})" if name != code else code
-        maps = out_dir / code / "maps"
-        paths = []
-        for m in MAP_MEASURES:
-            paths.append(
-                plot_choropleth(
-                    gdf,
-                    m,
-                    maps / f"{m.id}.png",
-                    pcn_label=label,
-                    pcn_code=code,
-                    background=b_bng,
-                    practices=practices,
-                    scheme=scheme,
-                    k=k,
-                    lads=lads,
-                )
-            )
-        gaps = asset_gaps(
-            gdf,
-            assets,
-            need_column=need_column,
-            top_fraction=top_fraction,
-            distance_threshold_m=distance_threshold_m,
-        )
-        gaps_path = maps / "asset_gaps.csv"
-        write_csv(gaps, gaps_path)
-        paths.append(gaps_path)
-        need_m = next((m for m in INTERACTIVE_MEASURES if m.column == need_column), None)
-        if need_m is not None:
-            n_gap = gaps.filter(pl.col("gap")).height
-            paths.append(
-                plot_choropleth(
-                    gdf,
-                    need_m,
-                    maps / "assets_over_need.png",
-                    pcn_label=label,
-                    pcn_code=code,
-                    background=b_bng,
-                    practices=practices,
-                    scheme=scheme,
-                    k=k,
-                    lads=lads,
-                    assets=assets,
-                    highlight=gaps["lsoa11_code"].unique().to_list(),
-                    title=f"Community assets over need — {label}",
-                    extra_notes=[
-                        f"Need: {need_m.title.lower()} (%). Top fifth: the "
-                        f"{top_fraction:.0%} of the ranked LSOAs with the highest value "
-                        "(LSOAs with suppressed values are not ranked).",
-                        (
-                            f"Gap table (asset_gaps.csv): {n_gap} LSOA-category pairs in the "
-                            f"top fifth with no asset of that category within "
-                            f"{distance_threshold_m:,.0f} m of the LSOA centroid (straight line)."
-                        )
-                        if gaps.height
-                        else "Gap table (asset_gaps.csv) is empty: no LSOA has a published "
-                        "value of this measure (all fewer than 10 people), so none is ranked.",
-                    ],
-                )
-            )
-        if interactive:
-            paths.append(
-                write_interactive_map(
-                    gdf,
-                    maps / "need_map.html",
-                    pcn_label=label,
-                    pcn_code=code,
-                    background=b,
-                    practices=practices,
-                    assets=assets,
-                    scheme=scheme,
-                    k=k,
-                )
-            )
-        written[code] = paths
+        if failures is None:
+            written[code] = _pcn_maps(code, **context)
+            continue
+        try:
+            written[code] = _pcn_maps(code, **context)
+        except Exception as e:  # isolate: the other PCNs still get their maps
+            failures[code] = f"{type(e).__name__}: {e}"
+            log.warning("maps for PCN %s failed, other PCNs continue: %s", code, failures[code])
+            shutil.rmtree(out_dir / code / "maps", ignore_errors=True)
     return written
+
+
+def _pcn_maps(
+    code: str,
+    *,
+    pub,
+    b,
+    b_bng,
+    lads,
+    practices,
+    assets,
+    out_dir,
+    scheme,
+    k,
+    need_column,
+    top_fraction,
+    distance_threshold_m,
+    interactive,
+) -> list[Path]:
+    """Every map and the gap table of one PCN; returns the paths written."""
+    gdf = published_lsoa_geodataframe(pub, code, b)
+    rows = pub.filter(pl.col("pcn_code") == code)
+    name = rows["pcn_name"][0] if rows.height and rows["pcn_name"][0] else code
+    label = f"{name} ({code})" if name != code else code
+    maps = out_dir / code / "maps"
+    paths = []
+    for m in MAP_MEASURES:
+        paths.append(
+            plot_choropleth(
+                gdf,
+                m,
+                maps / f"{m.id}.png",
+                pcn_label=label,
+                pcn_code=code,
+                background=b_bng,
+                practices=practices,
+                scheme=scheme,
+                k=k,
+                lads=lads,
+            )
+        )
+    gaps = asset_gaps(
+        gdf,
+        assets,
+        need_column=need_column,
+        top_fraction=top_fraction,
+        distance_threshold_m=distance_threshold_m,
+    )
+    gaps_path = maps / "asset_gaps.csv"
+    write_csv(gaps, gaps_path)
+
+    paths.append(gaps_path)
+    need_m = next((m for m in INTERACTIVE_MEASURES if m.column == need_column), None)
+    if need_m is not None:
+        n_gap = gaps.filter(pl.col("gap")).height
+        paths.append(
+            plot_choropleth(
+                gdf,
+                need_m,
+                maps / "assets_over_need.png",
+                pcn_label=label,
+                pcn_code=code,
+                background=b_bng,
+                practices=practices,
+                scheme=scheme,
+                k=k,
+                lads=lads,
+                assets=assets,
+                highlight=gaps["lsoa11_code"].unique().to_list(),
+                title=f"Community assets over need — {label}",
+                extra_notes=[
+                    f"Need: {need_m.title.lower()} (%). Top fifth: the "
+                    f"{top_fraction:.0%} of the ranked LSOAs with the highest value "
+                    "(LSOAs with suppressed values are not ranked).",
+                    (
+                        f"Gap table (asset_gaps.csv): {n_gap} LSOA-category pairs in the "
+                        f"top fifth with no asset of that category within "
+                        f"{distance_threshold_m:,.0f} m of the LSOA centroid (straight line)."
+                    )
+                    if gaps.height
+                    else "Gap table (asset_gaps.csv) is empty: no LSOA has a published "
+                    "value of this measure (all fewer than 10 people), so none is ranked.",
+                ],
+            )
+        )
+    if interactive:
+        paths.append(
+            write_interactive_map(
+                gdf,
+                maps / "need_map.html",
+                pcn_label=label,
+                pcn_code=code,
+                background=b,
+                practices=practices,
+                assets=assets,
+                scheme=scheme,
+                k=k,
+            )
+        )
+    return paths

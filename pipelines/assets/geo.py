@@ -92,9 +92,18 @@ def pcn_maps(
         out = settings.exports(extract_date.isoformat())
         published = con.execute("SELECT * FROM geo.need_by_lsoa_published").pl()
         gpkgs = write_need_geopackages(published, out)
-        maps = write_pcn_maps(con, out, distance_threshold_m=GAP_DISTANCE_M)
+        # one PCN's map failing does not stop the other PCNs' maps (or their exports)
+        failed: dict[str, str] = {}
+        maps = write_pcn_maps(con, out, distance_threshold_m=GAP_DISTANCE_M, failures=failed)
     n_files = sum(len(v) for v in maps.values())
     context.log.info(f"wrote {len(gpkgs)} GeoPackages and {n_files} map files under {out}")
+    if failed:
+        context.log.warning(f"maps failed for PCN(s) {sorted(failed)}; other PCNs have theirs")
     return dg.MaterializeResult(
-        metadata={"geopackages": len(gpkgs), "map_files": n_files, "folder": str(out)}
+        metadata={
+            "geopackages": len(gpkgs),
+            "map_files": n_files,
+            "folder": str(out),
+            "failed_pcns": dg.MetadataValue.json(failed),
+        }
     )

@@ -8,19 +8,77 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from phm.disclosure import protect_value
+from phm.files import atomic_write_text
 from phm.paths import sidecar_dir
-from phm.warehouse import current_extract_date
+from phm.warehouse import current_extract_date, write_table
 from pipelines.resources import PHMSettings
 from segmentation.bridges import assign_segments
 from segmentation.clusters import build_clusters
+from segmentation.errors import InsufficientData
+from segmentation.features import feature_coverage
 from segmentation.report import model_card, write_pcn_outputs
-from segmentation.risk import load_model, save_model, score, train_and_evaluate, write_scores
+from segmentation.risk import (
+    FeatureSetMismatch,
+    check_model_features,
+    load_model,
+    save_model,
+    score,
+    train_and_evaluate,
+    write_scores,
+)
 
 MEASURES = dg.AssetKey(["marts", "patient_measures"])
+MODEL_FILE = "emergency_admission_risk.joblib"
+#: what the risk model step did this run: trained, reused (the last good model) or skipped
+STATUS_TABLE = "reports.risk_model_status"
+EMPTY_SCORES = pl.DataFrame(
+    schema={
+        "person_id": pl.String,
+        "risk_score": pl.Float64,
+        "risk_tier": pl.String,
+        "risk_factors": pl.String,
+    }
+)
 
 
 def _model_path(settings: PHMSettings, extract_date: str) -> Path:
-    return Path(settings.home) / "models" / extract_date / "emergency_admission_risk.joblib"
+    return settings.output_root / "models" / extract_date / MODEL_FILE
+
+
+def _last_good_model(settings: PHMSettings, extract_date: str) -> Path | None:
+    """The newest model of an earlier delivery promoted to HOME/models by a successful run."""
+    folder = Path(settings.home) / "models"
+    found = sorted(
+        p for p in folder.glob(f"*/{MODEL_FILE}") if p.parent.name < extract_date and p.is_file()
+    )
+    return found[-1] if found else None
+
+
+def _reuse_or_skip(con, settings: PHMSettings, extract_date, why: str) -> dict:
+    """Training was impossible: reuse the last good model if the delivery supplies its
+    features, else skip the risk outputs. Returns the status row."""
+    previous = _last_good_model(settings, extract_date.isoformat())
+    if previous is None:
+        return {"status": "skipped", "reason": f"{why}; no earlier model to reuse"}
+    try:
+        model = load_model(previous)
+        check_model_features(model)
+    except (ValueError, FeatureSetMismatch) as e:
+        return {"status": "skipped", "reason": f"{why}; earlier model not usable: {e}"}
+    covered, excluded = feature_coverage(con, [extract_date])
+    lacking = [n for n in model.feature_names if n not in covered]
+    if lacking:
+        detail = "; ".join(f"{n}: {excluded.get(n, 'not covered')}" for n in lacking)
+        return {
+            "status": "skipped",
+            "reason": f"{why}; the delivery cannot supply the earlier model's features ({detail})",
+        }
+    save_model(model, _model_path(settings, extract_date.isoformat()), con=con)
+    return {
+        "status": "reused",
+        "reason": f"{why}; reusing the last good model {model.model_version}",
+        "model_version": model.model_version,
+    }
 
 
 @dg.asset(
@@ -49,19 +107,65 @@ def risk_model(
             sidecar_dir(Path(settings.extracts_root), extract_date.isoformat()) / "truth.parquet"
         )
         truth = pl.read_parquet(truth_path) if truth_path.is_file() else None
-        model, report = train_and_evaluate(con, extract_date, truth)
+        out = settings.exports(extract_date.isoformat())
+        try:
+            model, report = train_and_evaluate(con, extract_date, truth)
+        except InsufficientData as e:
+            # degrade, don't fail the night: every other output is still produced
+            status = _reuse_or_skip(con, settings, extract_date, f"cannot train: {e}")
+            _write_status(con, extract_date, status)
+            atomic_write_text(out / "risk_model_status.md", _status_md(extract_date, status))
+            context.log.warning(f"risk model {status['status']}: {status['reason']}")
+            return dg.MaterializeResult(
+                metadata={"status": status["status"], "reason": status["reason"]}
+            )
+        status = {"status": "trained", "reason": "", "model_version": model.model_version}
+        _write_status(con, extract_date, status)
         # the SHA-256 goes to marts.model_registry too: risk_scores refuses a swapped file
         path = save_model(model, _model_path(settings, extract_date.isoformat()), con=con)
-    card = model_card(model, report, settings.exports(extract_date.isoformat()))
+    card = model_card(model, report, out)
     chosen = report.candidates[report.chosen]
     context.log.info(f"chose {report.chosen}; model saved to {path}")
     return dg.MaterializeResult(
         metadata={
+            "status": "trained",
             "model_card": dg.MetadataValue.md(card),
             "chosen": report.chosen,
             "validation_auroc": round(float(chosen["auroc"]), 4),
             "path": dg.MetadataValue.path(str(path)),
         }
+    )
+
+
+def _write_status(con, extract_date, status: dict) -> None:
+    row = {
+        "extract_date": [extract_date],
+        "status": [status["status"]],
+        "reason": [status["reason"]],
+        "model_version": [status.get("model_version")],
+    }
+    frame = pl.DataFrame(
+        row,
+        schema={
+            "extract_date": pl.Date,
+            "status": pl.String,
+            "reason": pl.String,
+            "model_version": pl.String,
+        },
+    )
+    write_table(con, STATUS_TABLE, frame)
+
+
+def _status_md(extract_date, status: dict) -> str:
+    note = (
+        "Risk scores, risk tiers and the `high_risk` cohort are empty for this delivery."
+        if status["status"] == "skipped"
+        else "Risk scores come from the earlier model named above, not one trained on this "
+        "delivery."
+    )
+    return (
+        f"# Emergency admission risk model: {status['status']}\n\n"
+        f"Delivery {extract_date.isoformat()}: {status['reason']}.\n\n{note}\n"
     )
 
 
@@ -82,13 +186,40 @@ def risk_scores(
 ) -> dg.MaterializeResult:
     with warehouse.get_connection() as con:
         extract_date = current_extract_date(con)
-        model = load_model(_model_path(settings, extract_date.isoformat()), con=con)
+        path = _model_path(settings, extract_date.isoformat())
+        if not path.is_file():  # the model step was skipped: empty scores, high_risk empty
+            write_scores(con, EMPTY_SCORES)
+            reason = con.execute(f"SELECT reason FROM {STATUS_TABLE}").fetchone()[0]
+            context.log.warning(f"no risk model for this delivery; risk scores empty: {reason}")
+            return dg.MaterializeResult(metadata={"rows": 0, "status": "skipped", "reason": reason})
+        model = load_model(path, con=con)
         scores = score(con, model, extract_date)
         rows = write_scores(con, scores)
     tiers = scores.group_by("risk_tier").len().sort("risk_tier")
     sizes = {t: protect_value(n) for t, n in tiers.iter_rows()}
     context.log.info(f"risk tiers (disclosure-controlled): {sizes}")
-    return dg.MaterializeResult(metadata={"rows": rows, "tiers": dg.MetadataValue.json(sizes)})
+    return dg.MaterializeResult(
+        metadata={"rows": rows, "status": "scored", "tiers": dg.MetadataValue.json(sizes)}
+    )
+
+
+@dg.asset_check(
+    asset=dg.AssetKey(["marts", "risk_scores"]),
+    name="risk_model_trained",
+    additional_deps=[dg.AssetKey(["marts", "risk_model"])],
+    description=(
+        "Warns (does not block) when the risk model could not be trained on this delivery "
+        f"and was reused from an earlier run or skipped (`{STATUS_TABLE}` says why)."
+    ),
+)
+def risk_model_trained(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+    with warehouse.get_connection() as con:
+        status, reason = con.execute(f"SELECT status, reason FROM {STATUS_TABLE}").fetchone()
+    return dg.AssetCheckResult(
+        passed=status == "trained",
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"status": status, "reason": reason},
+    )
 
 
 @dg.asset(
@@ -142,10 +273,27 @@ def segments(warehouse: DuckDBResource) -> dg.MaterializeResult:
         ),
     ],
 )
-def clusters(warehouse: DuckDBResource):
-    """Needs-based clusters (``segmentation.clusters.build_clusters``)."""
+def clusters(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+    """Needs-based clusters (``segmentation.clusters.build_clusters``); skipped, with empty
+    tables and a warning, when the delivery has too few patients to cluster."""
     with warehouse.get_connection() as con:
-        result = build_clusters(con, seed=0, extract_date=current_extract_date(con))
+        try:
+            result = build_clusters(con, seed=0, extract_date=current_extract_date(con))
+        except InsufficientData as e:
+            con.execute(
+                "CREATE OR REPLACE TABLE marts.clusters "
+                "(person_id VARCHAR, cluster INTEGER, cluster_label VARCHAR)"
+            )
+            con.execute(
+                "CREATE OR REPLACE TABLE marts.cluster_profiles "
+                "(cluster INTEGER, cluster_label VARCHAR, description VARCHAR, patients BIGINT)"
+            )
+            context.log.warning(f"clusters skipped: {e}")
+            for key in (["marts", "clusters"], ["marts", "cluster_profiles"]):
+                yield dg.MaterializeResult(
+                    asset_key=key, metadata={"status": "skipped", "reason": str(e)}
+                )
+            return
     yield dg.MaterializeResult(asset_key=["marts", "clusters"], metadata={"k": int(result.k)})
     yield dg.MaterializeResult(
         asset_key=["marts", "cluster_profiles"], metadata={"clusters": int(result.k)}

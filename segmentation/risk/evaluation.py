@@ -14,6 +14,7 @@ import sklearn
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
+from segmentation.errors import InsufficientData
 from segmentation.features import (
     feature_coverage,
     feature_names,
@@ -200,7 +201,7 @@ def train_and_evaluate(
     X_tr, y_tr = to_matrix(train, names), train[OUTCOME].to_numpy().astype(np.int8)
     X_va, y_va = to_matrix(valid, names), valid[OUTCOME].to_numpy().astype(np.int8)
     if y_tr.sum() < 20 or y_va.sum() < 20:
-        raise ValueError(
+        raise InsufficientData(
             f"too few outcomes to train and validate (training {int(y_tr.sum())}, "
             f"validation {int(y_va.sum())}); a larger population is needed"
         )

@@ -55,7 +55,10 @@ def file_sha256(path: Path | str) -> str:
 
 
 def _registry_key(path: Path | str) -> str:
-    return str(Path(path).resolve())
+    """``<extract_date>/<file>``: stable when a run's models folder is promoted into the home
+    (pipelines.runner) or the home is moved."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}"
 
 
 def save_model(
