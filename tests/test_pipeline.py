@@ -83,6 +83,7 @@ MEASURES = (
     + [f"{s}/{t}" for s in ("staging", "quarantine") for t in TABLE_NAMES]
     + [f"reference/{t}" for t in REFERENCE_TABLES]
     + [t.replace(".", "/") for t in MEASURES_TABLES]
+    + ["staging/apc_spells"]  # the spells view, written with the measures
 )
 
 

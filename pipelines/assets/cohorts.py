@@ -18,6 +18,7 @@ _DEPS = [
     dg.AssetKey(["reference", "codelists"]),
     dg.AssetKey(["marts", "risk_scores"]),
     dg.AssetKey(["marts", "segments"]),
+    dg.AssetKey(["staging", "apc_spells"]),  # hospital events of the rules (phm.hospital)
 ]
 
 

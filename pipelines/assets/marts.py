@@ -9,6 +9,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from phm.contract import TABLE_NAMES
+from phm.hospital import SPELLS_VIEW
 from phm.measures import (
     MEASURES_TABLES,
     build_patient_measures,
@@ -94,6 +95,9 @@ def _measure_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(table.split("."))
 
 
+SPELLS = dg.AssetKey(SPELLS_VIEW.split("."))
+
+
 def _measure_spec(table: str) -> dg.AssetSpec:
     """One table of :data:`phm.measures.MEASURES_TABLES`: built from staging and the
     reference tables, keyed through ``marts.person_identity``; ``marts.patient_measures``
@@ -122,7 +126,20 @@ def _measure_spec(table: str) -> dg.AssetSpec:
     name="patient_measures",
     group_name="measures",
     can_subset=False,
-    specs=[_measure_spec(t) for t in MEASURES_TABLES],
+    specs=[
+        *[_measure_spec(t) for t in MEASURES_TABLES],
+        dg.AssetSpec(
+            SPELLS,
+            deps=[dg.AssetKey(["staging", "sus_apc"])],
+            kinds={"duckdb"},
+            description=(
+                "`staging.apc_spells` (a view over `staging.sus_apc`): the one definition of an "
+                "emergency admission, a transfer, a discharge and a death in hospital "
+                "(`phm.hospital`), read by utilisation, HFRS, the risk outcome, the impact "
+                "stage and the cohort rules."
+            ),
+        ),
+    ],
 )
 def patient_measures(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
     """Long-term condition registers, eFI, HFRS, utilisation and the patient measures,
@@ -142,6 +159,7 @@ def patient_measures(context: dg.AssetExecutionContext, warehouse: DuckDBResourc
         if table == PATIENTS:
             metadata["seconds"] = markdown_table(("step", "seconds"), report.seconds)
         yield dg.MaterializeResult(asset_key=_measure_key(table), metadata=metadata)
+    yield dg.MaterializeResult(asset_key=SPELLS)
 
 
 @dg.asset_check(
