@@ -185,6 +185,30 @@ def _population_view(con: duckdb.DuckDBPyConnection, extract_date: dt.date) -> s
     return {d[0] for d in con.execute(f"SELECT * FROM {POPULATION} LIMIT 0").description}
 
 
+#: written by the risk model step when it could not train (pipelines.assets.segmentation)
+RISK_STATUS_TABLE = "reports.risk_model_status"
+
+
+def _uses_risk(cohort: Cohort) -> bool:
+    return any((r.measure or "").startswith("risk_") for r in cohort.criteria.walk())
+
+
+def _risk_unavailable_note(con: duckdb.DuckDBPyConnection) -> str | None:
+    """A note for cohorts built on the risk scores when this delivery has none: the list is
+    empty because the risk model was skipped, not because nobody is at risk."""
+    from phm.warehouse import table_exists
+
+    if not table_exists(con, RISK_STATUS_TABLE):
+        return None
+    row = con.execute(f"SELECT status, reason FROM {RISK_STATUS_TABLE} LIMIT 1").fetchone()
+    if row is None or row[0] != "skipped":
+        return None
+    return (
+        " NOT AVAILABLE FOR THIS DELIVERY: the risk model was skipped, so this list is empty "
+        f"({row[1]})."
+    )
+
+
 def build_cohorts(
     con: duckdb.DuckDBPyConnection,
     extract_date: dt.date,
@@ -208,13 +232,14 @@ def build_cohorts(
             cohort_id VARCHAR, title VARCHAR, description VARCHAR, source VARCHAR,
             file VARCHAR, sort VARCHAR, columns VARCHAR)"""
     )
+    risk_note = _risk_unavailable_note(con)
     con.executemany(
         f"INSERT INTO {DEFINITIONS} VALUES (?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 c.id,
                 c.title,
-                c.description,
+                c.description + (risk_note if risk_note and _uses_risk(c) else ""),
                 c.source,
                 c.path.name,
                 ", ".join(f"{col} {d}" for col, d in c.sort),

@@ -391,3 +391,22 @@ def test_every_builtin_cohort_file_loads():
         "carers",
         "high_risk",
     }
+
+
+def test_high_risk_says_why_it_is_empty_when_the_model_was_skipped():
+    w = World()
+    w.patient("p1", age=80)
+    con = w.build()
+    con.execute("CREATE SCHEMA reports")
+    con.execute(
+        "CREATE TABLE reports.risk_model_status AS SELECT 'skipped' AS status, "
+        "'cannot train: too few outcomes' AS reason"
+    )
+    build_cohorts(con, ED)
+    notes = dict(
+        con.execute("SELECT cohort_id, description FROM marts.cohort_definitions").fetchall()
+    )
+    assert "NOT AVAILABLE FOR THIS DELIVERY" in notes["high_risk"]
+    assert "too few outcomes" in notes["high_risk"]
+    assert "NOT AVAILABLE" not in notes["frailty"]  # cohorts not built on risk scores
+    assert members(con, "high_risk") == {}
