@@ -13,6 +13,7 @@ import signal
 import dagster as dg
 
 from phm.paths import lock_path, published_path
+from pipelines import checks as quality_checks
 from pipelines.assets import (
     cohorts,
     exports,
@@ -44,8 +45,8 @@ def _kill_switch(context: dg.HookContext) -> None:
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings.from_env()
-    assets = dg.load_assets_from_modules(ASSET_MODULES)
-    checks = dg.load_asset_checks_from_modules(ASSET_MODULES)
+    assets = [*dg.load_assets_from_modules(ASSET_MODULES), *quality_checks.ASSETS]
+    checks = [*dg.load_asset_checks_from_modules(ASSET_MODULES), *quality_checks.ASSET_CHECKS]
     job = dg.define_asset_job(
         NIGHTLY_JOB,
         selection=dg.AssetSelection.all(),
@@ -70,7 +71,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         asset_checks=checks,
         jobs=[job],
         schedules=[schedule],
-        sensors=build_sensors(settings, job),
+        sensors=[*build_sensors(settings, job), *quality_checks.SENSORS],
         resources=build_resources(settings),
         executor=dg.in_process_executor,
     )

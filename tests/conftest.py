@@ -4,6 +4,8 @@ on the path (``pythonpath`` in pyproject.toml)."""
 
 from __future__ import annotations
 
+from datetime import date
+
 import duckdb
 import pytest
 from measures_fixtures import measures_connection, reset_staging
@@ -23,3 +25,19 @@ def con(ref_con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     ``con``, which takes precedence over this one."""
     reset_staging(ref_con)
     return ref_con
+
+
+@pytest.fixture(scope="session")
+def small_home(tmp_path_factory):
+    """A small generated delivery (1,500 patients) run through the whole pipeline once per
+    session: ``(extracts, home)``, for the Dagster UI and the notebook tests."""
+    from phm.synth import generate
+    from pipelines.runner import run_pipeline
+
+    root = tmp_path_factory.mktemp("small_home")
+    extracts, home = root / "extracts", root / "home"
+    generate(extracts, patients=1500, seed=7, extract_date=date(2026, 11, 1))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PHM_PSEUDONYMISATION_KEY", "0123456789abcdef0123456789abcdef0123")
+        run_pipeline(extracts, home)
+    return extracts, home
