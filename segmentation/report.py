@@ -27,6 +27,7 @@ from phm.disclosure import (
     protect_count,
     protect_table,
     protect_value,
+    rounded_value,
 )
 from phm.files import write_csv
 from phm.measures._sql import require_tables
@@ -61,6 +62,38 @@ PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
 
 
 @matplotlib.rc_context(PLAIN_TEXT)
+def published_calibration(cal: pl.DataFrame, policy: DisclosurePolicy | None = None):
+    """The calibration table as published: patients and events through the disclosure
+    function, and the observed rate computed from the rounded counts, hidden when the events
+    are suppressed or fewer than the policy's minimum for a rate (a rate from exact counts
+    beside a rounded count gives the exact count back; docs/security.md)."""
+    p = policy or DisclosurePolicy.from_env()
+    rows = []
+    for r in cal.iter_rows(named=True):
+        n, events = int(r["n"]), int(r["events"])
+        n_r, e_r = rounded_value(n, p), rounded_value(events, p)
+        hidden = (1 <= events <= p.suppress_max) or e_r < p.min_rate_events or n_r == 0
+        rows.append(
+            {
+                "decile": r["decile"],
+                "patients": protect_value(n, p),
+                "with_outcome": protect_value(events, p),
+                "mean_predicted": r["mean_predicted"],
+                "observed_rate": None if hidden else e_r / n_r,
+            }
+        )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "decile": pl.Int32,
+            "patients": pl.String,
+            "with_outcome": pl.String,
+            "mean_predicted": pl.Float64,
+            "observed_rate": pl.Float64,
+        },
+    )
+
+
 def calibration_plot(report: RiskReport, path: Path) -> Path:
     """Observed vs mean predicted risk by decile for every candidate (and the truth)."""
     fig, ax = plt.subplots(figsize=(6, 6), dpi=100)
@@ -71,7 +104,8 @@ def calibration_plot(report: RiskReport, path: Path) -> Path:
         "age_only": ("^--", "#7f7f7f"),
         "truth": ("d:", "#2ca02c"),
     }
-    for key, cal in report.calibration.items():
+    for key, exact in report.calibration.items():
+        cal = published_calibration(exact)  # the figure is published: protected rates only
         marker, colour = styles.get(key, ("x-", "black"))
         label = _LABELS.get(key, key) + (" - chosen" if key == report.chosen else "")
         ax.plot(
@@ -82,7 +116,7 @@ def calibration_plot(report: RiskReport, path: Path) -> Path:
             label=label,
             linewidth=2.5 if key == report.chosen else 1.2,
         )
-        top = max(top, float(cal["mean_predicted"].max()), float(cal["observed_rate"].max()))
+        top = max(top, float(cal["mean_predicted"].max()), float(cal["observed_rate"].max() or 0))
     top = top * 1.05 or 1.0
     ax.plot([0, top], [0, top], color="black", linewidth=0.8, label="perfect calibration")
     ax.set_xlim(0, top)
@@ -246,10 +280,11 @@ def model_card(model: RiskModel, report: RiskReport, out_dir: Path | str) -> str
         "| decile | patients | with outcome | mean predicted | observed |",
         "|---:|---:|---:|---:|---:|",
     ]
-    for r in cal.iter_rows(named=True):
+    for r in published_calibration(cal).iter_rows(named=True):
+        observed = "" if r["observed_rate"] is None else f"{r['observed_rate']:.4f}"
         lines.append(
-            f"| {r['decile']} | {protect_value(r['n'])} | {protect_value(r['events'])} | "
-            f"{r['mean_predicted']:.4f} | {r['observed_rate']:.4f} |"
+            f"| {r['decile']} | {r['patients']} | {r['with_outcome']} | "
+            f"{r['mean_predicted']:.4f} | {observed} |"
         )
     drift = report.feature_means.with_columns(
         (pl.col("validation_mean") - pl.col("training_mean")).abs().alias("diff")

@@ -544,3 +544,33 @@ def test_impact_caseload_partitions_get_complementary_suppression():
     assert shown[("reason", "frailty")] == "*" and shown[("reason", "ltc")] == "50"
     shares = dict(zip(out["category"], out["share"], strict=True))
     assert shares["declined"] is None and shares["contacted"] == pytest.approx(40 / 55)
+
+
+def test_model_card_calibration_rates_come_from_protected_counts():
+    """A decile of 127 patients with 23 events: the published rate is 25/125, never 23/127,
+    and a decile with a suppressed or small event count shows no rate at all."""
+    from segmentation.report import published_calibration
+
+    cal = pl.DataFrame(
+        {
+            "decile": [1, 2, 3],
+            "n": [127, 127, 126],
+            "events": [23, 5, 9],
+            "mean_predicted": [0.1, 0.05, 0.07],
+            "observed_rate": [23 / 127, 5 / 127, 9 / 126],
+        }
+    )
+    pub = published_calibration(cal, POLICY)
+    assert pub["patients"].to_list() == ["125", "125", "125"]
+    assert pub["with_outcome"].to_list() == ["25", "*", "10"]
+    assert pub["observed_rate"][0] == pytest.approx(25 / 125)
+    assert pub["observed_rate"][1] is None  # suppressed events: no rate
+    assert pub["observed_rate"][2] == pytest.approx(10 / 125)
+    # the exact count cannot be searched back from the published rate and rounded counts
+    n_candidates = {
+        (n, e)
+        for n in range(123, 128)
+        for e in range(21, 28)
+        if round(e / n, 4) == round(pub["observed_rate"][0], 4)
+    }
+    assert (127, 23) not in n_candidates
