@@ -456,9 +456,9 @@ def _efi_band(deficits: float) -> str:
 #: why a risk factor's count of long-term conditions can be below the register's ``ltc_count``
 LTC_FACTOR_NOTE = (
     "The risk factors count long-term conditions coded as diagnoses (the registers' "
-    "diagnosis-code rules); ltc_count counts every register, including those met by treatment "
-    "alone (asthma and epilepsy currently treated, depression and anxiety by prescription), so "
-    "it can be higher."
+    "diagnosis-code rules); ltc_count counts the registers themselves, which for four "
+    "conditions also look at treatment (asthma and epilepsy must be currently treated; "
+    "depression and anxiety can be met by prescription alone), so the two can differ."
 )
 
 
@@ -479,7 +479,7 @@ def factor_text(group: str, row: dict[str, float]) -> str:
         return _condition_words().get(g.removeprefix("ltc_"), g)
     if g == "multimorbidity":
         # the model counts the registers' diagnosis-code rules only (LTC_FACTOR_NOTE), so the
-        # words say so: the register's ltc_count next to it can be higher
+        # words say so: the register's ltc_count next to it can differ
         return _plural(
             row["ltc_count"],
             "long-term condition coded as a diagnosis",

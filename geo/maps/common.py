@@ -287,7 +287,10 @@ def classify(
     cmap = plt.get_cmap(measure.cmap)
     stops = np.linspace(0.18, 0.92, len(used)) if len(used) > 1 else np.array([0.6])
     colours = [matplotlib.colors.to_hex(cmap(x)) for x in stops]
-    labels = [f"{_fmt(lo)} – {_fmt(hi)}" for lo, hi in zip(lows, highs, strict=True)]
+    labels = [
+        _fmt(lo) if _fmt(lo) == _fmt(hi) else f"{_fmt(lo)} – {_fmt(hi)}"
+        for lo, hi in zip(lows, highs, strict=True)
+    ]
     method = "natural breaks (Fisher-Jenks)" if scheme == "natural_breaks" else "quantiles"
     return Classes(idx, colours, labels, f"{method} of the mapped {units}")
 

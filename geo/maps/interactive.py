@@ -436,7 +436,8 @@ def write_interactive_map(
         if len(features):
             fmap.fit_bounds([[miny, minx], [maxy, maxx]])
         title = (
-            f"<b>{_html_text(pcn_label)}</b>: need by LSOA 2011 of residence, patients "
+            f"<b>{_html_text(pcn_label)}</b>: need by LSOA 2011 of residence (by MSOA or IMD "
+            "decile where the legend says so), patients "
             f"registered with {_practices_of(pcn_code)}. Choose a measure on the right; hover an area "
             "for its values. Triangles: GP practices at the population-weighted centroid of "
             "their patients' LSOAs (not surgery addresses)."
