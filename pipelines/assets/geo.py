@@ -75,6 +75,9 @@ def need_by_area(warehouse: DuckDBResource):
     group_name="geo",
     deps=[
         dg.AssetKey(published_table("lsoa").split(".")),
+        # a measure suppressed in most LSOAs is mapped by MSOA or IMD decile (geo.maps.levels)
+        dg.AssetKey(published_table("msoa").split(".")),
+        dg.AssetKey(published_table("imd_decile").split(".")),
         dg.AssetKey(["marts", "patient_measures"]),
         dg.AssetKey(["staging", "community_assets"]),
     ],
