@@ -1,7 +1,10 @@
-"""Need by area: population, cohorts, prevalence and service-use rates per LSOA and IMD group.
+"""Need by area: population, cohorts, prevalence and service-use rates per LSOA, MSOA and IMD
+group.
 
-For every PCN, and for all PCNs together (``pcn_code = 'ALL'``), per LSOA 2011, per IMD 2019
-decile and per IMD 2019 quintile, from ``marts.patient_measures`` (one row per currently
+For every PCN, and for all PCNs together (``pcn_code = 'ALL'``), per LSOA 2011, per MSOA 2011
+(``msoa11_name``, derived from the LSOA names: :func:`geo.reference.msoa11_name_from_lsoa`;
+the maps fall back to it where most LSOAs are suppressed), per IMD 2019 decile and per IMD 2019
+quintile, from ``marts.patient_measures`` (one row per currently
 registered patient) and ``marts.cohort_members``:
 
 * ``population`` — registered patients;
@@ -15,7 +18,8 @@ registered patient) and ``marts.cohort_members``:
   ``<id>_dsr_per_1000`` directly age-standardised to ESP 2013 with Dobson limits — see
   :mod:`geo.rates` for the methods and citations.
 
-Raw tables (internal, exact numbers): ``geo.need_by_lsoa``, ``geo.need_by_imd_decile``,
+Raw tables (internal, exact numbers): ``geo.need_by_lsoa``, ``geo.need_by_msoa``,
+``geo.need_by_imd_decile``,
 ``geo.need_by_imd_quintile``. Published tables (``..._published``, :func:`publish`): every
 count through :func:`phm.disclosure.protect_table` (text: ``*`` or rounded; primary and
 secondary suppression over ALL > PCN and the areas of each PCN), every rate, percentage and
@@ -40,7 +44,7 @@ import geopandas as gpd
 import polars as pl
 
 from geo.rates import age_standardised_rates, with_crude_rate, with_proportion
-from geo.reference import load_lsoa_boundaries
+from geo.reference import load_lsoa_boundaries, lsoa_msoa_lookup
 from phm.disclosure import (
     SUPPRESSED,
     DisclosurePolicy,
@@ -97,10 +101,17 @@ EVENT_RATES: tuple[EventRate, ...] = (
 #: area level -> (column in marts.patient_measures, table stem)
 LEVELS: dict[str, tuple[str, str]] = {
     "lsoa": ("lsoa11_code", "geo.need_by_lsoa"),
+    "msoa": ("msoa11_name", "geo.need_by_msoa"),
     "imd_decile": ("imd2019_decile", "geo.need_by_imd_decile"),
     "imd_quintile": ("imd2019_quintile", "geo.need_by_imd_quintile"),
 }
 PUBLISHED_SUFFIX = "_published"
+#: the lookup LSOA 2011 -> MSOA 2011 name, registered on the connection when needed
+LSOA_MSOA_VIEW = "phm_lsoa11_msoa11"
+#: levels not in marts.patient_measures: level -> SQL of the area from the patient's LSOA
+DERIVED_AREAS: dict[str, str] = {
+    "msoa": f"(SELECT l.msoa11_name FROM {LSOA_MSOA_VIEW} l WHERE l.lsoa11_code = pm.lsoa11_code)"
+}
 
 
 def published_table(level: str) -> str:
@@ -210,11 +221,20 @@ def cohort_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
     ]
 
 
-def _patients_cte(con, area_col: str, prevalences, rates) -> str:
+def _area_sql(con, level: str) -> str:
+    """SQL of the patient's area at ``level`` (the MSOA from the LSOA's name, see
+    :func:`geo.reference.msoa11_name_from_lsoa`)."""
+    if level not in DERIVED_AREAS:
+        return f"pm.{LEVELS[level][0]}"
+    con.register(LSOA_MSOA_VIEW, lsoa_msoa_lookup().to_arrow())
+    return DERIVED_AREAS[level]
+
+
+def _patients_cte(con, level: str, prevalences, rates) -> str:
     cols = [
         "pm.* EXCLUDE (pcn_code)",
         f"coalesce(CAST(pm.pcn_code AS VARCHAR), {_sql_str(UNKNOWN_PCN)}) AS pcn_code",
-        f"pm.{area_col} AS area",
+        f"{_area_sql(con, level)} AS area",
         "CASE WHEN pm.age IS NULL OR pm.age < 0 THEN NULL "
         "ELSE CAST(least(floor(pm.age / 5), 18) AS INTEGER) END AS band",
     ]
@@ -235,9 +255,8 @@ def need_strata(
 ) -> pl.DataFrame:
     """Exact counts per (``pcn_code``, ``area``, ESP 2013 age ``band``), PCN rows and ``ALL``:
     the strata the raw table is summed from (internal)."""
-    area_col, _ = LEVELS[level]
     _check_inputs(con, prevalences, rates)
-    cte = _patients_cte(con, area_col, prevalences, rates)
+    cte = _patients_cte(con, level, prevalences, rates)
     sums = ["count(*) AS population"]
     for p in prevalences:
         sums += [f"sum({p.id}_n) AS {p.id}_n", f"sum({p.id}_denominator) AS {p.id}_denominator"]
@@ -262,13 +281,13 @@ def compute_need(
     rates: Sequence[EventRate] = EVENT_RATES,
     strata: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """The raw need table of one ``level`` (``lsoa``, ``imd_decile``, ``imd_quintile``).
+    """The raw need table of one ``level`` (``lsoa``, ``msoa``, ``imd_decile``, ``imd_quintile``).
 
     One row per (``pcn_code``, area), PCN rows first then ``ALL``, sorted; exact numbers.
     ``strata``: :func:`need_strata` of the same level, if already computed."""
     area_col, _ = LEVELS[level]
     _check_inputs(con, prevalences, rates)
-    cte = _patients_cte(con, area_col, prevalences, rates)
+    cte = _patients_cte(con, level, prevalences, rates)
     if strata is None:
         strata = need_strata(con, level, prevalences=prevalences, rates=rates)
     keys = ["pcn_code", "area"]
@@ -464,7 +483,7 @@ def build_need_tables(
     prevalences: Sequence[Prevalence] = PREVALENCES,
     rates: Sequence[EventRate] = EVENT_RATES,
 ) -> dict[str, int]:
-    """Write the three raw tables and their ``_published`` versions to schema ``geo``.
+    """Write the four raw tables and their ``_published`` versions to schema ``geo``.
 
     Returns row counts by table name."""
     con.execute("CREATE SCHEMA IF NOT EXISTS geo")

@@ -10,6 +10,7 @@ every distance and area is computed in British National Grid (EPSG:27700, metres
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import geopandas as gpd
@@ -81,3 +82,46 @@ def load_esp2013(path: Path | str | None = None) -> pl.DataFrame:
     if df.height != 19 or df["esp2013_population"].sum() != 100_000:
         raise ValueError("ESP 2013 file must have 19 bands summing to 100,000")
     return df.with_row_index("band").with_columns(pl.col("band").cast(pl.Int32))
+
+
+# ------------------------------------------------------------------------------ MSOA 2011
+
+#: how the MSOA level is described in tables, legends and docs
+MSOA_LABEL = "MSOA 2011 (from LSOA names)"
+_LSOA_NAME = r"^(.+ \d{3})[A-Z]$"
+
+
+def msoa11_name_from_lsoa(lsoa11_name: str | None) -> str | None:
+    """The MSOA 2011 an LSOA 2011 lies in, from the LSOA's name.
+
+    ONS names every LSOA 2011 after its MSOA 2011 plus one letter ("Leicester 003A" lies in
+    MSOA "Leicester 003"), so the MSOA name is the LSOA name without its final letter. The
+    vendored files carry no MSOA codes, so the MSOA **name** is the key. ``None`` for a name
+    not of that form."""
+    if lsoa11_name is None:
+        return None
+    m = re.match(_LSOA_NAME, str(lsoa11_name))
+    return m.group(1) if m else None
+
+
+def msoa11_name_expr(lsoa11_name: pl.Expr) -> pl.Expr:
+    """:func:`msoa11_name_from_lsoa` as a polars expression (null when the name does not fit)."""
+    return lsoa11_name.str.extract(_LSOA_NAME, 1)
+
+
+def lsoa_msoa_lookup() -> pl.DataFrame:
+    """Every LSOA 2011 in England (IMD 2019 file) with its MSOA 2011 name:
+    ``lsoa11_code, msoa11_name``, sorted by code."""
+    return load_imd2019().select(
+        "lsoa11_code", msoa11_name_expr(pl.col("lsoa11_name")).alias("msoa11_name")
+    )
+
+
+def dissolve_msoa(lsoa: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """MSOA 2011 polygons: the LSOA polygons of ``lsoa`` (with ``lsoa11_name``) dissolved by
+    their MSOA name. Columns ``msoa11_name, geometry``, sorted by name, in ``lsoa``'s CRS."""
+    g = lsoa[["lsoa11_name", "geometry"]].copy()
+    g["msoa11_name"] = [msoa11_name_from_lsoa(n) for n in g["lsoa11_name"]]
+    g = g[g["msoa11_name"].notna() & g.geometry.notna()]
+    out = g[["msoa11_name", "geometry"]].dissolve("msoa11_name", sort=True).reset_index()
+    return out[["msoa11_name", "geometry"]]

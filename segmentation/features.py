@@ -453,10 +453,19 @@ def _efi_band(deficits: float) -> str:
     return "severe"
 
 
+#: why a risk factor's count of long-term conditions can be below the register's ``ltc_count``
+LTC_FACTOR_NOTE = (
+    "The risk factors count long-term conditions coded as diagnoses (the registers' "
+    "diagnosis-code rules); ltc_count counts the registers themselves, which for four "
+    "conditions also look at treatment (asthma and epilepsy must be currently treated; "
+    "depression and anxiety can be met by prescription alone), so the two can differ."
+)
+
+
 def factor_text(group: str, row: dict[str, float]) -> str:
     """A factor group of :func:`feature_catalogue` in plain words for one patient (``row``:
     feature name -> value), e.g. "age 84", "heart failure", "3 emergency admissions in the
-    last 12 months"."""
+    last 12 months", "4 long-term conditions coded as diagnoses"."""
     g = group
     if g == "age":
         return f"age {int(row['age'])}"
@@ -469,7 +478,13 @@ def factor_text(group: str, row: dict[str, float]) -> str:
     if g.startswith("ltc_"):
         return _condition_words().get(g.removeprefix("ltc_"), g)
     if g == "multimorbidity":
-        return _plural(row["ltc_count"], "long-term condition")
+        # the model counts the registers' diagnosis-code rules only (LTC_FACTOR_NOTE), so the
+        # words say so: the register's ltc_count next to it can differ
+        return _plural(
+            row["ltc_count"],
+            "long-term condition coded as a diagnosis",
+            "long-term conditions coded as diagnoses",
+        )
     if g == "frailty":
         n = row["efi_coded_deficits"]
         band = _efi_band(n)

@@ -33,7 +33,7 @@ from phm.files import write_csv
 from phm.measures._sql import require_tables
 from phm.warehouse import table_exists
 from segmentation.bridges import segment_names
-from segmentation.features import feature_catalogue
+from segmentation.features import LTC_FACTOR_NOTE, feature_catalogue
 from segmentation.risk import (
     HORIZON_DAYS,
     SELECTION_CRITERION,
@@ -315,7 +315,7 @@ def model_card(model: RiskModel, report: RiskReport, out_dir: Path | str) -> str
         "- Emergency admissions cluster in people already admitted: the top tier is dominated by "
         "recent high users, some of whom would regress to the mean without intervention.",
         "- Contributing factors are model-based what-ifs (risk minus risk with that factor at its "
-        "reference value), not causes.",
+        "reference value), not causes. " + LTC_FACTOR_NOTE,
         f"- The other candidate(s) ({', '.join(_LABELS[o] for o in other)}) scored within "
         f"{max(abs(report.candidates[o]['auroc'] - chosen['auroc']) for o in other):.3f} AUROC."
         if other

@@ -18,16 +18,25 @@ from geo.maps import (
     MAP_MEASURES,
     asset_gaps,
     classify,
+    coarser_tables,
     distance_m,
     load_assets,
     lsoa_centroids,
+    pcn_levels,
     plot_choropleth,
     practice_locations,
     write_interactive_map,
     write_pcn_maps,
 )
+from geo.maps.levels import IMD_DECILE, LSOA, MSOA, choose_levels, group_column
 from geo.need import build_need_tables, published_lsoa_geodataframe, published_table
-from geo.reference import BNG, WGS84, load_lsoa_boundaries
+from geo.reference import (
+    BNG,
+    WGS84,
+    dissolve_msoa,
+    load_lsoa_boundaries,
+    msoa11_name_from_lsoa,
+)
 
 PCN = "U99001"
 EARTH_RADIUS_M = 6_371_008.8  # mean Earth radius (IUGG)
@@ -76,7 +85,7 @@ def test_every_map_is_written_and_non_trivial(outputs):
 def test_png_is_byte_identical_on_rerun(warehouse, outputs, tmp_path):
     out, _ = outputs
     pub = warehouse.execute(f"SELECT * FROM {published_table('lsoa')}").pl()
-    gdf = published_lsoa_geodataframe(pub, PCN)
+    gdf, levels = pcn_levels(published_lsoa_geodataframe(pub, PCN), PCN, coarser_tables(warehouse))
     m = MAP_MEASURES[0]
     again = plot_choropleth(
         gdf,
@@ -86,6 +95,7 @@ def test_png_is_byte_identical_on_rerun(warehouse, outputs, tmp_path):
         pcn_code=PCN,
         background=load_lsoa_boundaries(),
         practices=practice_locations(warehouse),
+        level=levels[m.id],
     )
     assert again.read_bytes() == (out / PCN / "maps" / f"{m.id}.png").read_bytes()
 
@@ -118,7 +128,7 @@ def test_html_map_is_offline_with_layers_and_tooltips(outputs):
 def test_html_is_byte_identical_on_rerun(warehouse, outputs, tmp_path):
     out, _ = outputs
     pub = warehouse.execute(f"SELECT * FROM {published_table('lsoa')}").pl()
-    gdf = published_lsoa_geodataframe(pub, PCN)
+    gdf, levels = pcn_levels(published_lsoa_geodataframe(pub, PCN), PCN, coarser_tables(warehouse))
     again = write_interactive_map(
         gdf,
         tmp_path / "again.html",
@@ -127,6 +137,7 @@ def test_html_is_byte_identical_on_rerun(warehouse, outputs, tmp_path):
         background=load_lsoa_boundaries(),
         practices=practice_locations(warehouse),
         assets=load_assets(warehouse),
+        levels=levels,
     )
     assert again.read_bytes() == (out / PCN / "maps" / "need_map.html").read_bytes()
 
@@ -213,7 +224,7 @@ def test_classify():
     c = classify(np.array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, np.nan]), m, "quantiles", 5)
     assert len(c.labels) == 5 and c.index[-1] == -1 and c.index[0] == 0 and c.index[9] == 4
     nb = classify(np.array([1, 1, 1, 10, 10, 10, 20]), m, "natural_breaks", 3)
-    assert nb.labels == ["1.0 – 1.0", "10.0 – 10.0", "20.0 – 20.0"]
+    assert nb.labels == ["1.0", "10.0", "20.0"]  # one value per class: no range
     assert classify(np.array([np.nan, np.nan]), m).labels == []
     imd = classify([1, 10, None], MAP_MEASURES[-1])
     assert imd.index.tolist() == [0, 9, -1] and imd.labels[0].startswith("1 (most")
@@ -252,3 +263,99 @@ def test_html_map_keeps_hostile_names_as_data(warehouse, tmp_path):
     names = [n for n, _ in data["markers"]]
     assert all(re.fullmatch(r"(marker|circle_marker)_[0-9]+", n) for n in names)
     assert all(f"var {n} = " in page for n in names)
+
+
+# ------------------------------------------------------------------------------ coarser levels
+
+
+def test_msoa_key_from_real_lsoa_names():
+    b = load_lsoa_boundaries()
+    names = dict(zip(b["lsoa11_code"], b["lsoa11_name"], strict=True))
+    assert names["E01013600"].startswith("Leicester ")
+    assert msoa11_name_from_lsoa("Leicester 003A") == "Leicester 003"
+    assert msoa11_name_from_lsoa("Hinckley and Bosworth 012C") == "Hinckley and Bosworth 012"
+    assert msoa11_name_from_lsoa("Leicester 003") is None  # not an LSOA name
+    assert msoa11_name_from_lsoa(None) is None
+    keys = b["lsoa11_name"].map(msoa11_name_from_lsoa)
+    assert keys.notna().all()
+    # every key is its LSOAs' name less one letter, and an MSOA holds several LSOAs
+    assert all(n[:-1] == k for n, k in zip(b["lsoa11_name"], keys, strict=True))
+    assert 4 <= len(b) / keys.nunique() <= 6
+    msoa = dissolve_msoa(b)
+    assert sorted(msoa["msoa11_name"]) == sorted(keys.unique())
+    # dissolving keeps the land: an MSOA's area is its LSOAs' areas
+    area = b.to_crs(BNG).assign(k=keys.values).groupby("k").geometry.apply(lambda g: g.area.sum())
+    m = msoa.to_crs(BNG).set_index("msoa11_name").geometry.area
+    assert np.allclose(m.sort_index().to_numpy(), area.sort_index().to_numpy(), rtol=1e-3)
+
+
+def test_a_measure_suppressed_in_every_lsoa_is_mapped_at_a_coarser_level(warehouse, outputs):
+    """In the 4,000-patient demo, 5+ LTCs is suppressed in every LSOA of the PCN: the maps show
+    it by MSOA or IMD decile, say so, and no static map is entirely hatched."""
+    out, _ = outputs
+    pub = warehouse.execute(f"SELECT * FROM {published_table('lsoa')}").pl()
+    raw = published_lsoa_geodataframe(pub, PCN)
+    ltc5 = MAP_MEASURES[0]
+    assert raw[ltc5.column].isna().all()  # the situation of the issue
+    gdf, levels = pcn_levels(raw, PCN, coarser_tables(warehouse))
+    assert levels[ltc5.id].level in (MSOA, IMD_DECILE)
+    assert "too few events per LSOA" in levels[ltc5.id].note
+    assert gdf[ltc5.column].notna().any()
+    # the value of an LSOA is its group's published value
+    level = levels[ltc5.id].level
+    table, key = ("msoa", "msoa11_name") if level == MSOA else ("imd_decile", "imd2019_decile")
+    coarse = warehouse.execute(
+        f"SELECT {key}, {ltc5.column} FROM {published_table(table)} WHERE pcn_code = ?", [PCN]
+    ).pl()
+    expected = {str(k): v for k, v in coarse.iter_rows()}
+    for grp, v in zip(gdf[group_column(ltc5)], gdf[ltc5.column], strict=True):
+        want = expected.get(grp)
+        assert (want is None and np.isnan(v)) or want == pytest.approx(v)
+    # every static map of a measure shows class colours, not only the hatched grey
+    for m in (*MAP_MEASURES, INTERACTIVE_MEASURES[0]):
+        groups = gdf[group_column(m)] if levels[m.id].level != LSOA else None
+        cls = classify(gdf[m.column], m, groups=groups)
+        assert (cls.index >= 0).any(), m.id
+        with Image.open(out / PCN / "maps" / f"{m.id}.png") as img:
+            colours = {c for _, c in img.convert("RGB").getcolors(maxcolors=1 << 22)}
+        shown = [
+            c for c in cls.colours if tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)) in colours
+        ]
+        assert shown, m.id
+    gaps = pl.read_csv(out / PCN / "maps" / "asset_gaps.csv")
+    assert gaps.height and gaps["need_level"].str.contains("decile|MSOA").all()
+
+
+def _initial_layer(page: str) -> str:
+    """The title of the base layer the page adds to the map when it opens."""
+    block = re.search(r"base_layers\s*:\s*\{(.*?)\}", page, re.S).group(1)
+    layers = dict(
+        (v, json_title)
+        for json_title, v in re.findall(r'"([^"]+)"\s*:\s*(feature_group_\d+)', block)
+    )
+    shown = [layers[v] for v in layers if re.search(rf"\b{v}\.addTo\(map_", page)]
+    assert len(shown) == 1, shown
+    legend = re.findall(
+        r'class="phm-legend-layer" data-layer="([^"]+)" style="display:block"', page
+    )
+    assert len(legend) == 1
+    return shown[0]
+
+
+def test_interactive_map_opens_on_a_layer_with_values(warehouse, outputs, tmp_path):
+    out, _ = outputs
+    page = (out / PCN / "maps" / "need_map.html").read_text(encoding="utf-8")
+    first = INTERACTIVE_MEASURES[0]
+    assert _initial_layer(page) == first.title  # it has values (by a coarser level)
+    assert "Shown by " in page and "too few events per LSOA" in page
+    # a first measure with no value at any level: the map opens on the next one
+    pub = warehouse.execute(f"SELECT * FROM {published_table('lsoa')}").pl()
+    gdf = published_lsoa_geodataframe(pub, PCN)
+    gdf, levels = choose_levels(gdf, INTERACTIVE_MEASURES)  # no coarser tables: LSOA only
+    for c in (first.column, *first.interval):
+        gdf[c] = np.nan
+    nxt = next(m for m in INTERACTIVE_MEASURES[1:] if gdf[m.column].notna().any())
+    page = write_interactive_map(
+        gdf, tmp_path / "m.html", pcn_label="x", pcn_code=PCN, levels=levels
+    ).read_text(encoding="utf-8")
+    assert _initial_layer(page) == nxt.title.replace("&", "\\u0026")

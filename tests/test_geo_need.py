@@ -193,6 +193,24 @@ def test_imd_group_tables(con):
     assert "imd2019_decile" in dec.columns and "imd2019_quintile" in quint.columns
 
 
+def test_msoa_level_from_lsoa_names(con):
+    """L1 and L2 are Leicester 003A and 003B: one MSOA, "Leicester 003"."""
+    raw = compute_need(con, "msoa")
+    assert raw.columns[:3] == ["pcn_code", "pcn_name", "msoa11_name"]
+    assert _row(raw, "U00001", "msoa11_name", "Leicester 003")["population"] == 17
+    assert _row(raw, "U00002", "msoa11_name", "Leicester 003")["population"] == 20
+    assert _row(raw, "U00002", "msoa11_name", None)["population"] == 10  # no LSOA
+    assert _row(raw, ALL_PCNS, "msoa11_name", "Leicester 003")["ltc5_n"] == 3
+    # published through the same disclosure control: 17 -> 15, 3 people -> suppressed
+    pub = _published(con, "msoa")
+    a = _row(pub, "U00001", "msoa11_name", "Leicester 003")
+    assert a["population"] == "15" and a["ltc5_n"] == "*" and a["ltc5_pct"] is None
+    assert a["ae_attendances_n"] == "10"  # 12 -> 10
+    t = _row(pub, ALL_PCNS, "msoa11_name", "Leicester 003")
+    assert t["population"] == "35" and t["ae_attendances_n"] == "30"
+    assert t["ae_attendances_crude_per_1000"] == pytest.approx(round(30 / 35 * 1000, 1))
+
+
 def test_published_values_are_disclosure_controlled(con):
     pub = _published(con, "lsoa")
     a = _row(pub, "U00001", "lsoa11_code", L1)
@@ -236,6 +254,8 @@ def test_build_need_tables_writes_raw_and_published(con):
     assert set(written) == {
         "geo.need_by_lsoa",
         "geo.need_by_lsoa_published",
+        "geo.need_by_msoa",
+        "geo.need_by_msoa_published",
         "geo.need_by_imd_decile",
         "geo.need_by_imd_decile_published",
         "geo.need_by_imd_quintile",

@@ -19,7 +19,7 @@ from test_segmentation import ED, shared_warehouse, working_copy
 
 from phm.measures import load_ltc_conditions
 from phm.paths import sidecar_dir
-from segmentation.features import build_features, feature_coverage, feature_names
+from segmentation.features import build_features, factor_text, feature_coverage, feature_names
 from segmentation.report import model_card
 from segmentation.risk import (
     NO_FACTOR_TEXT,
@@ -313,6 +313,37 @@ def test_risk_factors_are_plain_words_matching_the_record(con, scores):
         if a:
             assert int(a.group(1)) == r["age"]
     assert checked > 0
+
+
+def test_ltc_factor_text_agrees_with_the_register_row(con, scores):
+    """The factor counts diagnosis-coded conditions (the model's ltc_count); the register's
+    ltc_count also counts registers met by treatment alone. The text says which count it is,
+    and its number is the model's count."""
+    # a patient whose counts differ: 4 coded as diagnoses, 5 on the register
+    text = factor_text("multimorbidity", {"ltc_count": 4.0})
+    assert text == "4 long-term conditions coded as diagnoses"
+    assert factor_text("multimorbidity", {"ltc_count": 1.0}) == (
+        "1 long-term condition coded as a diagnosis"
+    )
+    feats = build_features(con, ED).select("person_id", pl.col("ltc_count").alias("model_ltc"))
+    register = con.execute(
+        "SELECT person_id, ltc_count AS register_ltc FROM marts.patient_measures"
+    ).pl()
+    joined = scores.join(feats, on="person_id").join(register, on="person_id")
+    said = joined.with_columns(
+        pl.col("risk_factors")
+        .str.extract(r"(\d+) long-term conditions? ", 1)
+        .cast(pl.Int64)
+        .alias("said")
+    ).filter(pl.col("said").is_not_null())
+    assert said.height > 0
+    # every mention is labelled, and its number is the model's count
+    assert (
+        said["risk_factors"].str.contains(r"\d+ long-term conditions? coded as a? ?diagnos").all()
+    )
+    assert (said["said"] == said["model_ltc"]).all()
+    # the two counts do differ for some patients, so the label matters
+    assert (said["said"] != said["register_ltc"]).any()
 
 
 def test_write_scores_creates_the_mart(tmp_path_factory, scores):

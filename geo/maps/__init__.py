@@ -50,6 +50,7 @@ from geo.maps.common import (
 )
 from geo.maps.gaps import asset_gaps
 from geo.maps.interactive import leaflet_inline_head, write_interactive_map
+from geo.maps.levels import LEVEL_TEXT, Level, choose_levels
 from geo.maps.static import lad_outlines, plot_choropleth
 from geo.need import ALL_PCNS, published_lsoa_geodataframe, published_table
 from geo.reference import BNG, load_lsoa_boundaries
@@ -64,12 +65,15 @@ __all__ = [
     "MapMeasure",
     "asset_gaps",
     "asset_label",
+    "choose_levels",
     "classify",
+    "coarser_tables",
     "distance_m",
     "lad_outlines",
     "leaflet_inline_head",
     "load_assets",
     "lsoa_centroids",
+    "pcn_levels",
     "plot_choropleth",
     "practice_locations",
     "write_interactive_map",
@@ -77,6 +81,31 @@ __all__ = [
 ]
 
 # ------------------------------------------------------------------------------ driver
+
+
+def coarser_tables(con: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame]:
+    """The published MSOA and IMD decile tables (empty frames if not built)."""
+    out = {}
+    for level in ("msoa", "imd_decile"):
+        try:
+            out[level] = con.execute(f"SELECT * FROM {published_table(level)}").pl()
+        except duckdb.CatalogException:
+            out[level] = pl.DataFrame({"pcn_code": []}, schema={"pcn_code": pl.String})
+    return out
+
+
+def pcn_levels(
+    gdf: gpd.GeoDataFrame, pcn_code: str, coarser: dict[str, pl.DataFrame]
+) -> tuple[gpd.GeoDataFrame, dict[str, Level]]:
+    """:func:`geo.maps.levels.choose_levels` for one PCN, over every mapped measure."""
+    measures = list({m.id: m for m in (*MAP_MEASURES, *INTERACTIVE_MEASURES)}.values())
+    out, levels = choose_levels(
+        gdf,
+        measures,
+        msoa_rows=coarser["msoa"].filter(pl.col("pcn_code") == pcn_code),
+        decile_rows=coarser["imd_decile"].filter(pl.col("pcn_code") == pcn_code),
+    )
+    return out, {**{m.id: LEVEL_TEXT["lsoa"] for m in measures}, **levels}
 
 
 def write_pcn_maps(
@@ -102,6 +131,7 @@ def write_pcn_maps(
     removed. Without it, the first failure is raised."""
     out_dir = Path(out_dir)
     pub = con.execute(f"SELECT * FROM {published_table('lsoa')}").pl()
+    coarser = coarser_tables(con)
     b = boundaries if boundaries is not None else load_lsoa_boundaries()
     b_bng = b.to_crs(BNG)
     lads = lad_outlines(b_bng)
@@ -126,6 +156,7 @@ def write_pcn_maps(
         top_fraction=top_fraction,
         distance_threshold_m=distance_threshold_m,
         interactive=interactive,
+        coarser=coarser,
     )
     written: dict[str, list[Path]] = {}
     for code in codes:
@@ -157,9 +188,9 @@ def _pcn_maps(
     top_fraction,
     distance_threshold_m,
     interactive,
+    coarser,
 ) -> list[Path]:
-    """Every map and the gap table of one PCN; returns the paths written."""
-    gdf = published_lsoa_geodataframe(pub, code, b)
+    gdf, levels = pcn_levels(published_lsoa_geodataframe(pub, code, b), code, coarser)
     rows = pub.filter(pl.col("pcn_code") == code)
     name = rows["pcn_name"][0] if rows.height and rows["pcn_name"][0] else code
     label = f"{name} ({code})" if name != code else code
@@ -178,18 +209,20 @@ def _pcn_maps(
                 scheme=scheme,
                 k=k,
                 lads=lads,
+                level=levels[m.id],
             )
         )
+    need_level = next((levels[m.id] for m in INTERACTIVE_MEASURES if m.column == need_column), None)
     gaps = asset_gaps(
         gdf,
         assets,
         need_column=need_column,
+        need_level=need_level.mapped_by if need_level else "LSOA 2011 of residence",
         top_fraction=top_fraction,
         distance_threshold_m=distance_threshold_m,
     )
     gaps_path = maps / "asset_gaps.csv"
     write_csv(gaps, gaps_path)
-
     paths.append(gaps_path)
     need_m = next((m for m in INTERACTIVE_MEASURES if m.column == need_column), None)
     if need_m is not None:
@@ -208,6 +241,7 @@ def _pcn_maps(
                 lads=lads,
                 assets=assets,
                 highlight=gaps["lsoa11_code"].unique().to_list(),
+                level=levels[need_m.id],
                 title=f"Community assets over need — {label}",
                 extra_notes=[
                     f"Need: {need_m.title.lower()} (%). Top fifth: the "
@@ -236,6 +270,7 @@ def _pcn_maps(
                 assets=assets,
                 scheme=scheme,
                 k=k,
+                levels=levels,
             )
         )
     return paths

@@ -233,9 +233,33 @@ class Classes:
     method: str
 
 
-def classify(values, measure: MapMeasure, scheme: str = "quantiles", k: int = 5) -> Classes:
+def classify(
+    values,
+    measure: MapMeasure,
+    scheme: str = "quantiles",
+    k: int = 5,
+    *,
+    groups=None,
+    units: str = "LSOAs",
+) -> Classes:
     """Class the values: the ten IMD deciles, or mapclassify quantiles / Fisher-Jenks
-    natural breaks (both deterministic) into at most ``k`` classes."""
+    natural breaks (both deterministic) into at most ``k`` classes.
+
+    ``groups`` (one key per value, e.g. the MSOA of each LSOA): the classes are formed over
+    the distinct groups, each counted once, and every value gets its group's class."""
+    if groups is not None and measure.kind != "imd":
+        frame = pd.DataFrame(
+            {
+                "g": pd.Series(list(groups), dtype=object),
+                "v": pd.to_numeric(pd.Series(list(values)), errors="coerce"),
+            }
+        )
+        first = frame.dropna(subset=["g"]).groupby("g", sort=True)["v"].first()
+        per = classify(first.to_numpy(), measure, scheme, k, units=units)
+        lookup = dict(zip(first.index, per.index, strict=True))
+        idx = np.array([lookup.get(g, -1) for g in frame["g"]], dtype=int)
+        idx[frame["v"].isna().to_numpy()] = -1
+        return Classes(idx, per.colours, per.labels, per.method)
     v = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), dtype=float)
     ok = ~np.isnan(v)
     idx = np.full(len(v), -1, dtype=int)
@@ -263,9 +287,12 @@ def classify(values, measure: MapMeasure, scheme: str = "quantiles", k: int = 5)
     cmap = plt.get_cmap(measure.cmap)
     stops = np.linspace(0.18, 0.92, len(used)) if len(used) > 1 else np.array([0.6])
     colours = [matplotlib.colors.to_hex(cmap(x)) for x in stops]
-    labels = [f"{_fmt(lo)} – {_fmt(hi)}" for lo, hi in zip(lows, highs, strict=True)]
+    labels = [
+        _fmt(lo) if _fmt(lo) == _fmt(hi) else f"{_fmt(lo)} – {_fmt(hi)}"
+        for lo, hi in zip(lows, highs, strict=True)
+    ]
     method = "natural breaks (Fisher-Jenks)" if scheme == "natural_breaks" else "quantiles"
-    return Classes(idx, colours, labels, f"{method} of the mapped LSOAs")
+    return Classes(idx, colours, labels, f"{method} of the mapped {units}")
 
 
 def _fmt(x: float) -> str:

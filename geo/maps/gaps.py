@@ -23,6 +23,7 @@ def asset_gaps(
     top_fraction: float = 0.2,
     distance_threshold_m: float = 1000.0,
     categories: Sequence[str] = ASSET_CATEGORIES,
+    need_level: str = "LSOA 2011 of residence",
 ) -> pl.DataFrame:
     """LSOAs in the top fifth of need and their nearest community asset of each category.
 
@@ -31,7 +32,11 @@ def asset_gaps(
     fifth is the ceil(``top_fraction`` × ranked LSOAs) highest values (ties at the cut-off
     included). For each such LSOA and category: the nearest asset (straight line from the
     LSOA centroid, EPSG:27700, metres) and ``gap`` = no asset of that category within
-    ``distance_threshold_m``. One row per (LSOA, category), by need rank then category."""
+    ``distance_threshold_m``. One row per (LSOA, category), by need rank then category.
+
+    ``need_level`` (column ``need_level``): how the need value was measured; where the maps
+    show the measure by MSOA or IMD decile (:mod:`geo.maps.levels`), ``need`` carries each
+    LSOA's group value and the top fifth is of the LSOAs ranked by it."""
     g = need[need.geometry.notna()].copy()
     g["_v"] = pd.to_numeric(g[need_column], errors="coerce")
     g = g[g["_v"].notna()]
@@ -47,6 +52,7 @@ def asset_gaps(
         "nearest_asset_name": pl.String,
         "nearest_distance_m": pl.Float64,
         "gap": pl.Boolean,
+        "need_level": pl.String,
     }
     if g.empty:
         return pl.DataFrame(schema=cols)
@@ -89,6 +95,7 @@ def asset_gaps(
                     "nearest_asset_name": aname,
                     "nearest_distance_m": dm,
                     "gap": dm is None or dm > distance_threshold_m,
+                    "need_level": need_level,
                 }
             )
     return pl.DataFrame(rows, schema=cols).sort(["need_rank", "lsoa11_code", "category"])

@@ -16,7 +16,7 @@ import html
 import itertools
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import branca.element
@@ -41,6 +41,7 @@ from geo.maps.common import (
     asset_label,
     classify,
 )
+from geo.maps.levels import LEVEL_TEXT, LSOA, Level, group_column, group_label
 from geo.need import (
     ALL_PCNS,
 )
@@ -213,7 +214,9 @@ def _text(v) -> str:
     return str(v)
 
 
-def _legend_html(m: MapMeasure, cls: Classes, first: bool, n_suppressed: int) -> str:
+def _legend_html(
+    m: MapMeasure, cls: Classes, first: bool, n_suppressed: int, note: str | None = None
+) -> str:
     unit = f" ({_html_text(m.unit)})" if m.unit else ""
     rows = [
         f'<div><span style="display:inline-block;width:14px;height:12px;background:{c};'
@@ -231,7 +234,12 @@ def _legend_html(m: MapMeasure, cls: Classes, first: bool, n_suppressed: int) ->
     return (
         f'<div class="phm-legend-layer" data-layer="{_html_text(m.title)}" '
         f'style="display:{display}"><b>{_html_text(m.title)}{unit}</b>'
-        f'<div style="color:#555;font-size:11px">Classes: {_html_text(cls.method)}</div>'
+        + (
+            f'<div class="phm-level-note" style="font-size:11px">{_html_text(note)}</div>'
+            if note
+            else ""
+        )
+        + f'<div style="color:#555;font-size:11px">Classes: {_html_text(cls.method)}</div>'
         + "".join(rows)
         + "</div>"
     )
@@ -249,9 +257,13 @@ def write_interactive_map(
     measures: Sequence[MapMeasure] = INTERACTIVE_MEASURES,
     scheme: str = "quantiles",
     k: int = 5,
+    levels: Mapping[str, Level] | None = None,
 ) -> Path:
     """The offline Leaflet map: one base layer per measure (radio buttons) with LSOA tooltips,
-    community assets by category and practices as overlays. No tiles, no network."""
+    community assets by category and practices as overlays. No tiles, no network.
+
+    ``levels``: how each measure is shown (:func:`geo.maps.levels.choose_levels`, whose frame
+    ``gdf`` then is); by LSOA when not given. The map opens on the first measure with values."""
     g = gdf[gdf.geometry.notna()].to_crs(WGS84).reset_index(drop=True)
     # the features carry only their colours and their row in the data block's tooltip table
     props = pd.DataFrame({"i": np.arange(len(g), dtype=np.int64)})
@@ -263,13 +275,40 @@ def write_interactive_map(
             "population": g["population"].map(_text),
         }
     )
+    levels = levels or {}
     legends = []
-    for i, m in enumerate(measures):
-        cls = classify(g[m.column], m, scheme, k)
-        props[f"fill_{m.id}"] = np.array([*cls.colours, HTML_NO_DATA], dtype=object)[cls.index]
+    grouped: set[str] = set()
+    classes = []
+    for m in measures:
+        level = levels.get(m.id, LEVEL_TEXT[LSOA])
+        grp = group_column(m) if level.level != LSOA and group_column(m) in g.columns else None
+        cls = classify(
+            g[m.column],
+            m,
+            scheme,
+            k,
+            groups=g[grp] if grp else None,
+            units=level.units,
+        )
+        classes.append((m, level, grp, cls))
+    # the map opens on the first layer with values
+    first = next((i for i, c in enumerate(classes) if (c[3].index >= 0).any()), 0)
+    for i, (m, level, grp, cls) in enumerate(classes):
+        fills = np.array([*cls.colours, HTML_NO_DATA], dtype=object)[cls.index]
+        props[f"fill_{m.id}"] = fills
+        if grp:
+            # the LSOAs of a group share its colour: no LSOA borders inside it
+            props[f"edge_{m.id}"] = fills
+            grouped.add(m.id)
         if m.kind != "imd":
-            tips[f"tt_{m.id}"] = [_tooltip_text(r, m) for _, r in g.iterrows()]
-        legends.append(_legend_html(m, cls, i == 0, int((cls.index < 0).sum())))
+            texts = [_tooltip_text(r, m) for _, r in g.iterrows()]
+            if grp:
+                texts = [
+                    f"{t} — {group_label(level.level, key)}" if key is not None else t
+                    for t, key in zip(texts, g[grp], strict=True)
+                ]
+            tips[f"tt_{m.id}"] = texts
+        legends.append(_legend_html(m, cls, i == first, int((cls.index < 0).sum()), level.note))
     marker_tips: list[list[str]] = []
     area_layers: list[str] = []
     # coordinates to ~1 m, to keep the file small
@@ -329,12 +368,12 @@ def write_interactive_map(
         aliases = ["LSOA", "Name", "IMD 2019 decile", f"Registered patients ({who})"]
         aliases += [m.title for m in measures if m.kind != "imd"]
         for i, m in enumerate(measures if len(features) else ()):
-            fg = folium.FeatureGroup(name=m.title, overlay=False, show=(i == 0))
+            fg = folium.FeatureGroup(name=m.title, overlay=False, show=(i == first))
             layer = folium.GeoJson(
                 features,
-                style_function=lambda f, mid=m.id: {
+                style_function=lambda f, mid=m.id, own=(m.id in grouped): {
                     "fillColor": f["properties"][f"fill_{mid}"],
-                    "color": "#ffffff",
+                    "color": f["properties"][f"edge_{mid}"] if own else "#ffffff",
                     "weight": 0.8,
                     "fillOpacity": 0.85,
                 },
@@ -397,7 +436,8 @@ def write_interactive_map(
         if len(features):
             fmap.fit_bounds([[miny, minx], [maxy, maxx]])
         title = (
-            f"<b>{_html_text(pcn_label)}</b>: need by LSOA 2011 of residence, patients "
+            f"<b>{_html_text(pcn_label)}</b>: need by LSOA 2011 of residence (by MSOA or IMD "
+            "decile where the legend says so), patients "
             f"registered with {_practices_of(pcn_code)}. Choose a measure on the right; hover an area "
             "for its values. Triangles: GP practices at the population-weighted centroid of "
             "their patients' LSOAs (not surgery addresses)."

@@ -38,6 +38,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.path import Path as MPath
 
+from geo.maps.levels import LEVEL_TEXT, LSOA, Level, group_column
 from geo.need import (
     ALL_PCNS,
 )
@@ -282,18 +283,25 @@ def plot_choropleth(
     title: str | None = None,
     extra_notes: Sequence[str] = (),
     lads: gpd.GeoSeries | None = None,
+    level: Level | None = None,
 ) -> Path:
     """One A4 landscape PNG of ``measure`` over the PCN's LSOAs (``gdf`` in any CRS).
 
     ``assets`` (points) are drawn by category and ``highlight`` LSOA codes outlined, for
-    the assets-over-need map."""
+    the assets-over-need map. ``level``: how the measure is shown
+    (:func:`geo.maps.levels.choose_levels`; by LSOA when not given): by MSOA or IMD decile the
+    LSOAs carry their group's value, the classes are formed over the groups and the groups'
+    outlines (LSOAs dissolved) are drawn."""
+    level = level or LEVEL_TEXT[LSOA]
     g = gdf[gdf.geometry.notna()].to_crs(BNG).reset_index(drop=True)
     bg = background.to_crs(BNG) if background is not None else None
-    cls = classify(g[measure.column], measure, scheme, k)
+    grp = group_column(measure) if level.level != LSOA else None
+    groups = g[grp] if grp is not None else None
+    cls = classify(g[measure.column], measure, scheme, k, groups=groups, units=level.units)
     unit = f" ({measure.unit})" if measure.unit else ""
     fig, ax, side = _base_figure(
         title or f"{measure.title} — {pcn_label}",
-        f"{measure.definition} Mapped by LSOA 2011 of residence, for patients registered "
+        f"{measure.definition} Mapped by {level.mapped_by}, for patients registered "
         f"with {_practices_of(pcn_code)}.",
         f"{OGL_ATTRIBUTION} {SDC_NOTE}",
     )
@@ -301,9 +309,15 @@ def plot_choropleth(
     if not g.empty:
         colours = np.array([*cls.colours, NO_DATA], dtype=object)[cls.index]
         has = cls.index >= 0
-        _draw_polygons(ax, g.geometry[has], list(colours[has]), "white", 0.35, 3)
+        edge = list(colours[has]) if grp is not None else "white"
+        _draw_polygons(ax, g.geometry[has], list(colours[has]), edge, 0.35, 3)
         if (~has).any():
             _draw_polygons(ax, g.geometry[~has], NO_DATA, HATCH, 0.2, 3, hatch="////")
+        if grp is not None:
+            parts = g[g[grp].notna()][[grp, "geometry"]]
+            if not parts.empty:
+                outlines = parts.dissolve(grp, sort=True).geometry
+                _draw_polygons(ax, outlines, "none", "white", 1.1, 4)
     if highlight:
         hl = g[g["lsoa11_code"].isin(set(highlight))]
         if not hl.empty:
@@ -406,7 +420,11 @@ def plot_choropleth(
         fig,
         side,
         [
-            {"handles": handles, "title": f"{measure.title}{unit}", "fontsize": 8.5},
+            {
+                "handles": handles,
+                "title": f"{measure.title}{unit}" + (f". {level.note}" if level.note else ""),
+                "fontsize": 8.5,
+            },
             {"handles": asset_handles, "title": "Community assets", "fontsize": 8, "ncols": 2},
         ],
         notes,

@@ -7,6 +7,7 @@ from dagster_duckdb import DuckDBResource
 
 from geo.maps import write_pcn_maps
 from geo.need import LEVELS, build_need_tables, published_table, write_need_geopackages
+from geo.reference import MSOA_LABEL
 from phm.warehouse import current_extract_date
 from pipelines.resources import PHMSettings
 
@@ -27,11 +28,13 @@ _PUBLISHED_TEXT = (
 
 def _need_specs() -> list[dg.AssetSpec]:
     """One spec per table :func:`geo.need.build_need_tables` writes: the need tables by LSOA,
-    IMD decile and IMD quintile and their ``_published`` versions."""
+    MSOA, IMD decile and IMD quintile and their ``_published`` versions."""
     deps = [dg.AssetKey(["marts", "cohort_members"]), dg.AssetKey(["marts", "patient_measures"])]
     specs = []
     for level, (_, table) in LEVELS.items():
-        by = level.replace("_", " ").replace("imd", "IMD 2019").replace("lsoa", "LSOA")
+        by = {"lsoa": "LSOA 2011", "msoa": MSOA_LABEL}.get(
+            level, level.replace("_", " ").replace("imd", "IMD 2019")
+        )
         specs.append(
             dg.AssetSpec(
                 table.split("."),
@@ -72,6 +75,9 @@ def need_by_area(warehouse: DuckDBResource):
     group_name="geo",
     deps=[
         dg.AssetKey(published_table("lsoa").split(".")),
+        # a measure suppressed in most LSOAs is mapped by MSOA or IMD decile (geo.maps.levels)
+        dg.AssetKey(published_table("msoa").split(".")),
+        dg.AssetKey(published_table("imd_decile").split(".")),
         dg.AssetKey(["marts", "patient_measures"]),
         dg.AssetKey(["staging", "community_assets"]),
     ],
