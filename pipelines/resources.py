@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from phm.paths import REPO_ROOT, exports_dir, warehouse_path
+from phm.warehouse import apply_settings
 
 DEFAULT_EXTRACTS = REPO_ROOT / "var" / "extracts"
 DEFAULT_HOME = REPO_ROOT / "var" / "home"
@@ -47,6 +49,16 @@ class PHMSettings(dg.ConfigurableResource):
         return path
 
 
+class WarehouseResource(DuckDBResource):
+    """The warehouse connection with the project's DuckDB settings (phm.warehouse)."""
+
+    @contextmanager
+    def get_connection(self):
+        with super().get_connection() as con:
+            apply_settings(con, self.database)
+            yield con
+
+
 def build_resources(settings: Settings) -> dict:
     return {
         "settings": PHMSettings(
@@ -54,5 +66,5 @@ def build_resources(settings: Settings) -> dict:
             home=str(settings.home),
             delivery=settings.delivery or "",
         ),
-        "warehouse": DuckDBResource(database=str(warehouse_path(settings.home))),
+        "warehouse": WarehouseResource(database=str(warehouse_path(settings.home))),
     }
