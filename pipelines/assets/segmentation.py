@@ -8,13 +8,25 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from phm.disclosure import protect_value
-from phm.paths import sidecar_dir
+from phm.paths import exports_dir, sidecar_dir
 from phm.warehouse import current_extract_date
 from pipelines.resources import PHMSettings
 from segmentation.bridges import assign_segments
 from segmentation.clusters import build_clusters
+from segmentation.features import feature_set_hash
 from segmentation.report import model_card, write_pcn_outputs
 from segmentation.risk import load_model, save_model, score, train_and_evaluate, write_scores
+from segmentation.risk.persistence import file_sha256
+from segmentation.risk.retrain import (
+    RetrainDecision,
+    last_model,
+    model_for_delivery,
+    model_max_age_days,
+    record_model_choice,
+    record_scoring,
+    should_retrain,
+    training_features,
+)
 
 MEASURES = dg.AssetKey(["marts", "patient_measures"])
 
@@ -45,6 +57,39 @@ def risk_model(
 ) -> dg.MaterializeResult:
     with warehouse.get_connection() as con:
         extract_date = current_extract_date(con)
+        last = last_model(con, extract_date)
+        decision = should_retrain(
+            last,
+            extract_date=extract_date,
+            feature_set_hash=feature_set_hash(),
+            covered_features=training_features(con, extract_date),
+            max_age_days=model_max_age_days(),
+        )
+        if not decision.retrain:
+            try:  # verified against marts.model_registry before unpickling, as for scoring
+                model = load_model(last.model_file, con=con, expected_sha256=last.sha256)
+            except (ValueError, OSError) as e:
+                decision = RetrainDecision(True, f"the last model cannot be used: {e}")
+        if not decision.retrain:
+            record_model_choice(con, extract_date, model, last.model_file, last.sha256, decision)
+    if not decision.retrain:
+        # the model card of the delivery the model was trained on goes with it
+        trained_exports = exports_dir(Path(settings.home), model.extract_date.isoformat())
+        for name in ("model_card.md", "calibration.png"):
+            if (trained_exports / name).is_file():
+                target = settings.exports(extract_date.isoformat()) / name
+                target.write_bytes((trained_exports / name).read_bytes())
+        context.log.info(f"risk model reused ({decision.reason}): {model.model_version}")
+        return dg.MaterializeResult(
+            metadata={
+                "retrained": False,
+                "reason": decision.reason,
+                "model_version": model.model_version,
+                "trained_on": model.extract_date.isoformat(),
+                "path": dg.MetadataValue.path(str(last.model_file)),
+            }
+        )
+    with warehouse.get_connection() as con:
         truth_path = (
             sidecar_dir(Path(settings.extracts_root), extract_date.isoformat()) / "truth.parquet"
         )
@@ -52,11 +97,14 @@ def risk_model(
         model, report = train_and_evaluate(con, extract_date, truth)
         # the SHA-256 goes to marts.model_registry too: risk_scores refuses a swapped file
         path = save_model(model, _model_path(settings, extract_date.isoformat()), con=con)
+        record_model_choice(con, extract_date, model, path, file_sha256(path), decision)
     card = model_card(model, report, settings.exports(extract_date.isoformat()))
     chosen = report.candidates[report.chosen]
-    context.log.info(f"chose {report.chosen}; model saved to {path}")
+    context.log.info(f"chose {report.chosen} ({decision.reason}); model saved to {path}")
     return dg.MaterializeResult(
         metadata={
+            "retrained": True,
+            "reason": decision.reason,
             "model_card": dg.MetadataValue.md(card),
             "chosen": report.chosen,
             "validation_auroc": round(float(chosen["auroc"]), 4),
@@ -82,9 +130,12 @@ def risk_scores(
 ) -> dg.MaterializeResult:
     with warehouse.get_connection() as con:
         extract_date = current_extract_date(con)
-        model = load_model(_model_path(settings, extract_date.isoformat()), con=con)
+        chosen = model_for_delivery(con, extract_date)
+        path, sha = chosen or (_model_path(settings, extract_date.isoformat()), None)
+        model = load_model(path, con=con, expected_sha256=sha)
         scores = score(con, model, extract_date)
         rows = write_scores(con, scores)
+        record_scoring(con, extract_date, rows)
     tiers = scores.group_by("risk_tier").len().sort("risk_tier")
     sizes = {t: protect_value(n) for t, n in tiers.iter_rows()}
     context.log.info(f"risk tiers (disclosure-controlled): {sizes}")
