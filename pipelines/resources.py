@@ -10,7 +10,7 @@ its end, so there is one run at a time per home, whoever starts it.
 from __future__ import annotations
 
 import os
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from pydantic import PrivateAttr
 
 from phm.paths import REPO_ROOT, exports_dir, warehouse_path
 from phm.runhome import home_lock
+from phm.warehouse import apply_settings
 
 DEFAULT_EXTRACTS = REPO_ROOT / "var" / "extracts"
 DEFAULT_HOME = REPO_ROOT / "var" / "home"
@@ -70,7 +71,8 @@ class PHMSettings(dg.ConfigurableResource):
 
 
 class HomeWarehouse(DuckDBResource):
-    """The DuckDB warehouse, holding the home's lock for the whole run."""
+    """The DuckDB warehouse, holding the home's lock for the whole run, with the project's
+    DuckDB settings (threads, memory_limit, temp_directory: phm.warehouse)."""
 
     home: str
 
@@ -84,6 +86,12 @@ class HomeWarehouse(DuckDBResource):
         if self._stack is not None:
             self._stack.close()
             self._stack = None
+
+    @contextmanager
+    def get_connection(self):
+        with super().get_connection() as con:
+            apply_settings(con, self.database)
+            yield con
 
 
 def build_resources(settings: Settings) -> dict:
