@@ -1,7 +1,5 @@
 """History across deliveries: per-delivery aggregates and the PCN trend charts."""
 
-from __future__ import annotations
-
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
