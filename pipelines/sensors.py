@@ -95,11 +95,8 @@ def build_new_delivery_sensor(settings: Settings, job) -> dg.SensorDefinition:
                 for d in dates
             ],
             cursor=dates[-1],
-            dynamic_partitions_requests=[
-                DELIVERY_PARTITIONS.build_add_request(
-                    [d for d in dates if not context.instance.has_dynamic_partition("delivery", d)]
-                )
-            ],
+            # the cursor keeps these new; the daemon skips a key the instance already has
+            dynamic_partitions_requests=[DELIVERY_PARTITIONS.build_add_request(dates)],
         )
 
     return new_delivery_sensor
