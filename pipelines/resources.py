@@ -50,6 +50,9 @@ class Settings:
         return self.work or self.home
 
 
+PARTITION_TAG = "dagster/partition"
+
+
 class PHMSettings(dg.ConfigurableResource):
     """The run's inputs and outputs: the extracts root, the delivery (latest complete one
     when empty), the home folder (last good state: models of earlier runs) and the output
@@ -60,9 +63,25 @@ class PHMSettings(dg.ConfigurableResource):
     delivery: str = ""
     output: str = ""
 
+    _partition_delivery: str = PrivateAttr(default="")
+
     @property
     def output_root(self) -> Path:
         return Path(self.output or self.home)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # a run launched for a partition of ``delivery`` (tag dagster/partition = extract
+        # date) and without an explicit delivery reads that delivery
+        run = context.dagster_run
+        key = (run.tags or {}).get(PARTITION_TAG) if run is not None else None
+        if key and not self.delivery:
+            self._partition_delivery = key
+
+    @property
+    def selected_delivery(self) -> str:
+        """The delivery the run reads: ``delivery``, else the run's partition key, else ''
+        (the latest complete delivery)."""
+        return self.delivery or self._partition_delivery
 
     def exports(self, extract_date: str) -> Path:
         path = exports_dir(self.output_root, extract_date)

@@ -205,6 +205,7 @@ def risk_model(
             "model_card": dg.MetadataValue.md(card),
             "chosen": report.chosen,
             "validation_auroc": round(float(chosen["auroc"]), 4),
+            "validation_brier": round(float(chosen["brier"]), 4),
             "path": dg.MetadataValue.path(str(path)),
         }
     )
