@@ -58,7 +58,7 @@ def test_history_tables_hold_both_deliveries(runs):
         ).fetchall()
         status = con.execute("SELECT status FROM reports.history_model").fetchall()
     assert all(delivered == kept for delivered, kept in dq)
-    assert {s for (s,) in status} <= {"trained", "reused", "skipped"}
+    assert {s for (s,) in status} <= {"trained", "current", "reused", "skipped"}
 
 
 def test_rerun_replaces_only_its_own_rows(runs):
