@@ -31,30 +31,55 @@ def _model_metrics(context: dg.AssetExecutionContext) -> dict[str, float]:
     return out
 
 
-@dg.asset(
-    key=["reports", "delivery_history"],
+@dg.multi_asset(
+    name="delivery_history",
     group_name="reports",
-    deps=[
-        dg.AssetKey(["reports", "cohort_size_history"]),
-        dg.AssetKey(["reports", "data_quality"]),
-        dg.AssetKey(published_table("imd_quintile").split(".")),
-        RISK_MODEL,
-        # the trend charts go into the PCN folders the exports create
-        dg.AssetKey(["exports", "pcn_exports"]),
+    can_subset=False,
+    specs=[
+        dg.AssetSpec(
+            ["reports", "delivery_history"],
+            deps=[
+                dg.AssetKey(["reports", "cohort_size_history"]),
+                dg.AssetKey(["reports", "data_quality"]),
+                dg.AssetKey(published_table("imd_quintile").split(".")),
+                RISK_MODEL,
+                # the trend charts go into the PCN folders the exports create
+                dg.AssetKey(["exports", "pcn_exports"]),
+            ],
+            kinds={"duckdb", "png"},
+            description=(
+                "Per-delivery aggregates kept across deliveries (a rerun replaces its own delivery's "
+                "rows): `reports.cohort_size_history` (cohort sizes per PCN), "
+                "`reports.history_data_quality` (rows delivered / accepted / quarantined per table), "
+                "`reports.history_measures` (registered, % 5+ LTCs, % frail 65+, emergency admissions "
+                "per 1,000 by PCN and IMD quintile, as published), `reports.history_model` (risk model "
+                "status, validation AUROC and Brier). Writes exports/<extract_date>/<pcn_code>/"
+                "trends.png. The numeric metadata (disclosure-controlled) is plotted across "
+                "materialisations in the asset's Plots tab."
+            ),
+        ),
+        *[
+            dg.AssetSpec(
+                table.split("."),
+                kinds={"duckdb"},
+                description=f"`{table}`: per-delivery history (see reports/delivery_history).",
+            )
+            for table in HISTORY_TABLES
+            if table != "reports.cohort_size_history"  # declared by its own asset
+        ],
     ],
-    kinds={"duckdb", "png"},
-    description=(
-        "Per-delivery aggregates kept across deliveries (a rerun replaces its own delivery's "
-        "rows): `reports.cohort_size_history` (cohort sizes per PCN), "
-        "`reports.history_data_quality` (rows delivered / accepted / quarantined per table), "
-        "`reports.history_measures` (registered, % 5+ LTCs, % frail 65+, emergency admissions "
-        "per 1,000 by PCN and IMD quintile, as published), `reports.history_model` (risk model "
-        "status, validation AUROC and Brier). Writes exports/<extract_date>/<pcn_code>/"
-        "trends.png. The numeric metadata (disclosure-controlled) is plotted across "
-        "materialisations in the asset's Plots tab."
-    ),
 )
 def delivery_history(
+    context: dg.AssetExecutionContext, settings: PHMSettings, warehouse: DuckDBResource
+):
+    result = _delivery_history(context, settings, warehouse)
+    yield dg.MaterializeResult(asset_key=["reports", "delivery_history"], metadata=result.metadata)
+    for table in HISTORY_TABLES:
+        if table != "reports.cohort_size_history":
+            yield dg.MaterializeResult(asset_key=table.split("."))
+
+
+def _delivery_history(
     context: dg.AssetExecutionContext, settings: PHMSettings, warehouse: DuckDBResource
 ) -> dg.MaterializeResult:
     with warehouse.get_connection() as con:

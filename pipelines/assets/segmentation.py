@@ -107,24 +107,66 @@ def _reuse_or_skip(con, settings: PHMSettings, extract_date, why: str) -> dict:
     }
 
 
-@dg.asset(
-    key=["marts", "risk_model"],
+@dg.multi_asset(
+    name="risk_model",
     group_name="segmentation",
-    deps=[MEASURES],
-    kinds={"sklearn"},
-    description=(
-        "12-month emergency admission risk model. Features as of an index date are built by "
-        "the same code as the current measures (an as-of snapshot of the record). Trained on "
-        "features at extract date - 730 days with outcomes in the following 365 days; "
-        "validated on features at extract date - 365 days (temporal hold-out). A regularised "
-        "logistic regression and a gradient-boosted model, both calibrated; the one with the "
-        "lower validation Brier score is kept. Saved with its version, training data hash, "
-        "feature list and scikit-learn version under HOME/models/<extract_date>/; the model "
-        "card (metrics, calibration, limitations, intended use) is written to the exports. "
-        "On synthetic deliveries the generator's true probabilities give the ceiling."
-    ),
+    can_subset=False,
+    specs=[
+        dg.AssetSpec(
+            ["marts", "risk_model"],
+            deps=[MEASURES],
+            kinds={"sklearn"},
+            description=(
+                "12-month emergency admission risk model. Features as of an index date are built by "
+                "the same code as the current measures (an as-of snapshot of the record). Trained on "
+                "features at extract date - 730 days with outcomes in the following 365 days; "
+                "validated on features at extract date - 365 days (temporal hold-out). A regularised "
+                "logistic regression and a gradient-boosted model, both calibrated; the one with the "
+                "lower validation Brier score is kept. Saved with its version, training data hash, "
+                "feature list and scikit-learn version under HOME/models/<extract_date>/; the model "
+                "card (metrics, calibration, limitations, intended use) is written to the exports. "
+                "On synthetic deliveries the generator's true probabilities give the ceiling."
+            ),
+        ),
+        dg.AssetSpec(
+            ["marts", "model_registry"],
+            kinds={"duckdb"},
+            description=(
+                "`marts.model_registry(model_file, sha256, model_version, feature_set_hash)`: "
+                "the SHA-256 of every saved model, checked before a model file is unpickled."
+            ),
+        ),
+        dg.AssetSpec(
+            ["marts", "model_scoring_log"],
+            kinds={"duckdb"},
+            description=(
+                "`marts.model_scoring_log`: per delivery, the model chosen (file, SHA-256, "
+                "version, delivery trained on), whether it was retrained and why, and the rows "
+                "scored with it."
+            ),
+        ),
+        dg.AssetSpec(
+            ["reports", "risk_model_status"],
+            kinds={"duckdb"},
+            description=(
+                "`reports.risk_model_status`: this delivery's model `trained`, `current`, "
+                "`reused` or `skipped`, with the reason."
+            ),
+        ),
+    ],
 )
-def risk_model(
+def risk_model(context: dg.AssetExecutionContext, settings: PHMSettings, warehouse: DuckDBResource):
+    result = _risk_model(context, settings, warehouse)
+    yield dg.MaterializeResult(asset_key=["marts", "risk_model"], metadata=result.metadata)
+    for key in (["marts", "model_registry"], ["marts", "model_scoring_log"]):
+        yield dg.MaterializeResult(asset_key=key)
+    yield dg.MaterializeResult(
+        asset_key=["reports", "risk_model_status"],
+        metadata={"status": result.metadata.get("status", "current")},
+    )
+
+
+def _risk_model(
     context: dg.AssetExecutionContext, settings: PHMSettings, warehouse: DuckDBResource
 ) -> dg.MaterializeResult:
     with warehouse.get_connection() as con:
