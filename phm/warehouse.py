@@ -12,6 +12,7 @@ while an asset computes; analysts, notebooks and the Dagster UI open the file re
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,8 +29,54 @@ SCHEMAS = ("raw", "staging", "quarantine", "reference", "marts", "geo", "reports
 DELIVERY_TABLE = "raw._delivery"
 
 
+#: share of the machine's memory DuckDB may use when PHM_DUCKDB_MEMORY_LIMIT is not set
+DEFAULT_MEMORY_SHARE = 0.6
+TEMP_DIR_NAME = ".duckdb_tmp"
+
+
+def _physical_memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def duckdb_settings(path: Path | str) -> dict[str, str | int]:
+    """The DuckDB settings of every warehouse connection (one place):
+
+    * ``threads``: ``PHM_DUCKDB_THREADS``, default the machine's cores;
+    * ``memory_limit``: ``PHM_DUCKDB_MEMORY_LIMIT`` (a DuckDB size such as ``14GB``), default
+      60% of physical memory, so that the Python process beside it keeps room; beyond it
+      DuckDB spills to
+    * ``temp_directory``: ``PHM_DUCKDB_TEMP_DIR``, default ``.duckdb_tmp`` beside the
+      warehouse (inside the owner-only home).
+    """
+    threads = os.environ.get("PHM_DUCKDB_THREADS", "").strip()
+    memory = os.environ.get("PHM_DUCKDB_MEMORY_LIMIT", "").strip()
+    temp = os.environ.get("PHM_DUCKDB_TEMP_DIR", "").strip()
+    if threads and (not threads.isdigit() or int(threads) < 1):
+        raise ValueError(f"PHM_DUCKDB_THREADS must be a whole number >= 1, not {threads!r}")
+    if not memory:
+        total = _physical_memory_bytes()
+        memory = f"{int(total * DEFAULT_MEMORY_SHARE) // 2**20}MiB" if total else "4GB"
+    return {
+        "threads": int(threads) if threads else (os.cpu_count() or 1),
+        "memory_limit": memory,
+        "temp_directory": temp or str(Path(path).resolve().parent / TEMP_DIR_NAME),
+    }
+
+
+def apply_settings(con: duckdb.DuckDBPyConnection, path: Path | str) -> None:
+    """Apply :func:`duckdb_settings` to an open connection (``SET``: database-wide, and unlike
+    connect-time config it never clashes with another connection to the same file)."""
+    for name, value in duckdb_settings(path).items():
+        literal = str(value).replace("'", "''")
+        con.execute(f"SET {name} = '{literal}'")
+
+
 def connect(path: Path | str, read_only: bool = False, wait_seconds: float = 30.0):
-    """Open the warehouse; waits up to ``wait_seconds`` while another process holds the lock."""
+    """Open the warehouse with :func:`duckdb_settings`; waits up to ``wait_seconds`` while
+    another process holds the lock."""
     path = Path(path)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -38,11 +85,18 @@ def connect(path: Path | str, read_only: bool = False, wait_seconds: float = 30.
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            con = duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as e:
             if "lock" not in str(e).lower() or time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+            continue
+        try:
+            apply_settings(con, path)
+        except BaseException:
+            con.close()
+            raise
+        return con
 
 
 @contextmanager

@@ -40,6 +40,33 @@ def stage_generate(workdir: Path, patients: int, seed: int) -> dict:
     return {"rows": sum(result.rows.values())}
 
 
+def stage_read_floor(workdir: Path, patients: int, seed: int) -> dict:
+    """DuckDB's own read of every delivery file: ``SELECT count(*)`` over ``read_csv``
+    (all columns as text, as ingest loads them) or ``read_parquet``, one file at a time. The
+    floor that ingest and validation are compared with (``ingest_validate_ratio``)."""
+    import duckdb
+
+    from phm.delivery import open_delivery
+
+    extracts, _ = _paths(workdir, patients)
+    delivery = open_delivery(extracts, EXTRACT_DATE.isoformat())
+    con = duckdb.connect()
+    rows, per_table = 0, {}
+    con.execute("SELECT count(*) FROM range(10)").fetchone()  # start-up outside the timing
+    t0 = time.perf_counter()
+    for table, entry in sorted(delivery.entries.items()):
+        t1 = time.perf_counter()
+        if entry.file.name.endswith(".parquet"):
+            sql = "SELECT count(*) FROM read_parquet(?)"
+        else:
+            sql = "SELECT count(*) FROM read_csv(?, header = true, all_varchar = true)"
+        rows += con.execute(sql, [str(entry.file)]).fetchone()[0]
+        per_table[table] = round(time.perf_counter() - t1, 2)
+    seconds = time.perf_counter() - t0
+    con.close()
+    return {"rows": rows, "read_s": round(seconds, 2), "table_s": per_table}
+
+
 def stage_ingest(workdir: Path, patients: int, seed: int) -> dict:
     from phm.delivery import open_delivery
     from phm.ingest import load_raw
@@ -146,6 +173,7 @@ def stage_impact(workdir: Path, patients: int, seed: int) -> dict:
 
 STAGES = {
     "generate": stage_generate,
+    "read_floor": stage_read_floor,
     "ingest": stage_ingest,
     "validate": stage_validate,
     "measures": stage_measures,
@@ -173,6 +201,31 @@ def _run_stage(stage: str, workdir: Path, patients: int, seed: int) -> dict:
     }
 
 
+#: the target of issue 7/7: ingest plus validation within 3 times DuckDB's own read
+FLOOR_TARGET_RATIO = 3.0
+
+
+def floor_comparison(rows: list[dict]) -> dict | None:
+    """Ingest, validate and ingest + validate beside DuckDB's read floor (seconds and ratio),
+    from the rows of one bench run; None unless the floor and both stages were measured."""
+    by = {r["stage"]: r for r in rows}
+    if not {"read_floor", "ingest", "validate"} <= set(by):
+        return None
+    floor = max(float(by["read_floor"]["read_s"]), 0.01)
+    ingest, validate = float(by["ingest"]["seconds"]), float(by["validate"]["seconds"])
+    out = {"read_floor_s": round(floor, 2)}
+    for name, secs in (
+        ("ingest", ingest),
+        ("validate", validate),
+        ("ingest_validate", ingest + validate),
+    ):
+        out[f"{name}_s"] = round(secs, 1)
+        out[f"{name}_ratio"] = round(secs / floor, 1)
+    out["target_ratio"] = FLOOR_TARGET_RATIO
+    out["within_target"] = out["ingest_validate_ratio"] <= FLOOR_TARGET_RATIO
+    return out
+
+
 def run_bench(
     patients: int, seed: int, workdir: Path, results: Path, stages: list[str] | None = None
 ) -> list[dict]:
@@ -188,6 +241,16 @@ def run_bench(
         rows.append(row)
         detail = {k: v for k, v in row.items() if k not in ("stage", "seconds", "peak_rss_mib")}
         print(f"{stage:<12} {row['seconds']:>8.1f} {row['peak_rss_mib']:>10.0f}  {detail}")
+    floor = floor_comparison(rows)
+    if floor:
+        print(f"DuckDB read floor (count(*) of every file): {floor['read_floor_s']:.2f} s")
+        for name in ("ingest", "validate", "ingest_validate"):
+            print(
+                f"  {name.replace('_', ' + '):<18} {floor[f'{name}_s']:>8.1f} s"
+                f"  = {floor[f'{name}_ratio']:>5.1f} x floor"
+            )
+        verdict = "within" if floor["within_target"] else "OVER"
+        print(f"  ingest + validate {verdict} the {FLOOR_TARGET_RATIO:g}x target")
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
     record = {
@@ -195,6 +258,7 @@ def run_bench(
         "seed": seed,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "stages": rows,
+        "read_floor": floor,
     }
     (results / f"bench-{patients}.json").write_text(json.dumps(record, indent=2) + "\n")
     md = [
@@ -204,6 +268,18 @@ def run_bench(
         "|---|---:|---:|",
         *[f"| {r['stage']} | {r['seconds']:.1f} | {r['peak_rss_mib']:.0f} |" for r in rows],
     ]
+    if floor:
+        md += [
+            "",
+            f"DuckDB read floor (`count(*)` of every delivery file): {floor['read_floor_s']:.2f} s",
+            "",
+            "| step | wall time (s) | x floor |",
+            "|---|---:|---:|",
+            *[
+                f"| {n.replace('_', ' + ')} | {floor[f'{n}_s']:.1f} | {floor[f'{n}_ratio']:.1f} |"
+                for n in ("ingest", "validate", "ingest_validate")
+            ],
+        ]
     (results / f"bench-{patients}.md").write_text("\n".join(md) + "\n")
     print(f"results: {results / f'bench-{patients}.json'}")
     return rows

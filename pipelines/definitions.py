@@ -20,6 +20,7 @@ from pipelines.assets import (
     cohorts,
     exports,
     geo,
+    history,
     impact,
     ingest,
     marts,
@@ -29,7 +30,7 @@ from pipelines.assets import (
 from pipelines.resources import Settings, build_resources
 from pipelines.sensors import build_sensors
 
-ASSET_MODULES = [ingest, staging, marts, segmentation, cohorts, exports, geo, impact]
+ASSET_MODULES = [ingest, staging, marts, segmentation, cohorts, exports, geo, impact, history]
 
 NIGHTLY_JOB = "phm_nightly"
 

@@ -10,7 +10,7 @@ its end, so there is one run at a time per home, whoever starts it.
 from __future__ import annotations
 
 import os
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from pydantic import PrivateAttr
 
 from phm.paths import REPO_ROOT, exports_dir, warehouse_path
 from phm.runhome import home_lock
+from phm.warehouse import apply_settings
 
 DEFAULT_EXTRACTS = REPO_ROOT / "var" / "extracts"
 DEFAULT_HOME = REPO_ROOT / "var" / "home"
@@ -49,6 +50,9 @@ class Settings:
         return self.work or self.home
 
 
+PARTITION_TAG = "dagster/partition"
+
+
 class PHMSettings(dg.ConfigurableResource):
     """The run's inputs and outputs: the extracts root, the delivery (latest complete one
     when empty), the home folder (last good state: models of earlier runs) and the output
@@ -59,9 +63,25 @@ class PHMSettings(dg.ConfigurableResource):
     delivery: str = ""
     output: str = ""
 
+    _partition_delivery: str = PrivateAttr(default="")
+
     @property
     def output_root(self) -> Path:
         return Path(self.output or self.home)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # a run launched for a partition of ``delivery`` (tag dagster/partition = extract
+        # date) and without an explicit delivery reads that delivery
+        run = context.dagster_run
+        key = (run.tags or {}).get(PARTITION_TAG) if run is not None else None
+        if key and not self.delivery:
+            self._partition_delivery = key
+
+    @property
+    def selected_delivery(self) -> str:
+        """The delivery the run reads: ``delivery``, else the run's partition key, else ''
+        (the latest complete delivery)."""
+        return self.delivery or self._partition_delivery
 
     def exports(self, extract_date: str) -> Path:
         path = exports_dir(self.output_root, extract_date)
@@ -70,7 +90,8 @@ class PHMSettings(dg.ConfigurableResource):
 
 
 class HomeWarehouse(DuckDBResource):
-    """The DuckDB warehouse, holding the home's lock for the whole run."""
+    """The DuckDB warehouse, holding the home's lock for the whole run, with the project's
+    DuckDB settings (threads, memory_limit, temp_directory: phm.warehouse)."""
 
     home: str
 
@@ -84,6 +105,12 @@ class HomeWarehouse(DuckDBResource):
         if self._stack is not None:
             self._stack.close()
             self._stack = None
+
+    @contextmanager
+    def get_connection(self):
+        with super().get_connection() as con:
+            apply_settings(con, self.database)
+            yield con
 
 
 def build_resources(settings: Settings) -> dict:

@@ -4,7 +4,9 @@
   (default 300) for dated folders holding ``_manifest.json`` (complete deliveries) newer than
   its cursor, and asks for one run of the job per delivery: run key = extract date (Dagster
   never starts two runs with the same key), the delivery pinned in the run's config and tags.
-  Folders without a manifest are still arriving and are ignored until it appears.
+  Folders without a manifest are still arriving and are ignored until it appears. Each
+  delivery's extract date is also added as a key of the dynamic partitions ``delivery``
+  (:data:`DELIVERY_PARTITIONS`): the list of deliveries seen, kept by the Dagster instance.
 - ``run_failure_alert`` writes ``HOME/alerts/<UTC time>-<run id>.json`` (and a ``.txt``
   for people) naming the run, the failed step(s) and the reason: the hook for e-mail or
   Teams. The reason is the error's message (file names, rule names, counts); the pipeline's
@@ -28,6 +30,8 @@ from phm.files import atomic_write_text
 from pipelines.resources import Settings
 
 DELIVERY_TAG = "phm/delivery"
+#: every complete delivery the sensor has seen, one dynamic partition key per extract date
+DELIVERY_PARTITIONS = dg.DynamicPartitionsDefinition(name="delivery")
 ALERTS_DIR = "alerts"
 _MAX_REASON = 2000
 
@@ -91,6 +95,8 @@ def build_new_delivery_sensor(settings: Settings, job) -> dg.SensorDefinition:
                 for d in dates
             ],
             cursor=dates[-1],
+            # the cursor keeps these new; the daemon skips a key the instance already has
+            dynamic_partitions_requests=[DELIVERY_PARTITIONS.build_add_request(dates)],
         )
 
     return new_delivery_sensor

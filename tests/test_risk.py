@@ -426,3 +426,143 @@ def test_shared_warehouse_is_not_modified(tmp_path_factory):
     finally:
         c.close()
     assert leaked == 0
+
+
+# --------------------------------------------------------------------------------------
+# Vectorised factor text and the retraining policy
+# --------------------------------------------------------------------------------------
+
+
+def _factor_text_row_by_row(model, X, groups, delta, top=3):
+    """The per-patient reference: factor_text on every patient's whole row."""
+    from segmentation.features import factor_text
+    from segmentation.risk import FACTOR_MIN_DELTA
+
+    order = np.argsort(-delta, axis=1, kind="stable")[:, :top]
+    out = []
+    for i in range(X.shape[0]):
+        row = dict(zip(model.feature_names, X[i].tolist(), strict=True))
+        parts = [factor_text(groups[j], row) for j in order[i] if delta[i, j] >= FACTOR_MIN_DELTA]
+        out.append("; ".join(parts) if parts else NO_FACTOR_TEXT)
+    return out
+
+
+def test_vectorised_factor_text_equals_the_row_by_row_words(con, trained):
+    from segmentation.risk import contributions, risk_factor_text, to_matrix
+
+    model, _ = trained
+    X = to_matrix(build_features(con, ED), model.feature_names)
+    groups, delta, _ = contributions(model, X)
+    fast = risk_factor_text(model, X, groups, delta)
+    assert fast == _factor_text_row_by_row(model, X, groups, delta)
+    # the comparison covers patients with one, two, three and no factors
+    counts = {t.count("; ") + 1 if t != NO_FACTOR_TEXT else 0 for t in fast}
+    assert {0, 1, 3} <= counts
+
+
+def _last(tmp_path, **kw):
+    from segmentation.risk.retrain import LastModel
+
+    f = tmp_path / "m.joblib"
+    f.write_bytes(b"x")
+    base = dict(
+        model_file=str(f),
+        sha256="0" * 64,
+        model_version="v",
+        trained_on=dt.date(2026, 10, 1),
+        feature_set_hash="h",
+        feature_names=("age", "is_male"),
+    )
+    base.update(kw)
+    return LastModel(**base)
+
+
+def _decide(last, extract_date=dt.date(2026, 10, 15), covered=("age", "is_male"), age=28):
+    from segmentation.risk.retrain import should_retrain
+
+    return should_retrain(
+        last,
+        extract_date=extract_date,
+        feature_set_hash="h",
+        covered_features=list(covered),
+        max_age_days=age,
+    )
+
+
+def test_should_retrain_reuses_a_recent_model_with_the_same_features(tmp_path):
+    d = _decide(_last(tmp_path))
+    assert not d.retrain and "14 days" in d.reason
+    # the age limit is inclusive, and counted in deliveries' extract dates
+    assert not _decide(_last(tmp_path), extract_date=dt.date(2026, 10, 29)).retrain
+    assert _decide(_last(tmp_path), extract_date=dt.date(2026, 10, 30)).retrain
+
+
+def test_should_retrain_when_the_model_cannot_or_should_not_be_reused(tmp_path):
+    assert _decide(None).reason == "no earlier model recorded"
+    gone = _last(tmp_path, model_file=str(tmp_path / "absent.joblib"))
+    assert "missing" in _decide(gone).reason
+    assert "feature definitions" in _decide(_last(tmp_path, feature_set_hash="other")).reason
+    shorter = _decide(_last(tmp_path), covered=("age",))
+    assert shorter.retrain and "no longer covered: is_male" in shorter.reason
+    longer = _decide(_last(tmp_path), covered=("age", "is_male", "imd_decile"))
+    assert longer.retrain and "now covered: imd_decile" in longer.reason
+    older = _decide(_last(tmp_path), extract_date=dt.date(2026, 9, 1))
+    assert older.retrain and "older" in older.reason
+    assert _decide(_last(tmp_path), age=0).retrain
+
+
+def test_model_max_age_days_reads_the_environment(monkeypatch):
+    from segmentation.risk.retrain import DEFAULT_MAX_AGE_DAYS, model_max_age_days
+
+    monkeypatch.delenv("PHM_MODEL_MAX_AGE_DAYS", raising=False)
+    assert model_max_age_days() == DEFAULT_MAX_AGE_DAYS
+    monkeypatch.setenv("PHM_MODEL_MAX_AGE_DAYS", "7")
+    assert model_max_age_days() == 7
+    monkeypatch.setenv("PHM_MODEL_MAX_AGE_DAYS", "a week")
+    with pytest.raises(ValueError, match="PHM_MODEL_MAX_AGE_DAYS"):
+        model_max_age_days()
+
+
+def test_scoring_log_records_which_model_scored_which_delivery(con, trained, tmp_path):
+    from segmentation.risk.persistence import file_sha256
+    from segmentation.risk.retrain import (
+        last_model,
+        model_for_delivery,
+        record_model_choice,
+        record_scoring,
+        should_retrain,
+    )
+
+    model, _ = trained
+    log = duckdb.connect()
+    assert last_model(log, ED) is None
+    path = save_model(model, tmp_path / "m.joblib", con=log)
+    first = should_retrain(
+        None, extract_date=ED, feature_set_hash="h", covered_features=[], max_age_days=28
+    )
+    record_model_choice(log, ED, model, path, file_sha256(path), first)
+    record_scoring(log, ED, 123)
+    later = ED + dt.timedelta(days=7)
+    last = last_model(log, later)
+    assert last.trained_on == model.extract_date and last.sha256 == file_sha256(path)
+    assert list(last.feature_names) == model.feature_names
+    reuse = should_retrain(
+        last,
+        extract_date=later,
+        feature_set_hash=model.feature_set_hash,
+        covered_features=model.feature_names,
+        max_age_days=28,
+    )
+    assert not reuse.retrain
+    record_model_choice(log, later, model, last.model_file, last.sha256, reuse)
+    assert model_for_delivery(log, later) == (path.resolve(), file_sha256(path))
+    assert model_for_delivery(log, later + dt.timedelta(days=1)) is None
+    rows = log.execute(
+        "SELECT extract_date, trained_on, retrained, scored_rows "
+        "FROM marts.model_scoring_log ORDER BY 1"
+    ).fetchall()
+    assert rows == [(ED, model.extract_date, True, 123), (later, model.extract_date, False, None)]
+    # the reused model loads only if its hash still matches the registry
+    assert load_model(last.model_file, con=log, expected_sha256=last.sha256).model_version == (
+        model.model_version
+    )

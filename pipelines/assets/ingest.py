@@ -40,7 +40,7 @@ def ingest_delivery(
     """Verify the delivery against its manifest (files, row counts, sha256, required columns,
     encoding) and load all twelve tables in one transaction. A file-level fault fails the run
     with a message naming the file; the warehouse keeps its last good state."""
-    delivery = open_delivery(settings.extracts_root, settings.delivery or None)
+    delivery = open_delivery(settings.extracts_root, settings.selected_delivery or None)
     context.log.info(f"delivery {delivery.extract_date_str} from {delivery.folder}")
     with warehouse.get_connection() as con:
         counts = load_raw(con, delivery)

@@ -1,6 +1,7 @@
 """Risk stratification and segmentation: emergency admission risk, tiers, Bridges to
 Health segments, needs-based clusters."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -9,13 +10,13 @@ from dagster_duckdb import DuckDBResource
 
 from phm.disclosure import protect_value
 from phm.files import atomic_write_text
-from phm.paths import sidecar_dir
+from phm.paths import exports_dir, sidecar_dir
 from phm.warehouse import current_extract_date, write_table
 from pipelines.resources import PHMSettings
 from segmentation.bridges import assign_segments
 from segmentation.clusters import build_clusters
 from segmentation.errors import InsufficientData
-from segmentation.features import feature_coverage
+from segmentation.features import feature_coverage, feature_set_hash
 from segmentation.report import model_card, write_pcn_outputs
 from segmentation.risk import (
     FeatureSetMismatch,
@@ -25,6 +26,17 @@ from segmentation.risk import (
     score,
     train_and_evaluate,
     write_scores,
+)
+from segmentation.risk.persistence import file_sha256
+from segmentation.risk.retrain import (
+    RetrainDecision,
+    last_model,
+    model_for_delivery,
+    model_max_age_days,
+    record_model_choice,
+    record_scoring,
+    should_retrain,
+    training_features,
 )
 
 MEASURES = dg.AssetKey(["marts", "patient_measures"])
@@ -43,6 +55,20 @@ EMPTY_SCORES = pl.DataFrame(
 
 def _model_path(settings: PHMSettings, extract_date: str) -> Path:
     return settings.output_root / "models" / extract_date / MODEL_FILE
+
+
+def _locate_model(settings: PHMSettings, recorded: str | Path) -> Path:
+    """Where a logged model file is now: a run writes its model in the run's own folder
+    (pipelines.runner), which is promoted to HOME/models/<date>/ when the run succeeds."""
+    recorded = Path(recorded)
+    for candidate in (
+        recorded,
+        settings.output_root / "models" / recorded.parent.name / recorded.name,
+        Path(settings.home) / "models" / recorded.parent.name / recorded.name,
+    ):
+        if candidate.is_file():
+            return candidate
+    return recorded
 
 
 def _last_good_model(settings: PHMSettings, extract_date: str) -> Path | None:
@@ -103,6 +129,50 @@ def risk_model(
 ) -> dg.MaterializeResult:
     with warehouse.get_connection() as con:
         extract_date = current_extract_date(con)
+        last = last_model(con, extract_date)
+        if last is not None:  # the log names the run's folder; the model now lives in HOME
+            last = replace(last, model_file=str(_locate_model(settings, last.model_file)))
+        decision = should_retrain(
+            last,
+            extract_date=extract_date,
+            feature_set_hash=feature_set_hash(),
+            covered_features=training_features(con, extract_date),
+            max_age_days=model_max_age_days(),
+        )
+        if not decision.retrain:
+            try:  # verified against marts.model_registry before unpickling, as for scoring
+                model = load_model(last.model_file, con=con, expected_sha256=last.sha256)
+            except (ValueError, OSError) as e:
+                decision = RetrainDecision(True, f"the last model cannot be used: {e}")
+        if not decision.retrain:
+            record_model_choice(con, extract_date, model, last.model_file, last.sha256, decision)
+            _write_status(
+                con,
+                extract_date,
+                {
+                    "status": "current",
+                    "reason": decision.reason,
+                    "model_version": model.model_version,
+                },
+            )
+    if not decision.retrain:
+        # the model card of the delivery the model was trained on goes with it
+        trained_exports = exports_dir(Path(settings.home), model.extract_date.isoformat())
+        for name in ("model_card.md", "calibration.png"):
+            if (trained_exports / name).is_file():
+                target = settings.exports(extract_date.isoformat()) / name
+                target.write_bytes((trained_exports / name).read_bytes())
+        context.log.info(f"risk model reused ({decision.reason}): {model.model_version}")
+        return dg.MaterializeResult(
+            metadata={
+                "retrained": False,
+                "reason": decision.reason,
+                "model_version": model.model_version,
+                "trained_on": model.extract_date.isoformat(),
+                "path": dg.MetadataValue.path(str(last.model_file)),
+            }
+        )
+    with warehouse.get_connection() as con:
         truth_path = (
             sidecar_dir(Path(settings.extracts_root), extract_date.isoformat()) / "truth.parquet"
         )
@@ -123,15 +193,19 @@ def risk_model(
         _write_status(con, extract_date, status)
         # the SHA-256 goes to marts.model_registry too: risk_scores refuses a swapped file
         path = save_model(model, _model_path(settings, extract_date.isoformat()), con=con)
+        record_model_choice(con, extract_date, model, path, file_sha256(path), decision)
     card = model_card(model, report, out)
     chosen = report.candidates[report.chosen]
-    context.log.info(f"chose {report.chosen}; model saved to {path}")
+    context.log.info(f"chose {report.chosen} ({decision.reason}); model saved to {path}")
     return dg.MaterializeResult(
         metadata={
             "status": "trained",
+            "retrained": True,
+            "reason": decision.reason,
             "model_card": dg.MetadataValue.md(card),
             "chosen": report.chosen,
             "validation_auroc": round(float(chosen["auroc"]), 4),
+            "validation_brier": round(float(chosen["brier"]), 4),
             "path": dg.MetadataValue.path(str(path)),
         }
     )
@@ -186,15 +260,20 @@ def risk_scores(
 ) -> dg.MaterializeResult:
     with warehouse.get_connection() as con:
         extract_date = current_extract_date(con)
-        path = _model_path(settings, extract_date.isoformat())
+        chosen = model_for_delivery(con, extract_date)
+        if chosen is not None:
+            path, sha = _locate_model(settings, chosen[0]), chosen[1]
+        else:
+            path, sha = _model_path(settings, extract_date.isoformat()), None
         if not path.is_file():  # the model step was skipped: empty scores, high_risk empty
             write_scores(con, EMPTY_SCORES)
             reason = con.execute(f"SELECT reason FROM {STATUS_TABLE}").fetchone()[0]
             context.log.warning(f"no risk model for this delivery; risk scores empty: {reason}")
             return dg.MaterializeResult(metadata={"rows": 0, "status": "skipped", "reason": reason})
-        model = load_model(path, con=con)
+        model = load_model(path, con=con, expected_sha256=sha)
         scores = score(con, model, extract_date)
         rows = write_scores(con, scores)
+        record_scoring(con, extract_date, rows)
     tiers = scores.group_by("risk_tier").len().sort("risk_tier")
     sizes = {t: protect_value(n) for t, n in tiers.iter_rows()}
     context.log.info(f"risk tiers (disclosure-controlled): {sizes}")
@@ -216,7 +295,7 @@ def risk_model_trained(warehouse: DuckDBResource) -> dg.AssetCheckResult:
     with warehouse.get_connection() as con:
         status, reason = con.execute(f"SELECT status, reason FROM {STATUS_TABLE}").fetchone()
     return dg.AssetCheckResult(
-        passed=status == "trained",
+        passed=status in ("trained", "current"),
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"status": status, "reason": reason},
     )

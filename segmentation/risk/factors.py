@@ -6,6 +6,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+import polars as pl
 
 from phm.measures import load_ltc_conditions
 from segmentation.features import (
@@ -92,21 +93,66 @@ def contributions(model: RiskModel, X: np.ndarray) -> tuple[list[str], np.ndarra
     return names, delta, p
 
 
+class _ReadKeys(dict):
+    """A row that remembers which features :func:`factor_text` read."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+
+def _text_columns(group: str, members: list[str], names: list[str], probe: np.ndarray) -> list[int]:
+    """Columns the words of ``group`` depend on: its members and whatever :func:`factor_text`
+    reads for a probe row."""
+    row = _ReadKeys(zip(names, probe.tolist(), strict=True))
+    factor_text(group, row)
+    wanted = set(members) | row.read
+    return [i for i, n in enumerate(names) if n in wanted]
+
+
 def risk_factor_text(
     model: RiskModel, X: np.ndarray, groups: list[str], delta: np.ndarray, top: int = 3
 ) -> list[str]:
-    """Plain words for the ``top`` groups that raise each patient's risk the most."""
+    """Plain words for the ``top`` groups that raise each patient's risk the most (those that
+    lower it by at least :data:`FACTOR_MIN_DELTA` when switched to their reference).
+
+    Vectorised: per group, :func:`segmentation.features.factor_text` is called once per
+    distinct value of the columns its words depend on, not once per patient."""
     names = model.feature_names
+    members = _factor_groups(model)
+    n = X.shape[0]
     order = np.argsort(-delta, axis=1, kind="stable")[:, :top]
-    out = []
-    for i in range(X.shape[0]):
-        parts = []
-        row = None
-        for j in order[i]:
-            if delta[i, j] < FACTOR_MIN_DELTA:
-                break
-            if row is None:
-                row = dict(zip(names, X[i].tolist(), strict=True))
-            parts.append(factor_text(groups[j], row))
-        out.append("; ".join(parts) if parts else NO_FACTOR_TEXT)
-    return out
+    # sorted descending, so the groups at or above the threshold are a prefix of each row
+    picked = np.take_along_axis(delta, order, axis=1) >= FACTOR_MIN_DELTA
+    slots = order.shape[1]
+    texts = np.full((n, slots), None, dtype=object)
+    for j, g in enumerate(groups):
+        rows, where = np.nonzero((order == j) & picked)
+        if not len(rows):
+            continue
+        cols = _text_columns(g, members.get(g, []), names, X[rows[0]])
+        col_names = [names[c] for c in cols]
+        values, inverse = np.unique(X[np.ix_(rows, cols)], axis=0, return_inverse=True)
+        words = np.array(
+            [factor_text(g, dict(zip(col_names, v.tolist(), strict=True))) for v in values],
+            dtype=object,
+        )
+        texts[rows, where] = words[np.asarray(inverse).reshape(-1)]
+    frame = pl.DataFrame(
+        {f"t{k}": pl.Series(texts[:, k].tolist(), dtype=pl.String) for k in range(slots)}
+    )
+    joined = frame.select(
+        pl.when(pl.any_horizontal(pl.all().is_not_null()))
+        .then(pl.concat_str(pl.all(), separator="; ", ignore_nulls=True))
+        .otherwise(pl.lit(NO_FACTOR_TEXT))
+        .alias("text")
+    )
+    return joined["text"].to_list()
