@@ -165,7 +165,12 @@ def pcn_partition_segments(
     return dg.MaterializeResult(metadata={"files": len(written.get(pcn, []))})
 
 
-ASSETS = [pcn_partition_exports, pcn_partition_segments, pcn_partition_maps, pcn_partition_impact_report]
+ASSETS = [
+    pcn_partition_exports,
+    pcn_partition_segments,
+    pcn_partition_maps,
+    pcn_partition_impact_report,
+]
 
 pcn_outputs_job_def = dg.define_asset_job(
     PCN_JOB,
@@ -249,4 +254,3 @@ def run_pcn_outputs(
 
         with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
             return list(pool.map(one, codes))
-

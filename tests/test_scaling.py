@@ -117,7 +117,9 @@ def test_a_pcn_not_in_the_warehouse_fails_its_partition(small_home, tmp_path, mo
     _, home = small_home
     instance = dg.DagsterInstance.local_temp(str(tmp_path))
     try:
-        (run,) = run_pcn_outputs(home, instance=instance, output=tmp_path / "out", pcn_codes=["NOPE"])
+        (run,) = run_pcn_outputs(
+            home, instance=instance, output=tmp_path / "out", pcn_codes=["NOPE"]
+        )
         assert not run.success
     finally:
         instance.dispose()
