@@ -133,9 +133,13 @@ def _sha256(data: bytes) -> str:
 
 
 def export_pcns(
-    con: duckdb.DuckDBPyConnection, out_dir: Path, extract_date: dt.date
+    con: duckdb.DuckDBPyConnection,
+    out_dir: Path,
+    extract_date: dt.date,
+    pcn_codes: list[str] | None = None,
 ) -> dict[str, dict[str, int]]:
-    """Write every PCN's folder. Returns rows per file per PCN (for metadata and tests)."""
+    """Write every PCN's folder (or only those of ``pcn_codes``). Returns rows per file per
+    PCN (for metadata and tests)."""
     out_dir = Path(out_dir)
     has_risk = table_exists(con, "marts.risk_scores")
     definitions = con.execute(
@@ -149,6 +153,8 @@ def export_pcns(
             "ORDER BY pcn_code"
         ).fetchall()
     ]
+    if pcn_codes is not None:
+        pcns = [p for p in pcns if p in set(pcn_codes)]
     created = dt.datetime.combine(extract_date, dt.time())
     written: dict[str, dict[str, int]] = {}
     register_cols = RISK_REGISTER + (RISK_COLUMNS if has_risk else [])

@@ -1,5 +1,6 @@
 """The Dagster code location: assets, checks, resources, the nightly job, its schedule and
-the sensors (new deliveries, run-failure alerts; pipelines/sensors.py).
+the sensors (new deliveries, run-failure alerts; pipelines/sensors.py), and the
+PCN-partitioned scale-out job ``phm_pcn_outputs`` (pipelines/partitioned.py).
 
 ``dagster dev`` run from the repository root finds this module through ``[tool.dagster]`` in
 pyproject.toml. ``phm run`` builds the same Definitions with its own settings.
@@ -14,6 +15,7 @@ import dagster as dg
 
 from phm.paths import lock_path, published_path
 from pipelines import checks as quality_checks
+from pipelines import partitioned
 from pipelines.assets import (
     cohorts,
     exports,
@@ -46,11 +48,16 @@ def _kill_switch(context: dg.HookContext) -> None:
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings.from_env()
-    assets = [*dg.load_assets_from_modules(ASSET_MODULES), *quality_checks.ASSETS]
+    assets = [
+        *dg.load_assets_from_modules(ASSET_MODULES),
+        *quality_checks.ASSETS,
+        *partitioned.ASSETS,
+    ]
     checks = [*dg.load_asset_checks_from_modules(ASSET_MODULES), *quality_checks.ASSET_CHECKS]
     job = dg.define_asset_job(
         NIGHTLY_JOB,
-        selection=dg.AssetSelection.all(),
+        # the PCN-partitioned scale-out assets are their own job (pipelines/partitioned.py)
+        selection=dg.AssetSelection.all() - dg.AssetSelection.groups(partitioned.GROUP),
         description="Materialise every asset over the latest complete delivery.",
         hooks={_kill_switch} if os.environ.get(KILL_ENV) else None,
         metadata={
@@ -70,10 +77,10 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
-        jobs=[job],
+        jobs=[job, partitioned.pcn_outputs_job_def],
         schedules=[schedule],
         sensors=[*build_sensors(settings, job), *quality_checks.SENSORS],
-        resources=build_resources(settings),
+        resources={**build_resources(settings), **partitioned.build_resources(settings.home)},
         executor=dg.in_process_executor,
     )
 

@@ -407,8 +407,10 @@ def write_pcn_outputs(
     out_dir: Path | str,
     *,
     policy: DisclosurePolicy | None = None,
+    pcn_codes: list[str] | None = None,
 ) -> dict[str, list[Path]]:
-    """Per PCN: ``<out>/<pcn_code>/segments.csv`` and ``<out>/<pcn_code>/population_pyramid.png``.
+    """Per PCN (every PCN, or those of ``pcn_codes``): ``<out>/<pcn_code>/segments.csv`` and
+    ``<out>/<pcn_code>/population_pyramid.png``.
 
     ``segments.csv``: ``pcn_code, segment, priority, patients, share_pct`` and, when
     ``marts.risk_scores`` exists, one column per risk tier (patients in that segment and tier).
@@ -436,6 +438,8 @@ def write_pcn_outputs(
     seg_order = pl.DataFrame({"segment": names, "priority": list(range(1, len(names) + 1))})
     written: dict[str, list[Path]] = {}
     for pcn in sorted(df["pcn_code"].unique().to_list()):
+        if pcn_codes is not None and pcn not in pcn_codes:
+            continue
         sub = df.filter(pl.col("pcn_code") == pcn)
         folder = out_dir / pcn
         folder.mkdir(parents=True, exist_ok=True)

@@ -132,13 +132,17 @@ def write_impact_exports(
     out_dir: Path,
     extract_date: dt.date,
     policy: DisclosurePolicy | None = None,
+    pcn_codes: list[str] | None = None,
 ) -> dict[str, list[str]]:
-    """Each PCN's impact_report.html and CSVs under ``out_dir/<pcn_code>/``."""
+    """Each PCN's (or each of ``pcn_codes``') impact_report.html and CSVs under
+    ``out_dir/<pcn_code>/``."""
     pcns = dict(
         con.execute(
             "SELECT pcn_code, min(pcn_name) FROM staging.practices GROUP BY pcn_code ORDER BY 1"
         ).fetchall()
     )
+    if pcn_codes is not None:
+        pcns = {k: v for k, v in pcns.items() if k in set(pcn_codes)}
     summary = {
         r["intervention"]: {k: v for k, v in r.items() if k != "intervention"}
         for r in con.execute("SELECT * FROM marts.impact_match_summary ORDER BY 1").pl().to_dicts()
