@@ -383,10 +383,14 @@ def trend_figure_png(con: duckdb.DuckDBPyConnection, pcn_code: str, path: Path) 
 
 
 def write_trend_charts(
-    con: duckdb.DuckDBPyConnection, out_dir: Path, extract_date: dt.date
+    con: duckdb.DuckDBPyConnection,
+    out_dir: Path,
+    extract_date: dt.date,
+    pcn_codes: list[str] | None = None,
 ) -> dict[str, Path]:
-    """``out_dir/<pcn>/trends.png`` for every PCN with cohort sizes in this delivery (the PCN
-    folders of the exports), listed in the folder's manifest. Returns pcn -> path."""
+    """``out_dir/<pcn>/trends.png`` for every PCN (or each of ``pcn_codes``) with cohort sizes
+    in this delivery (the PCN folders of the exports), listed in the folder's manifest.
+    Returns pcn -> path."""
     pcns = [
         r[0]
         for r in con.execute(
@@ -395,6 +399,8 @@ def write_trend_charts(
             [extract_date],
         ).fetchall()
     ]
+    if pcn_codes is not None:
+        pcns = [p for p in pcns if p in set(pcn_codes)]
     written = {}
     for pcn in pcns:
         folder = Path(out_dir) / pcn

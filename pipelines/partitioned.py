@@ -1,12 +1,13 @@
 """The scale-out path: each PCN's files as a Dagster partition, run in parallel processes.
 
-Job ``phm_pcn_outputs`` has three assets partitioned by PCN (dynamic partitions ``pcn``):
+Job ``phm_pcn_outputs`` has five assets partitioned by PCN (dynamic partitions ``pcn``):
 ``pcn_outputs/exports`` (cohort lists, risk register, cohorts.xlsx, manifest.json),
 ``pcn_outputs/segments`` (segments.csv, population_pyramid.png), ``pcn_outputs/maps``
-(need_by_lsoa.gpkg and maps/) and ``pcn_outputs/impact_report`` (impact_report.html and its
-CSVs, added to the manifest). They write the same bytes as the nightly job's
-``exports/pcn_exports``, ``exports/segment_outputs``, ``exports/pcn_maps`` and
-``exports/impact_reports`` for that PCN, from the home's promoted warehouse opened **read-only**: they write files,
+(need_by_lsoa.gpkg and maps/), ``pcn_outputs/impact_report`` (impact_report.html and its
+CSVs) and ``pcn_outputs/trends`` (trends.png), the last two added to the manifest one after
+the other. They write the same bytes as the nightly job's ``exports/pcn_exports``,
+``exports/segment_outputs``, ``exports/pcn_maps``, ``exports/impact_reports`` and
+``reports/delivery_history`` (its trends.png) for that PCN, from the home's promoted warehouse opened **read-only**: they write files,
 never the warehouse, so any number of processes can run them at once (DuckDB allows many
 read-only processes when no process holds the file for writing).
 
@@ -32,6 +33,7 @@ import dagster as dg
 from geo.maps import write_pcn_maps
 from geo.need import published_table, write_need_geopackages
 from phm.exports import export_pcns
+from phm.history import write_trend_charts
 from phm.impact.pipeline import write_impact_exports
 from phm.paths import exports_dir, warehouse_path
 from phm.runhome import home_lock
@@ -165,11 +167,36 @@ def pcn_partition_segments(
     return dg.MaterializeResult(metadata={"files": len(written.get(pcn, []))})
 
 
+@dg.asset(
+    key=[GROUP, "trends"],
+    group_name=GROUP,
+    partitions_def=PCN_PARTITIONS,
+    deps=[
+        dg.AssetKey(["reports", "cohort_size_history"]),
+        # after the impact report: both add to the PCN's manifest.json (read-modify-write),
+        # so they must not run at the same time
+        dg.AssetKey([GROUP, "impact_report"]),
+    ],
+    kinds={"png"},
+    description="One PCN's trends.png (as reports/delivery_history writes it).",
+)
+def pcn_partition_trends(
+    context: dg.AssetExecutionContext, pcn_output: PcnOutputFolder, warehouse_ro: ReadOnlyWarehouse
+) -> dg.MaterializeResult:
+    pcn = context.partition_key
+    with warehouse_ro.get_connection() as con:
+        extract_date = current_extract_date(con)
+        out = pcn_output.exports(extract_date.isoformat())
+        written = write_trend_charts(con, out, extract_date, pcn_codes=[pcn])
+    return dg.MaterializeResult(metadata={"files": len(written)})
+
+
 ASSETS = [
     pcn_partition_exports,
     pcn_partition_segments,
     pcn_partition_maps,
     pcn_partition_impact_report,
+    pcn_partition_trends,
 ]
 
 pcn_outputs_job_def = dg.define_asset_job(

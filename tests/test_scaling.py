@@ -37,7 +37,7 @@ def test_pcn_partitions_in_processes_equal_the_nightly_files(small_home, tmp_pat
         assert sorted(r.pcn_code for r in runs) == pcns
         assert all(r.success for r in runs), runs
         # every partition materialised, each PCN once
-        for name in ("exports", "segments", "maps", "impact_report"):
+        for name in ("exports", "segments", "maps", "impact_report", "trends"):
             assert instance.get_materialized_partitions(dg.AssetKey([GROUP, name])) == set(pcns)
         # the steps ran in processes of their own (the multiprocess executor), not in this one
         step_pids = set()
@@ -46,10 +46,10 @@ def test_pcn_partitions_in_processes_equal_the_nightly_files(small_home, tmp_pat
             assert record.job_name == PCN_JOB
             assert record.tags["dagster/partition"] == run.pcn_code
             successes = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)
-            assert len(successes) == 4
+            assert len(successes) == 5
             step_pids |= {e.dagster_event.pid for e in successes}
         assert os.getpid() not in step_pids
-        assert len(step_pids) == 4 * len(runs)  # one process per step
+        assert len(step_pids) == 5 * len(runs)  # one process per step
     finally:
         instance.dispose()
 
@@ -58,7 +58,9 @@ def test_pcn_partitions_in_processes_equal_the_nightly_files(small_home, tmp_pat
     assert sorted(p.name for p in partitioned.iterdir()) == pcns
     for pcn in pcns:
         expected, got = _files(nightly / pcn), _files(partitioned / pcn)
-        assert {"manifest.json", "risk_register.csv", "impact_report.html"} <= set(got)
+        assert {"manifest.json", "risk_register.csv", "impact_report.html", "trends.png"} <= set(
+            got
+        )
         assert any(name.startswith("maps/") for name in got)
         assert sorted(got) == sorted(expected), pcn
         differ = [name for name in expected if expected[name] != got[name]]
