@@ -145,8 +145,21 @@ def _model_row(
         ).fetchone()
         if row:
             status, reason, version = row
-    metrics = metrics or {}
-    trained = status == "trained"
+    metrics = dict(metrics or {})
+    if status == "current" and table_exists(con, HISTORY_MODEL):
+        # the retraining policy kept a model: its validation figures are those recorded when
+        # it was trained; a rerun of the delivery it was trained on keeps that row as it was
+        prev = con.execute(
+            f"SELECT extract_date, status, reason, validation_auroc, validation_brier "
+            f"FROM {HISTORY_MODEL} WHERE model_version = ? AND status = 'trained' "
+            "ORDER BY extract_date LIMIT 1",
+            [version],
+        ).fetchone()
+        if prev is not None:
+            metrics = {"auroc": prev[3], "brier": prev[4]}
+            if prev[0] == extract_date:
+                status, reason = prev[1], prev[2]
+    trained = status in ("trained", "current")
     return [
         extract_date,
         status or "not run",
@@ -164,7 +177,7 @@ def record_delivery_history(
 ) -> dict[str, int]:
     """Replace ``extract_date``'s rows of every history table with this delivery's aggregates;
     other deliveries' rows are kept. ``model_metrics``: the risk model's validation
-    ``auroc`` and ``brier`` for this delivery (recorded only if its status is ``trained``).
+    ``auroc`` and ``brier`` for this delivery (recorded when it was trained; a model the retraining policy kept (``current``) carries the figures recorded when it was trained).
     A source table that does not exist (a partial run) leaves that history without a row for
     this delivery. Returns rows written per history table."""
     record_cohort_sizes(con, extract_date)
@@ -173,16 +186,14 @@ def record_delivery_history(
         con.execute(f"CREATE TABLE IF NOT EXISTS {table} {ddl}")
     con.execute("BEGIN TRANSACTION")
     try:
+        model_row = _model_row(con, extract_date, model_metrics)  # before its old row goes
         for table in _DDL:
             con.execute(f"DELETE FROM {table} WHERE extract_date = ?", [extract_date])
         if table_exists(con, DATA_QUALITY):
             con.execute(f"INSERT INTO {HISTORY_DATA_QUALITY} {_data_quality_sql()}", [extract_date])
         if table_exists(con, NEED_BY_QUINTILE):
             con.execute(f"INSERT INTO {HISTORY_MEASURES} {_measures_sql(con)}", [extract_date])
-        con.execute(
-            f"INSERT INTO {HISTORY_MODEL} VALUES (?, ?, ?, ?, ?, ?)",
-            _model_row(con, extract_date, model_metrics),
-        )
+        con.execute(f"INSERT INTO {HISTORY_MODEL} VALUES (?, ?, ?, ?, ?, ?)", model_row)
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
