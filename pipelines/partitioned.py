@@ -1,10 +1,10 @@
 """The scale-out path: each PCN's files as a Dagster partition, run in parallel processes.
 
 Job ``phm_pcn_outputs`` has five assets partitioned by PCN (dynamic partitions ``pcn``):
-``pcn_outputs/exports`` (cohort lists, risk register, cohorts.xlsx, manifest.json),
-``pcn_outputs/segments`` (segments.csv, population_pyramid.png), ``pcn_outputs/maps``
-(need_by_lsoa.gpkg and maps/), ``pcn_outputs/impact_report`` (impact_report.html and its
-CSVs) and ``pcn_outputs/trends`` (trends.png), the last two added to the manifest one after
+``exports/by_pcn/exports`` (cohort lists, risk register, cohorts.xlsx, manifest.json),
+``exports/by_pcn/segments`` (segments.csv, population_pyramid.png), ``exports/by_pcn/maps``
+(need_by_lsoa.gpkg and maps/), ``exports/by_pcn/impact_report`` (impact_report.html and its
+CSVs) and ``exports/by_pcn/trends`` (trends.png), the last two added to the manifest one after
 the other. They write the same bytes as the nightly job's ``exports/pcn_exports``,
 ``exports/segment_outputs``, ``exports/pcn_maps``, ``exports/impact_reports`` and
 ``reports/delivery_history`` (its trends.png) for that PCN, from the home's promoted warehouse opened **read-only**: they write files,
@@ -73,7 +73,7 @@ _MARTS = [dg.AssetKey(["marts", "cohort_members"]), dg.AssetKey(["marts", "patie
 
 
 @dg.asset(
-    key=[GROUP, "exports"],
+    key=["exports", "by_pcn", "exports"],
     group_name=GROUP,
     partitions_def=PCN_PARTITIONS,
     deps=_MARTS,
@@ -95,7 +95,7 @@ def pcn_partition_exports(
 
 
 @dg.asset(
-    key=[GROUP, "maps"],
+    key=["exports", "by_pcn", "maps"],
     group_name=GROUP,
     partitions_def=PCN_PARTITIONS,
     deps=[
@@ -124,14 +124,14 @@ def pcn_partition_maps(
 
 
 @dg.asset(
-    key=[GROUP, "impact_report"],
+    key=["exports", "by_pcn", "impact_report"],
     group_name=GROUP,
     partitions_def=PCN_PARTITIONS,
     deps=[
         dg.AssetKey(["marts", "impact_estimates"]),
         dg.AssetKey(["marts", "impact_outcome_scores"]),
         dg.AssetKey(["marts", "caseload_monthly"]),
-        dg.AssetKey([GROUP, "exports"]),  # adds its files to the PCN's manifest.json
+        dg.AssetKey(["exports", "by_pcn", "exports"]),  # adds its files to the PCN's manifest.json
     ],
     kinds={"html", "csv"},
     description="One PCN's impact_report.html and CSVs (as exports/impact_reports writes them).",
@@ -148,7 +148,7 @@ def pcn_partition_impact_report(
 
 
 @dg.asset(
-    key=[GROUP, "segments"],
+    key=["exports", "by_pcn", "segments"],
     group_name=GROUP,
     partitions_def=PCN_PARTITIONS,
     deps=[dg.AssetKey(["marts", "segments"]), dg.AssetKey(["marts", "risk_scores"])],
@@ -168,14 +168,14 @@ def pcn_partition_segments(
 
 
 @dg.asset(
-    key=[GROUP, "trends"],
+    key=["exports", "by_pcn", "trends"],
     group_name=GROUP,
     partitions_def=PCN_PARTITIONS,
     deps=[
         dg.AssetKey(["reports", "cohort_size_history"]),
         # after the impact report: both add to the PCN's manifest.json (read-modify-write),
         # so they must not run at the same time
-        dg.AssetKey([GROUP, "impact_report"]),
+        dg.AssetKey(["exports", "by_pcn", "impact_report"]),
     ],
     kinds={"png"},
     description="One PCN's trends.png (as reports/delivery_history writes it).",

@@ -12,7 +12,7 @@ import dagster as dg
 
 from phm.paths import exports_dir, warehouse_path
 from phm.warehouse import session
-from pipelines.partitioned import GROUP, PCN_JOB, run_pcn_outputs, warehouse_pcns
+from pipelines.partitioned import PCN_JOB, run_pcn_outputs, warehouse_pcns
 
 KEY = "0123456789abcdef0123456789abcdef0123"
 
@@ -38,7 +38,7 @@ def test_pcn_partitions_in_processes_equal_the_nightly_files(small_home, tmp_pat
         assert all(r.success for r in runs), runs
         # every partition materialised, each PCN once
         for name in ("exports", "segments", "maps", "impact_report", "trends"):
-            assert instance.get_materialized_partitions(dg.AssetKey([GROUP, name])) == set(pcns)
+            assert instance.get_materialized_partitions(dg.AssetKey(["exports", "by_pcn", name])) == set(pcns)
         # the steps ran in processes of their own (the multiprocess executor), not in this one
         step_pids = set()
         for run in runs:
