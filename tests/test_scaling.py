@@ -38,7 +38,9 @@ def test_pcn_partitions_in_processes_equal_the_nightly_files(small_home, tmp_pat
         assert all(r.success for r in runs), runs
         # every partition materialised, each PCN once
         for name in ("exports", "segments", "maps", "impact_report", "trends"):
-            assert instance.get_materialized_partitions(dg.AssetKey(["exports", "by_pcn", name])) == set(pcns)
+            assert instance.get_materialized_partitions(
+                dg.AssetKey(["exports", "by_pcn", name])
+            ) == set(pcns)
         # the steps ran in processes of their own (the multiprocess executor), not in this one
         step_pids = set()
         for run in runs:
