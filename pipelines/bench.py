@@ -201,7 +201,7 @@ def _run_stage(stage: str, workdir: Path, patients: int, seed: int) -> dict:
     }
 
 
-#: the target of issue 7/7: ingest plus validation within 3 times DuckDB's own read
+#: the scaling target: ingest plus validation within 3 times DuckDB's own read
 FLOOR_TARGET_RATIO = 3.0
 
 

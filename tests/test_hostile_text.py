@@ -1,4 +1,4 @@
-"""Hostile delivered text (issue 3/7 items 1-3): names holding script, template, formula and
+"""Hostile delivered text: names holding script, template, formula and
 mathtext syntax go through the whole pipeline and come out as inert text in every output.
 
 A generated delivery has its practice, PCN and community-asset names replaced by the payloads
