@@ -3,9 +3,10 @@ analysts see the trend month to month, and a trend chart per PCN folder.
 
 :func:`record_delivery_history` replaces one delivery's rows (keyed by ``extract_date``) in:
 
-* ``reports.cohort_size_history`` (extract_date, cohort_id, pcn_code, members): the cohort
-  sizes per PCN, written by :func:`phm.quality.record_cohort_sizes` (one table, shared with the
-  cohort size plausibility check);
+* ``reports.cohort_size_history`` (extract_date, cohort_id, pcn_code, members) is read, not
+  written, here: the cohort sizes per PCN are recorded once, by
+  :func:`phm.quality.record_cohort_sizes` (the ``reports/cohort_size_history`` asset, shared
+  with the cohort size plausibility check), before this step;
 * ``reports.history_data_quality`` (extract_date, table_name, rows_delivered, rows_accepted,
   rows_quarantined): from ``reports.data_quality``;
 * ``reports.history_measures`` (extract_date, pcn_code, imd2019_quintile, registered,
@@ -38,7 +39,7 @@ import polars as pl
 from phm.disclosure import SUPPRESSED, DisclosurePolicy, protect_value, rounded_value
 from phm.exports import add_to_manifest
 from phm.files import atomic_path
-from phm.quality import COHORT_SIZE_HISTORY, record_cohort_sizes
+from phm.quality import COHORT_SIZE_HISTORY
 from phm.warehouse import table_exists
 
 DATA_QUALITY = "reports.data_quality"
@@ -180,7 +181,6 @@ def record_delivery_history(
     ``auroc`` and ``brier`` for this delivery (recorded when it was trained; a model the retraining policy kept (``current``) carries the figures recorded when it was trained).
     A source table that does not exist (a partial run) leaves that history without a row for
     this delivery. Returns rows written per history table."""
-    record_cohort_sizes(con, extract_date)
     con.execute("CREATE SCHEMA IF NOT EXISTS reports")
     for table, ddl in _DDL.items():
         con.execute(f"CREATE TABLE IF NOT EXISTS {table} {ddl}")

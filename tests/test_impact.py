@@ -11,19 +11,19 @@ import polars as pl
 import pytest
 from scipy import stats
 
+from phm.contract import EMERGENCY_ADMISSION_METHODS
 from phm.definitions import DefinitionError, load_events, table_columns_of
 from phm.definitions.interventions import load_intervention, load_interventions
 from phm.definitions.interventions import treated_sql as compile_treated_sql
 from phm.disclosure import DisclosurePolicy
 from phm.exports import add_to_manifest
+from phm.hospital import emergency_method_sql as emergency_admission_sql
 from phm.impact.caseload import caseload_monthly, outreach_funnel
 from phm.impact.estimates import PAIRS_TABLE, bootstrap_mean_ci, estimate_impact
 from phm.impact.interventions import (
-    EMERGENCY_ADMISSION_METHODS,
     build_interventions,
     build_monthly_use,
     build_people,
-    emergency_admission_sql,
     treated_sql,
 )
 from phm.impact.matching import match_intervention, nearest

@@ -25,8 +25,9 @@ Outcomes per month: GP appointments attended (``staging.gp_appointments`` status
 ``attended``, any staff role except ``social_prescriber``, whose sessions are the
 intervention itself, :data:`INTERVENTION_STAFF_ROLES`), A&E attendances
 (``staging.sus_ecds``, any department type, by arrival date), emergency admissions
-(``staging.sus_apc`` spells with an emergency admission method other than ``2B``, a transfer
-that continues the same stay, by admission date: :func:`emergency_admission_sql`) and
+(the spells that began an emergency episode, ``emergency_admission`` of
+:data:`phm.hospital.SPELLS_VIEW`, the project's one definition: a ``2B`` transfer that
+continues a stay is not counted again; by admission date) and
 emergency bed days (the length of stay of every emergency spell, transfers included, in days:
 discharge date minus admission date, the extract date for a spell still open, counted in the
 admission month).
@@ -38,14 +39,10 @@ import datetime as dt
 
 import duckdb
 
-from phm.contract import EMERGENCY_ADMISSION_METHODS as CONTRACT_EMERGENCY_METHODS
 from phm.definitions.compiler import table_columns_of
 from phm.definitions.interventions import load_interventions
 from phm.definitions.interventions import treated_sql as compile_treated_sql
-from phm.hospital import SPELLS_VIEW, create_spells_view, emergency_method_sql
-
-#: emergency admissions: the project's one definition (phm.hospital; phm.contract's code set)
-EMERGENCY_ADMISSION_METHODS: tuple[str, ...] = CONTRACT_EMERGENCY_METHODS
+from phm.hospital import SPELLS_VIEW, create_spells_view
 
 #: outcome id -> (label, unit per person per window)
 OUTCOMES: dict[str, tuple[str, str]] = {
@@ -66,14 +63,6 @@ PRE_MONTHS = 12
 PEOPLE_TABLE = "marts.impact_people"
 MONTHLY_USE_TABLE = "marts.impact_monthly_use"
 INTERVENTIONS_TABLE = "marts.impact_interventions"
-
-
-def emergency_admission_sql(column: str = "admission_method") -> str:
-    """SQL predicate: the admission method is an emergency one (phm.hospital's definition).
-
-    Counts read :data:`phm.hospital.SPELLS_VIEW`'s ``emergency_admission`` instead, which
-    also leaves out ``2B`` transfers that continue a stay."""
-    return emergency_method_sql(column)
 
 
 def _d(value: dt.date) -> str:
