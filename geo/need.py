@@ -48,6 +48,7 @@ from geo.reference import load_lsoa_boundaries, lsoa_msoa_lookup
 from phm.disclosure import (
     SUPPRESSED,
     DisclosurePolicy,
+    protect_linked_tables,
     protect_rate,
     protect_table,
     round_counts,
@@ -386,12 +387,16 @@ def publish(
     strata: pl.DataFrame | None = None,
     prevalences: Sequence[Prevalence] = PREVALENCES,
     rates: Sequence[EventRate] = EVENT_RATES,
+    protected: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """The published version of a raw need table. Column names and order are unchanged.
 
-    * Counts through :func:`phm.disclosure.protect_table` (text: ``*`` or rounded): the PCN
-      rows of an area add up to its ``ALL`` row, and the areas of a PCN add up to the PCN's
-      population (published elsewhere), so suppression is primary and secondary over both.
+    * Counts: ``protected`` (the table's counts protected jointly with the other levels by
+      :func:`protect_need_counts`, as Int64 with null where suppressed) when given — as
+      :func:`build_need_tables` does; otherwise this table alone through
+      :func:`phm.disclosure.protect_table`: the PCN rows of an area add up to its ``ALL``
+      row, and the areas of a PCN add up to the PCN's population (published elsewhere), so
+      suppression is primary and secondary over both — but not across the levels.
     * Every percentage, crude rate and limit is recomputed from the **protected** counts
       (rounded numerator and denominator), so it reveals nothing the counts do not; it is
       null where a count it rests on is suppressed or the protected numerator is below
@@ -403,7 +408,16 @@ def publish(
     policy = policy or DisclosurePolicy.from_env()
     area_col = _area_column(df)
     counts = [c for c in count_columns(df, prevalences, rates) if c in df.columns]
-    prot = protect_table(df, counts, ["pcn_code"], margins=[area_col], policy=policy, as_text=False)
+    if protected is None:
+        prot = protect_table(
+            df, counts, ["pcn_code"], margins=[area_col], policy=policy, as_text=False
+        )
+    else:
+        if protected.height != df.height or not protected.select("pcn_code", area_col).equals(
+            df.select("pcn_code", area_col)
+        ):
+            raise ValueError("protected counts do not match the rows of the need table")
+        prot = df.with_columns(protected[c] for c in counts)
     filled = prot.with_columns(pl.col(c).fill_null(0) for c in counts)
     for p in prevalences:
         filled = with_proportion(filled, f"{p.id}_n", f"{p.id}_denominator", prevalence_columns(p))
@@ -476,6 +490,151 @@ def publish(
     return df.select(exprs)
 
 
+#: name of the PCN totals (published elsewhere) in the joint protection of the need tables
+PCN_TOTALS = "pcn_total"
+
+
+def area_mapping(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Every LSOA (null included) of ``marts.patient_measures`` with its MSOA, IMD decile and
+    IMD quintile, computed with the same area SQL as the tables (:func:`_area_sql`): one row
+    per LSOA. Raises ``ValueError`` when an LSOA maps to two areas of a level, or a decile
+    to two quintiles (the tables would then not nest; no values are named)."""
+    cols = {lvl: _area_sql(con, lvl) for lvl in LEVELS}
+    mapping = con.execute(
+        f"SELECT DISTINCT {', '.join(f'{sql} AS {lvl}' for lvl, sql in cols.items())} "
+        f"FROM {PATIENTS_TABLE} pm"
+    ).pl()
+    if mapping.select("lsoa").is_duplicated().any():
+        raise ValueError(
+            f"{PATIENTS_TABLE}: some LSOA has more than one MSOA or IMD group; the need tables "
+            "cannot be protected jointly"
+        )
+    if (
+        mapping.select("imd_decile", "imd_quintile")
+        .unique()
+        .select("imd_decile")
+        .is_duplicated()
+        .any()
+    ):
+        raise ValueError(
+            f"{PATIENTS_TABLE}: some IMD decile has more than one IMD quintile; the need "
+            "tables cannot be protected jointly"
+        )
+    return mapping.sort("lsoa", nulls_last=True)
+
+
+def _rows(df: pl.DataFrame, table: str, area: str | None = None) -> pl.DataFrame:
+    out = df.select(
+        pl.lit(table).alias("table"),
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("row"),
+        "pcn_code",
+    )
+    return out.with_columns(df[area].alias("area")) if area else out
+
+
+def _equations(members: pl.DataFrame, group: Sequence[str], start: int) -> pl.DataFrame:
+    """Links of the equations ``parent = sum(children)``, one per distinct ``group``."""
+    ids = (
+        members.select(group)
+        .unique()
+        .sort(group, nulls_last=True)
+        .with_row_index("equation", offset=start)
+        .with_columns(pl.col("equation").cast(pl.Int64))
+    )
+    return members.join(ids, on=list(group), nulls_equal=True).select(
+        "equation", "table", "row", "parent"
+    )
+
+
+def need_links(
+    raw: dict[str, pl.DataFrame], mapping: pl.DataFrame, totals: pl.DataFrame
+) -> pl.DataFrame:
+    """Every equation linking the cells of the four need tables (``raw``: level -> raw table)
+    and the PCN totals (``totals``, table :data:`PCN_TOTALS`), as links for
+    :func:`phm.disclosure.protect_linked_tables`:
+
+    * per level and area: ``ALL`` = sum of the PCN rows;
+    * per level and PCN (and ``ALL``): the PCN total = sum of its areas (the same total for
+      the four levels), and the ``ALL`` total = sum of the PCN totals;
+    * per PCN (and ``ALL``): an MSOA = sum of its LSOAs, an IMD decile = sum of its LSOAs,
+      an IMD quintile = sum of its two deciles (a null area stays null at every level)."""
+    rows = {lvl: _rows(df, lvl, LEVELS[lvl][0]) for lvl, df in raw.items()}
+    parts: list[pl.DataFrame] = []
+
+    def add(members: pl.DataFrame, group: Sequence[str]) -> None:
+        start = sum(int(p["equation"].n_unique()) for p in parts)
+        parts.append(_equations(members, group, start))
+
+    for lvl, r in rows.items():
+        add(
+            r.with_columns(
+                pl.lit(lvl).alias("lvl"), (pl.col("pcn_code") == ALL_PCNS).alias("parent")
+            ),
+            ["lvl", "area"],
+        )
+    tot = _rows(totals, PCN_TOTALS)
+    for lvl, r in rows.items():
+        members = pl.concat(
+            [
+                tot.with_columns(pl.lit(True).alias("parent")),
+                r.drop("area").with_columns(pl.lit(False).alias("parent")),
+            ]
+        ).with_columns(pl.lit(lvl).alias("lvl"))
+        add(members, ["lvl", "pcn_code"])
+    add(
+        tot.with_columns((pl.col("pcn_code") == ALL_PCNS).alias("parent"), pl.lit(0).alias("g")),
+        ["g"],
+    )
+    fine = {
+        "msoa": ("lsoa", "lsoa"),
+        "imd_decile": ("lsoa", "lsoa"),
+        "imd_quintile": ("imd_decile", "imd_decile"),
+    }
+    for lvl, (child_lvl, key) in fine.items():
+        m = mapping.select(key, lvl).unique()
+        child = (
+            rows[child_lvl]
+            .join(m.rename({key: "area", lvl: "coarse"}), on="area", how="left", nulls_equal=True)
+            .drop("area")
+            .with_columns(pl.lit(False).alias("parent"))
+        )
+        parent = rows[lvl].rename({"area": "coarse"}).with_columns(pl.lit(True).alias("parent"))
+        members = pl.concat([parent, child.select(parent.columns)]).with_columns(
+            pl.lit(lvl).alias("lvl")
+        )
+        add(members, ["lvl", "pcn_code", "coarse"])
+    return pl.concat(parts)
+
+
+def protect_need_counts(
+    raw: dict[str, pl.DataFrame],
+    mapping: pl.DataFrame,
+    policy: DisclosurePolicy | None = None,
+    *,
+    prevalences: Sequence[Prevalence] = PREVALENCES,
+    rates: Sequence[EventRate] = EVENT_RATES,
+) -> dict[str, pl.DataFrame]:
+    """The four raw need tables (level -> table) with their counts protected JOINTLY
+    (:func:`phm.disclosure.protect_linked_tables` over :func:`need_links`): Int64, null where
+    suppressed. Every count column the four tables share is protected together."""
+    counts = [c for c in count_columns(raw["lsoa"], prevalences, rates) if c in raw["lsoa"].columns]
+    for lvl, df in raw.items():
+        if sorted(c for c in count_columns(df, prevalences, rates) if c in df.columns) != sorted(
+            counts
+        ):
+            raise ValueError(f"the {lvl} need table has other count columns than the LSOA table")
+    totals = (
+        raw["lsoa"]
+        .group_by("pcn_code")
+        .agg(pl.col(c).fill_null(0).sum() for c in counts)
+        .sort("pcn_code")
+    )
+    links = need_links(raw, mapping, totals)
+    return protect_linked_tables(
+        raw, counts, links, elsewhere={PCN_TOTALS: totals}, policy=policy, as_text=False
+    )
+
+
 def build_need_tables(
     con: duckdb.DuckDBPyConnection,
     policy: DisclosurePolicy | None = None,
@@ -485,14 +644,32 @@ def build_need_tables(
 ) -> dict[str, int]:
     """Write the four raw tables and their ``_published`` versions to schema ``geo``.
 
+    The counts of the four published tables are protected jointly
+    (:func:`protect_need_counts`): they are four partitions of the same patients, so a
+    count suppressed or rounded in one table must not be recoverable from the others.
     Returns row counts by table name."""
     con.execute("CREATE SCHEMA IF NOT EXISTS geo")
+    strata = {
+        level: need_strata(con, level, prevalences=prevalences, rates=rates) for level in LEVELS
+    }
+    raw = {
+        level: compute_need(con, level, prevalences=prevalences, rates=rates, strata=strata[level])
+        for level in LEVELS
+    }
+    protected = protect_need_counts(
+        raw, area_mapping(con), policy, prevalences=prevalences, rates=rates
+    )
     written: dict[str, int] = {}
     for level, (_, table) in LEVELS.items():
-        strata = need_strata(con, level, prevalences=prevalences, rates=rates)
-        raw = compute_need(con, level, prevalences=prevalences, rates=rates, strata=strata)
-        pub = publish(raw, policy, strata=strata, prevalences=prevalences, rates=rates)
-        for name, frame in ((table, raw), (published_table(level), pub)):
+        pub = publish(
+            raw[level],
+            policy,
+            strata=strata[level],
+            prevalences=prevalences,
+            rates=rates,
+            protected=protected[level],
+        )
+        for name, frame in ((table, raw[level]), (published_table(level), pub)):
             write_table(con, name, frame)
             written[name] = frame.height
     return written

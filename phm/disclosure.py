@@ -143,6 +143,28 @@ def _depth(keys: pl.DataFrame, chain: Sequence[str]) -> np.ndarray:
     return d
 
 
+@dataclass(frozen=True)
+class CellSystem:
+    """Cells linked by equations ``x[eq_parent[e]] = sum(x[mem_row[i]] for mem_eq[i] == e)``.
+
+    * ``real``: published by this call (may be suppressed here);
+    * ``known``: published elsewhere (a reader knows its protected value: rounded, or
+      suppressed when 1..suppress_max);
+    * neither: a hidden cell (not published anywhere; a reader only knows it is >= 0);
+    * ``rank``: deterministic tie-break order of the cells (lower first)."""
+
+    real: np.ndarray
+    known: np.ndarray
+    eq_parent: np.ndarray
+    mem_eq: np.ndarray
+    mem_row: np.ndarray
+    rank: np.ndarray
+
+    @property
+    def n_eq(self) -> int:
+        return len(self.eq_parent)
+
+
 class _Cube:
     """The cells of one table plus the aggregate cells it implies, and the equations
     ``parent = sum(children)`` linking them (one per parent per hierarchy)."""
@@ -217,6 +239,12 @@ class _Cube:
         self.mem_row = np.asarray(mem_row, dtype=np.int64)
         self.n_eq = n_eq
 
+    def system(self) -> CellSystem:
+        """The cube as a cell system: its aggregate cells are published elsewhere."""
+        return CellSystem(
+            self.real, ~self.real, self.eq_parent, self.mem_eq, self.mem_row, self.rank
+        )
+
 
 def feasible_bounds(
     lo: np.ndarray,
@@ -253,12 +281,16 @@ def feasible_bounds(
 
 
 def published_bounds(
-    x: np.ndarray, suppressed: np.ndarray, policy: DisclosurePolicy
+    x: np.ndarray,
+    suppressed: np.ndarray,
+    policy: DisclosurePolicy,
+    hidden: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """What a reader knows of each exact count from its published value: 0 is exact; a
     rounded count R lies in [R - base/2, R + base/2) and above ``suppress_max``; a
     suppressed primary cell (1..suppress_max) in [1, suppress_max]; a cell suppressed only
-    to protect another in [1, unbounded)."""
+    to protect another in [1, unbounded); a ``hidden`` cell (published nowhere) in
+    [0, unbounded)."""
     x = np.asarray(x, dtype=np.int64)
     b = max(policy.round_to, 1)
     r = (x + b // 2) // b * b if b > 1 else x
@@ -269,17 +301,25 @@ def published_bounds(
     hi = np.where(primary, policy.suppress_max, hi)
     lo = np.where(suppressed & ~primary, 1, lo)
     hi = np.where(suppressed & ~primary, _INF, hi)
+    if hidden is not None:
+        lo = np.where(hidden, 0, lo)
+        hi = np.where(hidden, _INF, hi)
     return lo.astype(np.int64), hi.astype(np.int64)
 
 
-def _suppress_column(cube: _Cube, col: str, p: DisclosurePolicy) -> np.ndarray:
-    """Primary and secondary suppression of one count column; True where suppressed.
+def _suppress_column(system: CellSystem, x: np.ndarray, p: DisclosurePolicy) -> np.ndarray:
+    """Primary and secondary suppression of one count column (``x``: the exact value of
+    every cell of ``system``); True where suppressed (read it on the ``real`` cells).
 
     Equations are fixed one at a time (in equation order, so deterministically) and the
     audit is re-run after each round, so few extra cells are hidden."""
-    x = cube.frame[col].to_numpy().astype(np.int64)
-    real = cube.real
-    supp = (x >= 1) & (x <= p.suppress_max)
+    cube = system
+    x = np.asarray(x, dtype=np.int64)
+    real = system.real
+    hidden = ~(system.real | system.known)
+    # a hidden cell counts as not shown (an equation holding it and one suppressed cell
+    # does not reveal that cell by itself; the audit checks the rest)
+    supp = hidden | ((x >= 1) & (x <= p.suppress_max))
     # cells that may be suppressed to protect others: published here and not zero
     candidate = real & (x > 0)
     n_eq = cube.n_eq
@@ -323,7 +363,7 @@ def _suppress_column(cube: _Cube, col: str, p: DisclosurePolicy) -> np.ndarray:
                     hide(c, n_supp)
         # audit: no published non-zero cell whose exact value follows from the rest
         lo, hi = feasible_bounds(
-            *published_bounds(x, supp, p), cube.eq_parent, cube.mem_eq, cube.mem_row
+            *published_bounds(x, supp, p, hidden), cube.eq_parent, cube.mem_eq, cube.mem_row
         )
         exact = real & (x > 0) & (lo == hi)
         if p.round_to <= 1:
@@ -394,30 +434,127 @@ def protect_table(
         cube = _Cube(df, count_cols, dims, list(by), totals)
         rows = cube.frame.filter("_real").sort("_row")
         real_cells = rows["_cell"].to_numpy()
-        supp = {c: _suppress_column(cube, c, p)[real_cells] for c in count_cols}
+        system = cube.system()
+        supp = {
+            c: _suppress_column(system, cube.frame[c].to_numpy(), p)[real_cells] for c in count_cols
+        }
         out = df
-    exprs = []
+    return out.with_columns(_shown(df[c], supp[c], p, as_text) for c in count_cols)
+
+
+def _shown(val: pl.Series, supp: np.ndarray, p: DisclosurePolicy, as_text: bool) -> pl.Series:
+    """The published version of one count column given where it is suppressed."""
+    s = pl.Series("s", supp, dtype=pl.Boolean)
+    rounded = pl.select(_rounded(pl.lit(val), p.round_to)).to_series()
+    if as_text:
+        shown = (
+            pl.DataFrame({"v": val, "r": rounded, "s": s})
+            .select(
+                pl.when(pl.col("v").is_null())
+                .then(pl.lit(None, pl.String))
+                .when(pl.col("s"))
+                .then(pl.lit(SUPPRESSED))
+                .otherwise(pl.col("r").cast(pl.String))
+            )
+            .to_series()
+        )
+    else:
+        shown = (
+            pl.DataFrame({"r": rounded, "s": s})
+            .select(pl.when(pl.col("s")).then(None).otherwise(pl.col("r")))
+            .to_series()
+        )
+    return shown.alias(val.name)
+
+
+#: columns of the ``links`` frame of :func:`protect_linked_tables`
+LINK_COLUMNS = ("equation", "table", "row", "parent")
+
+
+def protect_linked_tables(
+    tables: Mapping[str, pl.DataFrame],
+    count_cols: Sequence[str],
+    links: pl.DataFrame,
+    *,
+    elsewhere: Mapping[str, pl.DataFrame] | None = None,
+    policy: DisclosurePolicy | None = None,
+    as_text: bool = True,
+) -> dict[str, pl.DataFrame]:
+    """The published versions of several tables whose cells add up ACROSS tables, protected
+    jointly (one system of cells and equations), so that no suppressed or rounded count can
+    be recovered by differencing one table against another (ONS: tables that share totals).
+
+    * ``tables``: name -> table published now; each holds every column of ``count_cols``.
+    * ``elsewhere``: name -> cells published elsewhere (e.g. PCN totals): a reader knows
+      their protected value; they are never suppressed here.
+    * ``links``: the equations, one row per cell of each: ``equation`` (any integer id),
+      ``table`` (a name of ``tables`` or ``elsewhere``), ``row`` (0-based row of that
+      table), ``parent`` (True for the one cell that is the sum of the others).
+
+    Same rules as :func:`protect_table` (primary suppression and rounding; at least two
+    suppressed cells in every equation with one; an audit by interval propagation over
+    every equation until no suppressed or rounded count has a single feasible value), per
+    count column. Ties go by table order (``tables``, then ``elsewhere``) and row order, so
+    the same (sorted) tables give the same output. Returns name -> published table (count
+    columns as text, or Int64 with null where suppressed when ``as_text=False``)."""
+    p = policy or DisclosurePolicy.from_env()
+    count_cols = list(count_cols)
+    elsewhere = dict(elsewhere or {})
+    names = [*tables, *elsewhere]
+    if len(set(names)) != len(names):
+        raise ValueError("a table name is both published here and elsewhere")
+    frames = [*tables.values(), *elsewhere.values()]
+    for name, df in zip(names, frames, strict=True):
+        missing = [c for c in count_cols if c not in df.columns]
+        if missing:
+            raise ValueError(f"table {name!r} lacks count column(s) {missing}")
+    sizes = np.array([df.height for df in frames], dtype=np.int64)
+    offset = np.concatenate([[0], np.cumsum(sizes)])
+    n = int(offset[-1])
+    real = np.zeros(n, dtype=bool)
+    real[: int(offset[len(tables)])] = True
+    system = _link_system(links, names, offset, real)
+    supp = {}
     for c in count_cols:
-        s = pl.Series(f"_s_{c}", supp[c])
-        val = df[c]
-        rounded = pl.select(_rounded(pl.lit(val), p.round_to)).to_series()
-        if as_text:
-            shown = (
-                pl.DataFrame({"v": val, "r": rounded, "s": s})
-                .select(
-                    pl.when(pl.col("v").is_null())
-                    .then(pl.lit(None, pl.String))
-                    .when(pl.col("s"))
-                    .then(pl.lit(SUPPRESSED))
-                    .otherwise(pl.col("r").cast(pl.String))
-                )
-                .to_series()
-            )
-        else:
-            shown = (
-                pl.DataFrame({"r": rounded, "s": s})
-                .select(pl.when(pl.col("s")).then(None).otherwise(pl.col("r")))
-                .to_series()
-            )
-        exprs.append(shown.alias(c))
-    return out.with_columns(exprs)
+        x = np.concatenate(
+            [df[c].fill_null(0).cast(pl.Int64).to_numpy() for df in frames] or [np.zeros(0)]
+        )
+        supp[c] = _suppress_column(system, x, p) if n else np.zeros(0, bool)
+    out = {}
+    for i, (name, df) in enumerate(tables.items()):
+        a, b = int(offset[i]), int(offset[i + 1])
+        out[name] = df.with_columns(_shown(df[c], supp[c][a:b], p, as_text) for c in count_cols)
+    return out
+
+
+def _link_system(
+    links: pl.DataFrame, names: Sequence[str], offset: np.ndarray, real: np.ndarray
+) -> CellSystem:
+    missing = [c for c in LINK_COLUMNS if c not in links.columns]
+    if missing:
+        raise ValueError(f"links lack column(s) {missing}")
+    unknown = set(links["table"].unique().to_list()) - set(names)
+    if unknown:
+        raise ValueError(f"links name unknown table(s) {sorted(map(str, unknown))}")
+    table_no = links["table"].replace_strict({t: i for i, t in enumerate(names)}).to_numpy()
+    row = links["row"].cast(pl.Int64).to_numpy()
+    size = np.diff(offset)
+    if len(row) and ((row < 0) | (row >= size[table_no])).any():
+        raise ValueError("links name a row outside its table")
+    cell = offset[table_no] + row
+    eq_ids, eq = np.unique(links["equation"].to_numpy(), return_inverse=True)
+    is_parent = links["parent"].cast(pl.Boolean).to_numpy()
+    n_parents = np.bincount(eq[is_parent], minlength=len(eq_ids))
+    if (n_parents != 1).any():
+        raise ValueError("every equation needs exactly one parent cell")
+    eq_parent = np.empty(len(eq_ids), dtype=np.int64)
+    eq_parent[eq[is_parent]] = cell[is_parent]
+    n = len(real)
+    return CellSystem(
+        real=real,
+        known=~real,
+        eq_parent=eq_parent,
+        mem_eq=eq[~is_parent].astype(np.int64),
+        mem_row=cell[~is_parent].astype(np.int64),
+        rank=np.arange(n, dtype=np.int64),
+    )
