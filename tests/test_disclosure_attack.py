@@ -13,6 +13,7 @@ attacker searches all (numerator, denominator) pairs consistent with a published
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
 
 import duckdb
 import numpy as np
@@ -21,11 +22,18 @@ import pytest
 from record_stub import add_empty_record
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from geo.need import build_need_tables, published_table
+from geo.need import (
+    LEVELS,
+    build_need_tables,
+    count_columns,
+    protect_need_counts,
+    published_table,
+)
 from geo.rates import wilson_limits
 from phm.disclosure import (
     SUPPRESSED,
     DisclosurePolicy,
+    feasible_bounds,
     protect_table,
     rounded_value,
 )
@@ -280,6 +288,285 @@ def test_rates_from_exact_counts_leak_and_from_protected_counts_do_not():
         pairs |= set(_consistent_pairs(sn, sd, p[i], lo[i], up[i], exact_formula=True))
         assert (n[i], d[i]) in pairs
         assert len({a for a, _ in pairs}) > 1 and len({b for _, b in pairs}) > 1
+
+
+# ------------------------------------------------------------------------------ need tables jointly
+
+NEED_AREAS = {
+    "lsoa": "lsoa11_code",
+    "msoa": "msoa11_name",
+    "imd_decile": "imd2019_decile",
+    "imd_quintile": "imd2019_quintile",
+}
+
+
+def need_cells(
+    raw: dict[str, pl.DataFrame],
+    pub: dict[str, pl.DataFrame],
+    col: str,
+    lsoa_to: dict,
+    decile_to_quintile: dict,
+) -> tuple[pl.DataFrame, list[tuple[int, list[int]]]]:
+    """The attacker's view of one count column across the FOUR need tables: every published
+    cell, the per-PCN totals (published elsewhere, shown as ``?``) and every equation the
+    reader knows (built here from the table keys and the public LSOA lookups): ALL = sum of
+    PCNs per area; PCN total = sum of its areas at each level; MSOA / decile = sum of its
+    LSOAs; quintile = sum of its deciles."""
+    keys, exact, shown = [], [], []
+    for lvl, area in NEED_AREAS.items():
+        for (pcn, a), x, s in zip(
+            raw[lvl].select("pcn_code", area).iter_rows(),
+            raw[lvl][col].fill_null(0).to_list(),
+            pub[lvl][col].cast(pl.String).to_list(),
+            strict=True,
+        ):
+            keys.append((lvl, pcn, a))
+            exact.append(int(x))
+            shown.append(s if s is not None else "0")
+    index = {k: i for i, k in enumerate(keys)}
+    pcns = sorted({k[1] for k in keys})
+    for pcn in pcns:  # the PCN totals, published elsewhere
+        index[("total", pcn, None)] = len(keys)
+        keys.append(("total", pcn, None))
+        exact.append(sum(x for k, x in zip(keys, exact, strict=False) if k[:2] == ("lsoa", pcn)))
+        shown.append("?")
+    # equation -> (parent key, children); one parent per equation
+    groups: dict[tuple, tuple[tuple, list[int]]] = {}
+
+    def add(eq: tuple, parent: tuple, i: int) -> None:
+        groups.setdefault(eq, (parent, []))[1].append(i)
+
+    for k, i in list(index.items()):
+        lvl, pcn, a = k
+        if lvl == "total":
+            if pcn != "ALL":
+                add(("totals",), ("total", "ALL", None), i)
+            continue
+        if pcn != "ALL":
+            add(("pcns", lvl, a), (lvl, "ALL", a), i)
+        add(("areas", lvl, pcn), ("total", pcn, None), i)
+        if lvl == "lsoa":
+            for j, coarse in enumerate(("msoa", "imd_decile")):
+                add((coarse, pcn, lsoa_to[a][j]), (coarse, pcn, lsoa_to[a][j]), i)
+        if lvl == "imd_decile":
+            q = decile_to_quintile[a]
+            add(("imd_quintile", pcn, q), ("imd_quintile", pcn, q), i)
+    eqs = [(index[parent], children) for parent, children in groups.values()]
+    cells = pl.DataFrame({"key": [str(k) for k in keys], "exact": exact, "shown": shown})
+    return cells, eqs
+
+
+def interval_attack(cells: pl.DataFrame, equations: list[tuple[int, list[int]]]) -> pl.DataFrame:
+    """The same attacker as :func:`attack` by interval propagation (fast, for big systems)."""
+    n = cells.height
+    lo, hi = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    for i, (shown, exact) in enumerate(cells.select("shown", "exact").iter_rows()):
+        if shown == "?":
+            shown = SUPPRESSED if 1 <= exact <= 7 else str(rounded_value(exact, POLICY))
+        if shown == SUPPRESSED:
+            lo[i], hi[i] = 1, (7 if 1 <= exact <= 7 else BIG)
+        elif int(shown) > 0:
+            lo[i], hi[i] = max(int(shown) - 2, 8), int(shown) + 2
+    eq_parent = np.array([p for p, _ in equations], np.int64)
+    mem_eq = np.array([e for e, (_, ch) in enumerate(equations) for _ in ch], np.int64)
+    mem_row = np.array([c for _, ch in equations for c in ch], np.int64)
+    out_lo, out_hi = feasible_bounds(lo, hi, eq_parent, mem_eq, mem_row)
+    return cells.with_columns(pl.Series("min", out_lo), pl.Series("max", out_hi))
+
+
+def recovered(result: pl.DataFrame) -> pl.DataFrame:
+    """Published cells that were rounded or suppressed yet have a single feasible value."""
+    assert ((result["min"] <= result["exact"]) & (result["exact"] <= result["max"])).all()
+    return result.filter(
+        (pl.col("shown") != "?")
+        & (pl.col("exact") > 0)
+        & (pl.col("shown") != "0")
+        & (pl.col("min") == pl.col("max"))
+    )
+
+
+def separately(raw: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """The four need tables protected one by one (the way before joint protection)."""
+    return {
+        lvl: protect_table(
+            df,
+            [c for c in count_columns(df) if c in df.columns],
+            ["pcn_code"],
+            margins=[NEED_AREAS[lvl]],
+            policy=POLICY,
+        )
+        for lvl, df in raw.items()
+    }
+
+
+def as_text(protected: dict[str, pl.DataFrame], col: str) -> dict[str, pl.DataFrame]:
+    """Int64 protected counts (null = suppressed) as the published text."""
+    return {
+        lvl: df.with_columns(pl.col(col).cast(pl.String).fill_null(SUPPRESSED))
+        for lvl, df in protected.items()
+    }
+
+
+TINY_LSOAS = {"L1": ("M1", 1), "L2": ("M1", 2), "L3": ("M2", 1), "L4": ("M2", 2)}
+TINY_QUINTILE = {1: 1, 2: 1}
+
+
+def tiny_need(counts: dict[tuple[str, str], int]) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
+    """Raw need tables (population only) of a hand-made area: 2 MSOAs of 2 LSOAs each, each
+    MSOA with one LSOA in IMD decile 1 and one in decile 2 (both quintile 1)."""
+    base = pl.DataFrame(
+        [{"pcn_code": p, "lsoa11_code": lsoa, "population": n} for (p, lsoa), n in counts.items()]
+    ).with_columns(
+        pl.col("lsoa11_code")
+        .replace_strict({k: v[0] for k, v in TINY_LSOAS.items()})
+        .alias("msoa11_name"),
+        pl.col("lsoa11_code")
+        .replace_strict({k: v[1] for k, v in TINY_LSOAS.items()})
+        .alias("imd2019_decile"),
+    )
+    base = base.with_columns(
+        pl.col("imd2019_decile").replace_strict(TINY_QUINTILE).alias("imd2019_quintile")
+    )
+    raw = {}
+    for lvl, area in NEED_AREAS.items():
+        t = base.group_by("pcn_code", area).agg(pl.col("population").sum())
+        every = t.group_by(area).agg(pl.col("population").sum())
+        raw[lvl] = pl.concat(
+            [t, every.select(pl.lit("ALL").alias("pcn_code"), area, "population")]
+        ).sort("pcn_code", area)
+    mapping = pl.DataFrame(
+        {
+            "lsoa": list(TINY_LSOAS),
+            "msoa": [v[0] for v in TINY_LSOAS.values()],
+            "imd_decile": [v[1] for v in TINY_LSOAS.values()],
+            "imd_quintile": [TINY_QUINTILE[v[1]] for v in TINY_LSOAS.values()],
+        }
+    )
+    return raw, mapping
+
+
+def test_need_tables_tiny_area_leak_when_protected_separately_not_jointly():
+    # each table passes on its own, yet differencing MSOAs and deciles against the LSOAs
+    # recovers LSOA counts (two of them suppressed) exactly
+    counts = {("P1", "L1"): 31, ("P1", "L2"): 31, ("P1", "L3"): 46, ("P1", "L4"): 46}
+    counts |= {("P2", "L1"): 31, ("P2", "L2"): 3, ("P2", "L4"): 12}
+    raw, mapping = tiny_need(counts)
+    sep = separately(raw)
+    leaked = recovered(attack(*need_cells(raw, sep, "population", TINY_LSOAS, TINY_QUINTILE)))
+    lsoa_leaks = leaked.filter(pl.col("key").str.starts_with("('lsoa'"))
+    assert (lsoa_leaks["shown"] == SUPPRESSED).sum() >= 1
+    # jointly: the MILP attacker using all four tables and the PCN totals recovers nothing
+    joint = as_text(
+        protect_need_counts(raw, mapping, POLICY, prevalences=(), rates=()), "population"
+    )
+    cells, eqs = need_cells(raw, joint, "population", TINY_LSOAS, TINY_QUINTILE)
+    assert recovered(attack(cells, eqs)).is_empty()
+    # still the published policy: 1-7 hidden, others rounded or hidden, zeros none here
+    for lvl, df in joint.items():
+        for shown, exact in zip(df["population"], raw[lvl]["population"], strict=True):
+            assert shown == SUPPRESSED or (exact > 7 and int(shown) == rounded_value(exact, POLICY))
+    assert (joint["lsoa"]["population"] != SUPPRESSED).any()
+
+
+def test_need_mapping_must_be_a_function():
+    raw, mapping = tiny_need({("P1", "L1"): 20, ("P1", "L2"): 30})
+    from geo.need import area_mapping
+
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA marts")
+    con.execute(
+        "CREATE TABLE marts.patient_measures AS SELECT * FROM (VALUES "
+        "('E01000001', 1, 1), ('E01000001', 2, 1)) t(lsoa11_code, imd2019_decile, imd2019_quintile)"
+    )
+    with pytest.raises(ValueError, match="more than one") as err:
+        area_mapping(con)
+    assert "E01000001" not in str(err.value)
+    # the tables protected against a broken mapping: refused, not guessed
+    bad = pl.concat([mapping, mapping.head(1).with_columns(pl.lit("M2").alias("msoa"))])
+    with pytest.raises(ValueError):
+        protect_need_counts(raw, bad, POLICY, prevalences=(), rates=())
+
+
+def attacker_lookups() -> tuple[dict, dict]:
+    """The public lookups an attacker uses: LSOA -> (MSOA name, IMD 2019 decile), decile ->
+    quintile (a null or unknown LSOA -> nulls)."""
+    from geo.reference import load_imd2019, lsoa_msoa_lookup
+
+    msoa = dict(lsoa_msoa_lookup().iter_rows())
+    imd = load_imd2019().select("lsoa11_code", "imd_decile", "imd_quintile")
+    lsoa_to = {code: (msoa.get(code), dec) for code, dec, _ in imd.iter_rows()}
+    quintile = {dec: q for _, dec, q in imd.iter_rows()} | {None: None}
+    return defaultdict(lambda: (None, None), lsoa_to), quintile
+
+
+def need_tables(con) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]]:
+    raw = {lvl: con.execute(f"SELECT * FROM {t}").pl() for lvl, (_, t) in LEVELS.items()}
+    pub = {lvl: con.execute(f"SELECT * FROM {published_table(lvl)}").pl() for lvl in LEVELS}
+    return raw, pub
+
+
+def every_count_hidden(raw: dict[str, pl.DataFrame], col: str) -> dict[str, pl.DataFrame]:
+    """The most any cell suppression can do: every non-zero count ``*`` (zero stays zero)."""
+    return {
+        lvl: df.with_columns(
+            pl.when(pl.col(col).fill_null(0) > 0)
+            .then(pl.lit(SUPPRESSED))
+            .otherwise(pl.lit("0"))
+            .alias(col)
+        )
+        for lvl, df in raw.items()
+    }
+
+
+def leaks(raw, pub, col, lookups) -> set[str]:
+    return set(recovered(interval_attack(*need_cells(raw, pub, col, *lookups)))["key"])
+
+
+@pytest.fixture(scope="module")
+def need_home():
+    """A need home built by build_need_tables from a hand-made warehouse (3 PCNs, 8 LSOAs)."""
+    con = _warehouse(seed=3, patients=900)
+    build_need_tables(con, POLICY)
+    yield need_tables(con)
+    con.close()
+
+
+def test_need_tables_resist_differencing_across_all_four_tables(need_home):
+    raw, pub = need_home
+    lookups = attacker_lookups()
+    counts = count_columns(pub["lsoa"])
+    assert len(counts) > 10
+    checked = suppressed = 0
+    for col in counts:
+        cells, eqs = need_cells(raw, pub, col, *lookups)
+        result = interval_attack(cells, eqs)
+        assert recovered(result).is_empty(), (col, recovered(result))
+        checked += result.filter((pl.col("shown") != "?") & (pl.col("exact") > 0)).height
+        suppressed += (cells["shown"] == SUPPRESSED).sum()
+    assert checked > 500 and suppressed > 100
+    # the attacker is able: the same tables protected one by one leak through each other
+    sep = separately(raw)
+    assert sum(len(leaks(raw, sep, col, lookups)) for col in counts) > 0
+
+
+def test_need_tables_of_a_generated_home_leak_only_what_no_suppression_can_hide(small_home):
+    """On the small generated home (1,500 patients), sparse columns (a few frail patients
+    spread over many LSOAs) are pinned by the PCN totals published elsewhere and the zeros
+    (zero stays zero) even if every non-zero count were hidden: those cells aside, nothing is
+    recovered from the four tables together."""
+    from phm.paths import warehouse_path
+    from phm.warehouse import session
+
+    _, home = small_home
+    with session(warehouse_path(home), read_only=True) as con:
+        raw, pub = need_tables(con)
+    assert raw["lsoa"]["pcn_code"].n_unique() >= 3
+    lookups = attacker_lookups()
+    for col in count_columns(pub["lsoa"]):
+        beyond = leaks(raw, pub, col, lookups) - leaks(
+            raw, every_count_hidden(raw, col), col, lookups
+        )
+        assert not beyond, (col, beyond)
 
 
 # ------------------------------------------------------------------------------ published
