@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from phm.disclosure import DisclosurePolicy, protect_count, protect_table
+from phm.disclosure import DisclosurePolicy, protect_count, protect_linked_tables
 from phm.exports import add_to_manifest
 from phm.files import atomic_write_bytes, csv_bytes
 from phm.impact.caseload import FUNNEL_STAGES, STATUS_ORDER
@@ -77,17 +77,26 @@ def caseload_table(
     pcn_code: str,
     policy: DisclosurePolicy | None = None,
     sort: bool = True,
+    *,
+    extract_date: dt.date | None = None,
+    months: int = 12,
 ) -> pl.DataFrame:
-    """One PCN's caseload rows with counts protected and shares/means hidden under 10."""
+    """One PCN's monthly caseload rows with counts protected and shares/means hidden under 10.
+
+    With ``extract_date``, the monthly counts are protected together with the ``months``
+    period totals :func:`caseload_totals` publishes beside them (the months of the period
+    add up to its total), so a suppressed month cannot be worked out as the total minus the
+    other months."""
     p = policy or DisclosurePolicy.from_env()
     df = caseload.filter(pl.col("pcn_code") == pcn_code)
     if sort:
         df = df.sort("month", "dimension", "category")
-    df = df.with_columns(
-        protect_count(pl.col("n"), p).alias("n_shown"),
-        protect_count(pl.col("denominator"), p).alias("denominator_shown"),
-    )
-    df = _complement_partitions(df, p)
+    totals = _period_totals(caseload, pcn_code, extract_date, months) if extract_date else None
+    monthly, _ = _protect_caseload(df, totals, p)
+    return _caseload_rows(monthly)
+
+
+def _caseload_rows(df: pl.DataFrame) -> pl.DataFrame:
     n_r = pl.col("n_shown").map_elements(_rounded_int, return_dtype=pl.Int64)
     d_r = pl.col("denominator_shown").map_elements(_rounded_int, return_dtype=pl.Int64)
     is_stat = pl.col("category").is_in(["mean", "median"])
@@ -111,43 +120,122 @@ def caseload_table(
 
 #: caseload dimensions whose categories add up to the referrals of the month
 PARTITIONS = ("source", "status", "contact_attempts")
+#: (dimension, category) rows whose ``n`` equals another row's (count(*) of the same people)
+_SAME_COUNT = {
+    ("contact_attempts", "mean"): ("referrals", "all"),
+    ("days_to_first_contact", "median"): ("days_to_first_contact", "mean"),
+}
 
 
-def _complement_partitions(df: pl.DataFrame, policy: DisclosurePolicy) -> pl.DataFrame:
-    """Counts of dimensions that partition the referrals go through
-    :func:`phm.disclosure.protect_table` (the categories of a month add up to its referrals,
-    published as ``referrals``), so no suppressed category can be recovered by differencing."""
-    is_part = pl.col("dimension").is_in(PARTITIONS) & ~pl.col("category").is_in(["mean", "median"])
-    part = df.filter(is_part).select("month", "dimension", "category", "n")
-    if part.is_empty():
-        return df
-    shown = protect_table(
-        part, ["n"], margins=["category"], by=["month", "dimension"], policy=policy
-    ).rename({"n": "_n_part"})
-    return (
-        df.join(
-            shown,
-            on=["month", "dimension", "category"],
-            how="left",
-            nulls_equal=True,
-            maintain_order="left",
+def _caseload_links(tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """The equations of the caseload tables (``monthly`` and, if there, ``total``): per
+    period, the categories of a partitioning dimension add up to the referrals; rows counting
+    the same people are equal; per (dimension, category), the months of the period add up to
+    its total."""
+    parts: list[pl.DataFrame] = []
+
+    def add(members: pl.DataFrame, group: list[str]) -> None:
+        start = sum(int(x["equation"].n_unique()) for x in parts)
+        ids = (
+            members.select(group)
+            .unique()
+            .sort(group)
+            .with_row_index("equation", offset=start)
+            .with_columns(pl.col("equation").cast(pl.Int64))
         )
-        .with_columns(pl.coalesce("_n_part", "n_shown").alias("n_shown"))
-        .drop("_n_part")
+        parts.append(members.join(ids, on=group).select("equation", "table", "row", "parent"))
+
+    rows = {
+        name: df.select(
+            pl.lit(name).alias("table"),
+            pl.int_range(pl.len(), dtype=pl.Int64).alias("row"),
+            pl.col("month").cast(pl.String).alias("period"),
+            "dimension",
+            "category",
+        )
+        for name, df in tables.items()
+    }
+    is_stat = pl.col("category").is_in(["mean", "median"])
+    for name, r in rows.items():
+        referrals = r.filter((pl.col("dimension") == "referrals") & (pl.col("category") == "all"))
+        for dim in PARTITIONS:
+            children = r.filter((pl.col("dimension") == dim) & ~is_stat)
+            members = pl.concat(
+                [
+                    referrals.with_columns(pl.lit(True).alias("parent")),
+                    children.with_columns(pl.lit(False).alias("parent")),
+                ]
+            ).with_columns(pl.lit(f"{name}/{dim}").alias("eq"))
+            members = members.filter(pl.col("period").is_in(children["period"].implode()))
+            add(members, ["eq", "period"])
+        for (dim, cat), (pdim, pcat) in _SAME_COUNT.items():
+            child = r.filter((pl.col("dimension") == dim) & (pl.col("category") == cat))
+            parent = r.filter((pl.col("dimension") == pdim) & (pl.col("category") == pcat))
+            both = child.select("period").join(parent.select("period"), on="period")
+            members = pl.concat(
+                [
+                    parent.with_columns(pl.lit(True).alias("parent")),
+                    child.with_columns(pl.lit(False).alias("parent")),
+                ]
+            ).filter(pl.col("period").is_in(both["period"].implode()))
+            add(members.with_columns(pl.lit(f"{name}/{dim}/{cat}").alias("eq")), ["eq", "period"])
+    if "total" in rows:
+        total = rows["total"].drop("period").with_columns(pl.lit(True).alias("parent"))
+        months = (
+            rows["monthly"]
+            .filter(pl.col("period").is_in(tables["total"]["_months"].explode().implode()))
+            .join(total.select("dimension", "category"), on=["dimension", "category"], how="semi")
+            .drop("period")
+            .with_columns(pl.lit(False).alias("parent"))
+        )
+        add(pl.concat([total, months]), ["dimension", "category"])
+    return (
+        pl.concat(parts)
+        if parts
+        else pl.DataFrame(
+            schema={"equation": pl.Int64, "table": pl.String, "row": pl.Int64, "parent": pl.Boolean}
+        )
     )
 
 
-def caseload_totals(
-    caseload: pl.DataFrame,
-    pcn_code: str,
-    extract_date: dt.date,
-    months: int = 12,
-    policy: DisclosurePolicy | None = None,
+def _protect_caseload(
+    monthly: pl.DataFrame, totals: pl.DataFrame | None, policy: DisclosurePolicy
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """``n_shown`` and ``denominator_shown`` of one PCN's monthly rows (and of its period
+    totals, if given) through :func:`phm.disclosure.protect_linked_tables`: primary and
+    complementary suppression over every equation of :func:`_caseload_links`. The
+    ``denominator`` of a row is its period's referrals, so it is shown as the referrals row
+    is."""
+    tables = {"monthly": monthly}
+    if totals is not None and not totals.is_empty():
+        tables["total"] = totals
+    links = _caseload_links(tables)
+    shown = protect_linked_tables(tables, ["n"], links, policy=policy)
+    out = []
+    for name, df in tables.items():
+        prot = shown[name]
+        refs = prot.filter(
+            (pl.col("dimension") == "referrals") & (pl.col("category") == "all")
+        ).select(pl.col("month").alias("_m"), pl.col("n").alias("_ref"))
+        df = df.with_columns(prot["n"].alias("n_shown")).join(
+            refs, left_on="month", right_on="_m", how="left", maintain_order="left"
+        )
+        # the month's referrals as the referrals row shows them (else as protect_count would)
+        df = df.with_columns(
+            pl.coalesce("_ref", protect_count(pl.col("denominator"), policy)).alias(
+                "denominator_shown"
+            )
+        ).drop("_ref")
+        out.append(df)
+    return out[0], (out[1] if len(out) > 1 else None)
+
+
+def _period_totals(
+    caseload: pl.DataFrame, pcn_code: str, extract_date: dt.date, months: int
 ) -> pl.DataFrame:
     """One PCN's referrals made in the ``months`` calendar months up to the extract date,
     summed per dimension and category (means re-weighted by their counts; medians cannot be
-    summed and are left out), disclosure-controlled like :func:`caseload_table`."""
-    p = policy or DisclosurePolicy.from_env()
+    summed and are left out); ``_months``: the months summed."""
     # the extract month and the (months - 1) calendar months before it
     k = extract_date.year * 12 + extract_date.month - 1 - (months - 1)
     start = dt.date(k // 12, k % 12 + 1, 1)
@@ -163,10 +251,11 @@ def caseload_totals(
         .agg(
             pl.col("n").sum().alias("n"),
             ((pl.col("value") * pl.col("n")).sum() / pl.col("n").sum()).alias("value"),
+            pl.col("month").cast(pl.String).unique().sort().alias("_months"),
         )
         .with_columns(
             pl.lit(pcn_code).alias("pcn_code"),
-            pl.lit(start.isoformat()).alias("month"),
+            pl.lit(start).alias("month"),
             pl.lit(total, pl.Int64).alias("denominator"),
         )
     )
@@ -178,20 +267,32 @@ def caseload_totals(
         .sort("dimension", "_o", "category")
         .drop("_o")
     )
-    return caseload_table(
-        agg.select(
-            "pcn_code",
-            pl.col("month").str.to_date(),
-            "dimension",
-            "category",
-            "n",
-            "denominator",
-            "value",
-        ),
-        pcn_code,
-        p,
-        sort=False,
-    ).drop("month")
+    return agg.select(
+        "pcn_code", "month", "dimension", "category", "n", "denominator", "value", "_months"
+    )
+
+
+def caseload_totals(
+    caseload: pl.DataFrame,
+    pcn_code: str,
+    extract_date: dt.date,
+    months: int = 12,
+    policy: DisclosurePolicy | None = None,
+) -> pl.DataFrame:
+    """One PCN's referrals made in the ``months`` calendar months up to the extract date,
+    summed per dimension and category (means re-weighted by their counts; medians cannot be
+    summed and are left out), disclosure-controlled together with the monthly rows
+    (:func:`caseload_table` with the same ``extract_date``)."""
+    p = policy or DisclosurePolicy.from_env()
+    monthly = caseload.filter(pl.col("pcn_code") == pcn_code).sort("month", "dimension", "category")
+    totals = _period_totals(caseload, pcn_code, extract_date, months)
+    _, shown = _protect_caseload(monthly, totals, p)
+    if shown is None:
+        shown = totals.with_columns(
+            pl.lit(None, pl.String).alias("n_shown"),
+            pl.lit(None, pl.String).alias("denominator_shown"),
+        )
+    return _caseload_rows(shown.drop("_months")).drop("month")
 
 
 def funnel_table(
@@ -558,7 +659,7 @@ def write_pcn_reports(
     written = {}
     for code in sorted(pcns):
         folder = Path(out_dir) / code
-        case = caseload_table(caseload, code, p)
+        case = caseload_table(caseload, code, p, extract_date=extract_date)
         fun = funnel_table(funnel, code, p)
         out_pcn = outcome_table(outcome_scores, code, p)
         scores = pl.concat([out_pcn, out_all])
