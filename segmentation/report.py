@@ -6,8 +6,11 @@
   segment sizes, by risk tier when ``marts.risk_scores`` exists) and
   ``<out>/<pcn_code>/population_pyramid.png`` (age-sex pyramid coloured by segment).
 
-Every count written here goes through :func:`phm.disclosure.protect_count` (suppress 1-7,
-round to 5); shares are computed from the protected counts.
+Every count written here is disclosure-controlled (suppress 1-7, round to 5); tables whose
+cells add up (segments by risk tier; the pyramid's age band x sex x segment cells, whose
+totals are the age-band, sex, segment and PCN totals) go through
+:func:`phm.disclosure.protect_table` for complementary suppression; shares are computed from
+the protected counts.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import matplotlib.pyplot as plt
 from phm.disclosure import (
     SUPPRESSED,
     DisclosurePolicy,
-    protect_count,
     protect_table,
     protect_value,
     rounded_value,
@@ -349,16 +351,6 @@ def _band_label(lo: int, hi: int) -> str:
     return f"{lo}+" if hi >= 200 else f"{lo}-{hi}"
 
 
-def _protected_int(expr: pl.Expr, policy: DisclosurePolicy | None = None) -> pl.Expr:
-    """Protected count as a number for plotting (suppressed -> 0)."""
-    return (
-        protect_count(expr, policy)
-        .replace(SUPPRESSED, "0")
-        .cast(pl.Int64, strict=False)
-        .fill_null(0)
-    )
-
-
 def _protected_number(n: int, policy: DisclosurePolicy | None = None) -> int | None:
     v = protect_value(n, policy)
     return None if v in (None, SUPPRESSED) else int(v)
@@ -483,10 +475,15 @@ def write_pcn_outputs(
     return written
 
 
-@matplotlib.rc_context(PLAIN_TEXT)
-def _pyramid(
-    sub: pl.DataFrame, pcn: str, names: list[str], path: Path, policy: DisclosurePolicy | None
-) -> None:
+def pyramid_counts(
+    sub: pl.DataFrame, names: list[str], policy: DisclosurePolicy | None = None
+) -> pl.DataFrame:
+    """One PCN's age band x sex (M, F) x segment counts as published in the pyramid:
+    ``sex, band, segment, n`` (exact, internal) and ``shown`` (Int64 rounded, null where
+    suppressed), through :func:`phm.disclosure.protect_table` with margins over sex, band
+    and segment: the cells add up to the age-band and sex totals, the segment sizes
+    (segments.csv) and the PCN total, all taken as published, so no suppressed cell can be
+    worked out by differencing."""
     band_expr = pl.lit(None, pl.String)
     for lo, hi in reversed(AGE_BANDS):
         band_expr = (
@@ -494,28 +491,55 @@ def _pyramid(
             .then(pl.lit(_band_label(lo, hi)))
             .otherwise(band_expr)
         )
-    bands = [_band_label(lo, hi) for lo, hi in AGE_BANDS]
     counts = (
-        sub.filter(pl.col("sex").is_in(["M", "F"]))
+        sub.filter(pl.col("sex").is_in(["M", "F"]) & pl.col("segment").is_in(names))
         .with_columns(band_expr.alias("band"))
         .group_by("sex", "band", "segment")
-        .agg(pl.len().alias("n"))
-        .with_columns(_protected_int(pl.col("n"), policy).alias("n"))
+        .agg(pl.len().cast(pl.Int64).alias("n"))
+        .sort("sex", "band", "segment", nulls_last=True)
     )
-    lookup = {(r["sex"], r["band"], r["segment"]): r["n"] for r in counts.iter_rows(named=True)}
+    shown = protect_table(
+        counts, ["n"], margins=["sex", "band", "segment"], policy=policy, as_text=False
+    )
+    return counts.with_columns(shown["n"].alias("shown"))
+
+
+@matplotlib.rc_context(PLAIN_TEXT)
+def _pyramid(
+    sub: pl.DataFrame, pcn: str, names: list[str], path: Path, policy: DisclosurePolicy | None
+) -> None:
+    bands = [_band_label(lo, hi) for lo, hi in AGE_BANDS]
+    counts = pyramid_counts(sub, names, policy)
+    lookup = {(r["sex"], r["band"], r["segment"]): r["shown"] for r in counts.iter_rows(named=True)}
     fig, ax = plt.subplots(figsize=(12, 7), dpi=100)
     y = list(range(len(bands)))
     left_m = [0] * len(bands)
     left_f = [0] * len(bands)
     for seg, colour in zip(names, SEGMENT_COLOURS * 2, strict=False):
-        m = [lookup.get(("M", b, seg), 0) for b in bands]
-        f = [lookup.get(("F", b, seg), 0) for b in bands]
+        m = [lookup.get(("M", b, seg)) or 0 for b in bands]
+        f = [lookup.get(("F", b, seg)) or 0 for b in bands]
         ax.barh(y, [-v for v in m], left=[-v for v in left_m], color=colour, label=seg, height=0.85)
         ax.barh(y, f, left=left_f, color=colour, height=0.85)
         left_m = [a + b for a, b in zip(left_m, m, strict=True)]
         left_f = [a + b for a, b in zip(left_f, f, strict=True)]
     top = max([*left_m, *left_f, 1])
-    ax.set_xlim(-top * 1.05, top * 1.05)
+    # a bar with suppressed parts: a hatched end mark (fixed width, no count) after it
+    hidden = {(s, b) for (s, b, _), v in lookup.items() if v is None}
+    mark = top * 0.03
+    for i, b in enumerate(bands):
+        for sex, end, sign in (("M", left_m[i], -1), ("F", left_f[i], 1)):
+            if (sex, b) in hidden:
+                ax.barh(
+                    i,
+                    sign * mark,
+                    left=sign * end,
+                    color="white",
+                    edgecolor="grey",
+                    hatch="////",
+                    height=0.85,
+                    linewidth=0.5,
+                )
+    ax.set_xlim(-top * 1.1, top * 1.1)
     ax.set_yticks(y, bands)
     ticks = ax.get_xticks()
     ax.set_xticks(ticks, [f"{abs(int(t))}" for t in ticks])
@@ -529,8 +553,9 @@ def _pyramid(
     fig.text(
         0.01,
         0.01,
-        "Counts per age band, sex and segment: 1-7 suppressed (drawn as 0), others rounded to 5. "
-        "Sex I/U not shown.",
+        "Counts per age band, sex and segment, rounded to 5; 1-7 and any count that could be "
+        "worked out from the totals are suppressed: not drawn, the bar ends in a hatched mark "
+        "(its length is not a count). Sex I/U not shown.",
         fontsize=7,
     )
     fig.tight_layout(rect=(0, 0.03, 1, 1))

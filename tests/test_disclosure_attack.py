@@ -356,17 +356,24 @@ def need_cells(
     return cells, eqs
 
 
-def interval_attack(cells: pl.DataFrame, equations: list[tuple[int, list[int]]]) -> pl.DataFrame:
-    """The same attacker as :func:`attack` by interval propagation (fast, for big systems)."""
+def interval_attack(
+    cells: pl.DataFrame,
+    equations: list[tuple[int, list[int]]],
+    policy: DisclosurePolicy = POLICY,
+) -> pl.DataFrame:
+    """The same attacker as :func:`attack` by interval propagation (fast, for big systems),
+    for any policy (a rounded count R in [R - base/2, R + base/2), above suppress_max)."""
     n = cells.height
+    cap = policy.suppress_max
+    half, up = policy.round_to // 2, (max(policy.round_to, 1) - 1) // 2
     lo, hi = np.zeros(n, np.int64), np.zeros(n, np.int64)
     for i, (shown, exact) in enumerate(cells.select("shown", "exact").iter_rows()):
         if shown == "?":
-            shown = SUPPRESSED if 1 <= exact <= 7 else str(rounded_value(exact, POLICY))
+            shown = SUPPRESSED if 1 <= exact <= cap else str(rounded_value(exact, policy))
         if shown == SUPPRESSED:
-            lo[i], hi[i] = 1, (7 if 1 <= exact <= 7 else BIG)
+            lo[i], hi[i] = 1, (cap if 1 <= exact <= cap else BIG)
         elif int(shown) > 0:
-            lo[i], hi[i] = max(int(shown) - 2, 8), int(shown) + 2
+            lo[i], hi[i] = max(int(shown) - half, cap + 1), int(shown) + up
     eq_parent = np.array([p for p, _ in equations], np.int64)
     mem_eq = np.array([e for e, (_, ch) in enumerate(equations) for _ in ch], np.int64)
     mem_row = np.array([c for _, ch in equations for c in ch], np.int64)
@@ -374,14 +381,13 @@ def interval_attack(cells: pl.DataFrame, equations: list[tuple[int, list[int]]])
     return cells.with_columns(pl.Series("min", out_lo), pl.Series("max", out_hi))
 
 
-def recovered(result: pl.DataFrame) -> pl.DataFrame:
-    """Published cells that were rounded or suppressed yet have a single feasible value."""
+def recovered(result: pl.DataFrame, policy: DisclosurePolicy = POLICY) -> pl.DataFrame:
+    """Published cells that were rounded or suppressed yet have a single feasible value (with
+    rounding off, a visible count is exact by design: only suppressed cells count)."""
     assert ((result["min"] <= result["exact"]) & (result["exact"] <= result["max"])).all()
+    hidden = pl.col("shown") == SUPPRESSED if policy.round_to <= 1 else pl.col("shown") != "?"
     return result.filter(
-        (pl.col("shown") != "?")
-        & (pl.col("exact") > 0)
-        & (pl.col("shown") != "0")
-        & (pl.col("min") == pl.col("max"))
+        hidden & (pl.col("exact") > 0) & (pl.col("shown") != "0") & (pl.col("min") == pl.col("max"))
     )
 
 
@@ -861,3 +867,243 @@ def test_model_card_calibration_rates_come_from_protected_counts():
         if round(e / n, 4) == round(pub["observed_rate"][0], 4)
     }
     assert (127, 23) not in n_candidates
+
+
+# ------------------------------------------------------------------------------ pyramid
+
+
+def cube_cells(
+    exact: pl.DataFrame, shown: pl.DataFrame, keys: list[str]
+) -> tuple[pl.DataFrame, list[tuple[int, list[int]]]]:
+    """Cells of a table over ``keys`` and every margin (sums over any subset of the keys,
+    taken as published elsewhere: ``?``), with the equations linking them."""
+    base = [tuple(r) for r in exact.select(keys).iter_rows()]
+    value = dict(zip(base, exact["n"].to_list(), strict=True))
+    text = dict(zip(base, shown["n"].cast(pl.String).fill_null(SUPPRESSED).to_list(), strict=True))
+    cells: dict[tuple, int] = {}
+    for k in base:
+        for mask in range(1 << len(keys)):
+            agg = tuple("*all*" if mask >> j & 1 else v for j, v in enumerate(k))
+            cells[agg] = cells.get(agg, 0) + value[k]
+    order = sorted(cells, key=str)
+    index = {k: i for i, k in enumerate(order)}
+    groups: dict[tuple, list[int]] = {}
+    for k in order:
+        for j in range(len(keys)):
+            if k[j] != "*all*":
+                parent = (*k[:j], "*all*", *k[j + 1 :])
+                groups.setdefault((j, parent), []).append(index[k])
+    eqs = [(index[parent], ch) for (_, parent), ch in groups.items()]
+    frame = pl.DataFrame(
+        {
+            "key": [str(k) for k in order],
+            "exact": [cells[k] for k in order],
+            "shown": [text.get(k, "?") for k in order],
+        }
+    )
+    return frame, eqs
+
+
+def _pcn_patients(seed: int, n: int) -> pl.DataFrame:
+    from segmentation.bridges import segment_names
+
+    rng = np.random.default_rng(seed)
+    names = segment_names()
+    return pl.DataFrame(
+        {
+            "age": rng.integers(0, 100, n),
+            "sex": [str(x) for x in rng.choice(["F", "M", "U"], n, p=[0.5, 0.48, 0.02])],
+            "segment": [str(x) for x in rng.choice(names, n, p=_segment_shares(len(names)))],
+        }
+    )
+
+
+def _segment_shares(k: int) -> list[float]:
+    w = np.array([0.02, 0.03, 0.05, 0.1, 0.2, 0.05, 0.55][:k], float)
+    w = np.resize(w, k) if len(w) < k else w
+    return list(w / w.sum())
+
+
+#: the policy with rounding switched off (PHM_SDC_ROUND_TO=1): only suppression protects
+UNROUNDED = DisclosurePolicy(suppress_max=7, round_to=1, min_rate_events=10)
+
+
+@pytest.mark.parametrize(("seed", "policy"), [(1, POLICY), (2, POLICY), (1, UNROUNDED)])
+def test_population_pyramid_resists_differencing(seed, policy):
+    from segmentation.bridges import segment_names
+    from segmentation.report import pyramid_counts
+
+    names = segment_names()
+    sub = _pcn_patients(seed, 700)
+    counts = pyramid_counts(sub, names, policy)
+    keys = ["sex", "band", "segment"]
+    assert set(counts["sex"]) == {"F", "M"}
+    assert int(counts["n"].sum()) == sub.filter(pl.col("sex") != "U").height
+    # every shown value is the count rounded; 1-7 never shown
+    vis = counts.filter(pl.col("shown").is_not_null())
+    assert all(rounded_value(n, policy) == v for n, v in vis.select("n", "shown").iter_rows())
+    assert counts.filter(pl.col("n") <= 7)["shown"].null_count() == (counts["n"] <= 7).sum()
+    cells, eqs = cube_cells(counts, counts.select(pl.col("shown").alias("n")), keys)
+    leaked = set(recovered(interval_attack(cells, eqs, policy), policy)["key"])
+    if policy.round_to > 1:
+        assert not leaked
+    else:
+        # unrounded, a few 1s are pinned even if every non-zero cell were hidden (three
+        # cells of at least 1 under a small margin); nothing else is recovered
+        every = counts.select(pl.when(pl.col("n") > 0).then(None).otherwise(0).alias("n"))
+        pinned = recovered(interval_attack(*cube_cells(counts, every, keys), policy), policy)
+        assert leaked <= set(pinned["key"]), leaked - set(pinned["key"])
+    assert (cells["shown"] == SUPPRESSED).sum() > (counts["n"] <= 7).sum()  # complements
+    # cell by cell (1-7 hidden, others rounded: the way before) the attacker recovers
+    # suppressed cells by differencing when counts are not rounded
+    naive = counts.select(
+        pl.when(pl.col("n") <= 7)
+        .then(None)
+        .otherwise(pl.col("n").map_elements(lambda v: rounded_value(v, policy), pl.Int64))
+        .alias("n")
+    )
+    naive_leaks = recovered(interval_attack(*cube_cells(counts, naive, keys), policy), policy)
+    if policy.round_to == 1:
+        assert set(naive_leaks["key"]) - set(pinned["key"])
+
+
+def test_pyramid_png_marks_suppressed_bars(tmp_path):
+    from segmentation.bridges import segment_names
+    from segmentation.report import _pyramid, pyramid_counts
+
+    names = segment_names()
+    sub = _pcn_patients(3, 400)
+    assert pyramid_counts(sub, names, POLICY)["shown"].null_count() > 0
+    path = tmp_path / "p.png"
+    _pyramid(sub, "U1", names, path, POLICY)
+    first = path.read_bytes()
+    _pyramid(sub, "U1", names, path, POLICY)
+    assert path.read_bytes() == first and first[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------------------------------------ impact
+
+
+def _monthly_caseload(seed: int) -> pl.DataFrame:
+    """One PCN's caseload_monthly rows over 14 months, some months with a handful of
+    referrals."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(14):
+        month = dt.date(2025 + (9 + i) // 12, (9 + i) % 12 + 1, 1)
+        n = int(rng.choice([3, 9, 12, 14, 22, 31]))
+        statuses = rng.multinomial(n, [0.5, 0.3, 0.2])
+        sources = rng.multinomial(n, [0.7, 0.3])
+        first = int(rng.integers(0, n + 1))
+        rows.append((month, "referrals", "all", n, None))
+        for cat, k in zip(["contacted", "declined", "waiting"], statuses, strict=True):
+            if k:
+                rows.append((month, "status", cat, int(k), None))
+        for cat, k in zip(["gp", "self"], sources, strict=True):
+            if k:
+                rows.append((month, "source", cat, int(k), None))
+        rows.append((month, "contact_attempts", "mean", n, 1.5))
+        if first:
+            rows.append((month, "days_to_first_contact", "mean", first, 9.0))
+            rows.append((month, "days_to_first_contact", "median", first, 8.0))
+        rows.append((month, "reason", "frailty", int(rng.integers(1, n + 1)), None))
+    df = pl.DataFrame(
+        rows,
+        schema={
+            "month": pl.Date,
+            "dimension": pl.String,
+            "category": pl.String,
+            "n": pl.Int64,
+            "value": pl.Float64,
+        },
+        orient="row",
+    )
+    den = df.filter(pl.col("dimension") == "referrals").select("month", pl.col("n").alias("d"))
+    return df.join(den, on="month").select(
+        pl.lit("U1").alias("pcn_code"),
+        "month",
+        "dimension",
+        "category",
+        "n",
+        pl.col("d").alias("denominator"),
+        "value",
+    )
+
+
+def caseload_cells(
+    raw: pl.DataFrame, monthly: pl.DataFrame, totals: pl.DataFrame, start: str
+) -> tuple[pl.DataFrame, list[tuple[int, list[int]]]]:
+    """The attacker's cells: every monthly row and every 12-month total row, with the
+    equations a reader knows: the months of the period add up to the total; per month (and
+    for the total) the statuses / sources add up to the referrals; the mean of contact
+    attempts counts the referrals; the median of days counts what the mean does."""
+    exact = {
+        (str(m), d, c): n
+        for m, d, c, n in raw.select("month", "dimension", "category", "n").iter_rows()
+    }
+    keys, ex, sh = [], [], []
+    for m, d, c, n in monthly.select("month", "dimension", "category", "n").iter_rows():
+        keys.append((m, d, c))
+        ex.append(exact[(m, d, c)])
+        sh.append(n)
+    in_window = [k for k in keys if k[0] >= start and k[2] != "median"]
+    for d, c, n in totals.select("dimension", "category", "n").iter_rows():
+        keys.append(("total", d, c))
+        ex.append(sum(exact[k] for k in in_window if k[1:] == (d, c)))
+        sh.append(n)
+    index = {k: i for i, k in enumerate(keys)}
+    eqs = []
+    for d, c in {k[1:] for k in keys if k[0] == "total"}:
+        eqs.append((index[("total", d, c)], [index[k] for k in in_window if k[1:] == (d, c)]))
+    for period in {k[0] for k in keys}:
+        ref = index[(period, "referrals", "all")]
+        for dim in ("status", "source"):
+            eqs.append((ref, [i for k, i in index.items() if k[0] == period and k[1] == dim]))
+        eqs.append((ref, [index[(period, "contact_attempts", "mean")]]))
+        if (period, "days_to_first_contact", "median") in index:
+            mean = index[(period, "days_to_first_contact", "mean")]
+            eqs.append((mean, [index[(period, "days_to_first_contact", "median")]]))
+    cells = pl.DataFrame({"key": [str(k) for k in keys], "exact": ex, "shown": sh})
+    return cells, eqs
+
+
+@pytest.mark.parametrize(("seed", "policy"), [(0, POLICY), (1, POLICY), (2, POLICY), (2, UNROUNDED)])
+def test_impact_monthly_rows_resist_differencing_against_the_period_totals(seed, policy):
+    from phm.impact.report import caseload_table, caseload_totals
+
+    raw = _monthly_caseload(seed)
+    extract = dt.date(2026, 11, 20)
+    start = "2025-12-01"
+    totals = caseload_totals(raw, "U1", extract, 12, policy)
+    monthly = caseload_table(raw, "U1", policy, extract_date=extract)
+    assert monthly.height == raw.height and totals.height > 5
+    # the referrals column is shown as the month's referrals row
+    refs = monthly.filter(pl.col("dimension") == "referrals").select(
+        "month", pl.col("n").alias("r")
+    )
+    assert monthly.join(refs, on="month").filter(pl.col("referrals") != pl.col("r")).is_empty()
+    assert (monthly["n"] == SUPPRESSED).sum() > ((raw["n"] >= 1) & (raw["n"] <= 7)).sum()
+
+    def leaks(months: pl.DataFrame, total: pl.DataFrame) -> set[str]:
+        cells, eqs = caseload_cells(raw, months, total, start)
+        return set(recovered(interval_attack(cells, eqs, policy), policy)["key"])
+
+    leaked = leaks(monthly, totals)
+    if policy.round_to > 1:
+        assert not leaked
+        return
+    # unrounded: only what stays pinned if every non-zero count were hidden
+    every = {
+        "months": monthly.with_columns(
+            pl.when(raw["n"] > 0).then(pl.lit(SUPPRESSED)).otherwise(pl.lit("0")).alias("n")
+        ),
+        "total": totals.with_columns(
+            pl.when(pl.col("n") != "0").then(pl.lit(SUPPRESSED)).otherwise(pl.col("n")).alias("n")
+        ),
+    }
+    pinned = leaks(every["months"], every["total"])
+    assert leaked <= pinned, leaked - pinned
+    # the months protected without their total: a suppressed month is the total minus the
+    # other months
+    alone = caseload_table(raw, "U1", policy)
+    assert leaks(alone, totals) - pinned
