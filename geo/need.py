@@ -21,8 +21,10 @@ registered patient) and ``marts.cohort_members``:
 Raw tables (internal, exact numbers): ``geo.need_by_lsoa``, ``geo.need_by_msoa``,
 ``geo.need_by_imd_decile``,
 ``geo.need_by_imd_quintile``. Published tables (``..._published``, :func:`publish`): every
-count through :func:`phm.disclosure.protect_table` (text: ``*`` or rounded; primary and
-secondary suppression over ALL > PCN and the areas of each PCN), every rate, percentage and
+count protected JOINTLY across the four tables (:func:`protect_need_counts`, through
+:func:`phm.disclosure.protect_linked_tables`; text: ``*`` or rounded; primary and secondary
+suppression over ALL > PCN, the areas of each PCN, and the nesting of the levels: an MSOA or
+decile is the sum of its LSOAs, a quintile of its two deciles), every rate, percentage and
 limit recomputed from the protected counts (DSRs from per-age-band counts rounded to 5) and
 shown through :func:`phm.disclosure.protect_rate` (null when a count it rests on is
 suppressed or the protected numerator is below 10), rounded to 1 decimal place. Only

@@ -19,6 +19,16 @@ Policy (docs/security.md, "Disclosure control"):
   as an attacker differencing rows would do) hides more cells until no suppressed or rounded
   count has a single value consistent with everything published. Rounding alone is not
   enough: four children of 12 (shown 10) under a parent of 48 (shown 50) are all recovered.
+* **Across tables** (:func:`protect_linked_tables`): tables that add up across each other are
+  protected as ONE system of cells and equations (the same rule and audit over every equation
+  at once), since tables sharing totals can be differenced against each other (ONS). Protected
+  together: the four need tables (LSOA, MSOA, IMD decile, IMD quintile: partitions of the same
+  patients per PCN, an MSOA or decile the sum of its LSOAs, a quintile of its deciles, one PCN
+  total for all four; :func:`geo.need.protect_need_counts`); a PCN's impact caseload months
+  with their 12-month totals (:mod:`phm.impact.report`). The population pyramid's age band x
+  sex x segment cells go through :func:`protect_table` with margins over all three keys.
+  Both front ends build a :class:`CellSystem` (cells published here, published elsewhere, or
+  hidden; equations; tie-break rank) and suppress each count column on it.
 
 Configure with ``PHM_SDC_SUPPRESS_MAX`` (default 7), ``PHM_SDC_ROUND_TO`` (default 5) and
 ``PHM_SDC_MIN_RATE_EVENTS`` (default 10).

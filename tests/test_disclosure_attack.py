@@ -1067,7 +1067,9 @@ def caseload_cells(
     return cells, eqs
 
 
-@pytest.mark.parametrize(("seed", "policy"), [(0, POLICY), (1, POLICY), (2, POLICY), (2, UNROUNDED)])
+@pytest.mark.parametrize(
+    ("seed", "policy"), [(0, POLICY), (1, POLICY), (2, POLICY), (2, UNROUNDED)]
+)
 def test_impact_monthly_rows_resist_differencing_against_the_period_totals(seed, policy):
     from phm.impact.report import caseload_table, caseload_totals
 

@@ -4,8 +4,11 @@ Self-contained: no JavaScript, no external files; charts are PNG images embedded
 (matplotlib, Agg backend, ``text.usetex`` off and every label with ``$`` escaped so that no
 name is parsed as mathtext). Every delivered string is HTML-escaped.
 
-Disclosure control: every count goes through :func:`phm.disclosure.protect_count` (1-7
-shown as ``*``, others rounded to 5, by default); shares are computed from the rounded
+Disclosure control: every count is shown as ``*`` (1-7) or rounded to 5 (by default); the
+caseload counts of a PCN (monthly rows and the 12-month totals, which they add up to) go
+through :func:`phm.disclosure.protect_linked_tables` together, so no suppressed month or
+category can be recovered by differencing (:func:`caseload_table`, :func:`caseload_totals`);
+shares are computed from the rounded
 counts and shown only when the count is shown and the denominator is at least
 ``MIN_PEOPLE``; any mean, estimate or interval resting on fewer than ``MIN_PEOPLE`` people
 is not shown. Outputs are byte-identical for the same inputs.
