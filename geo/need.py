@@ -506,23 +506,24 @@ def area_mapping(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
         f"SELECT DISTINCT {', '.join(f'{sql} AS {lvl}' for lvl, sql in cols.items())} "
         f"FROM {PATIENTS_TABLE} pm"
     ).pl()
+    check_area_mapping(mapping)
+    return mapping.sort("lsoa", nulls_last=True)
+
+
+def check_area_mapping(mapping: pl.DataFrame) -> None:
+    """Raise ``ValueError`` unless every LSOA has one MSOA and one IMD group and every decile
+    one quintile (the message names no value)."""
     if mapping.select("lsoa").is_duplicated().any():
         raise ValueError(
             f"{PATIENTS_TABLE}: some LSOA has more than one MSOA or IMD group; the need tables "
             "cannot be protected jointly"
         )
-    if (
-        mapping.select("imd_decile", "imd_quintile")
-        .unique()
-        .select("imd_decile")
-        .is_duplicated()
-        .any()
-    ):
+    deciles = mapping.select("imd_decile", "imd_quintile").unique()
+    if deciles.select("imd_decile").is_duplicated().any():
         raise ValueError(
             f"{PATIENTS_TABLE}: some IMD decile has more than one IMD quintile; the need "
             "tables cannot be protected jointly"
         )
-    return mapping.sort("lsoa", nulls_last=True)
 
 
 def _rows(df: pl.DataFrame, table: str, area: str | None = None) -> pl.DataFrame:
@@ -631,6 +632,7 @@ def protect_need_counts(
         .agg(pl.col(c).fill_null(0).sum() for c in counts)
         .sort("pcn_code")
     )
+    check_area_mapping(mapping)
     links = need_links(raw, mapping, totals)
     return protect_linked_tables(
         raw, counts, links, elsewhere={PCN_TOTALS: totals}, policy=policy, as_text=False

@@ -489,7 +489,7 @@ def test_need_mapping_must_be_a_function():
     assert "E01000001" not in str(err.value)
     # the tables protected against a broken mapping: refused, not guessed
     bad = pl.concat([mapping, mapping.head(1).with_columns(pl.lit("M2").alias("msoa"))])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="more than one MSOA"):
         protect_need_counts(raw, bad, POLICY, prevalences=(), rates=())
 
 
