@@ -340,7 +340,8 @@ def _suppress_column(system: CellSystem, x: np.ndarray, p: DisclosurePolicy) -> 
     # count first, ties by key
     order = np.lexsort((cube.rank[m_cell], x[m_cell], m_parent, m_eq))
     starts = np.searchsorted(m_eq[order], np.arange(n_eq + 1))
-    eq_cells = [m_cell[order][starts[e] : starts[e + 1]] for e in range(n_eq)]
+    ordered = m_cell[order]
+    eq_cells = [ordered[starts[e] : starts[e + 1]] for e in range(n_eq)]
     by_cell = np.argsort(m_cell, kind="stable")
     cell_starts = np.searchsorted(m_cell[by_cell], np.arange(len(x) + 1))
 
