@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from pathlib import Path
 
 import duckdb
 import polars as pl
@@ -14,6 +15,15 @@ from phm.delivery import Delivery, read_table_checked
 from phm.warehouse import DELIVERY_TABLE, ensure_schemas, write_table
 
 log = logging.getLogger("phm.ingest")
+
+
+def _scratch_folder(con: duckdb.DuckDBPyConnection) -> Path | None:
+    """Where a delivery file's private copy is parsed: beside the warehouse file (inside the
+    pipeline's owner-only home), or the system's temporary folder for an in-memory database."""
+    row = con.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchone()
+    return Path(row[0]).resolve().parent if row and row[0] else None
 
 
 def load_raw(con: duckdb.DuckDBPyConnection, delivery: Delivery) -> dict[str, int]:
@@ -28,6 +38,7 @@ def load_raw(con: duckdb.DuckDBPyConnection, delivery: Delivery) -> dict[str, in
     as null), which the data-quality report lists.
     """
     ensure_schemas(con)
+    scratch = _scratch_folder(con)
     counts: dict[str, int] = {}
     missing: dict[str, list[str]] = {}
     con.execute("BEGIN TRANSACTION")
@@ -35,7 +46,7 @@ def load_raw(con: duckdb.DuckDBPyConnection, delivery: Delivery) -> dict[str, in
         for table in TABLE_NAMES:
             t0 = time.perf_counter()
             entry = delivery.entries[table]
-            df, absent = read_table_checked(entry)
+            df, absent = read_table_checked(entry, scratch)
             if absent:
                 missing[table] = absent
             counts[table] = write_table(con, f"raw.{table}", df)
