@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import logging
 import os
 import re
+import tempfile
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -31,7 +32,7 @@ from phm.contract import (
     TABLE_NAMES,
     TABLES,
 )
-from phm.manifest import count_csv_rows_bytes
+from phm.manifest import _count_chunk
 
 log = logging.getLogger("phm.delivery")
 
@@ -212,94 +213,164 @@ def _check_inside(entry: ManifestEntry) -> None:
         raise DeliveryError(path, "is a symbolic link pointing outside the delivery: refused")
 
 
-def _gunzip_bounded(path: Path, data: bytes) -> bytes:
-    """Decompress ``data`` (a gzip file, possibly several members) in bounded steps; a file
-    expanding beyond ``PHM_MAX_DECOMPRESSION_RATIO`` times its size is refused."""
-    limit = max(int(len(data) * max_decompression_ratio()), _DECOMPRESSION_FLOOR)
-    out = bytearray()
-    rest = data
-    try:
-        while rest:
-            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            buf = rest
-            while buf:
-                out += d.decompress(buf, _CHUNK)
-                if len(out) > limit:
-                    raise DeliveryError(
-                        path,
-                        f"decompresses to more than {limit:,} bytes (over "
-                        f"{max_decompression_ratio():g} times its size): refused as a "
-                        "possible gzip bomb (PHM_MAX_DECOMPRESSION_RATIO)",
-                    )
-                buf = d.unconsumed_tail
-            if not d.eof:
-                raise DeliveryError(path, "unreadable file (gzip stream is truncated)")
-            rest = d.unused_data
-    except zlib.error:
-        raise DeliveryError(path, "unreadable file (not valid gzip)") from None
-    return bytes(out)
+class _BoundedGunzip:
+    """Streaming gzip decompression (several members allowed) in bounded steps; stops at the
+    first fault (expansion beyond ``limit`` bytes, invalid or truncated gzip) and records it,
+    so the caller can check the file's sha256 first: a truncated or corrupt file is reported
+    as such, not as the decompression fault it causes."""
+
+    def __init__(self, path: Path, limit: int):
+        self.path = path
+        self.limit = limit
+        self.total = 0
+        self.fault: DeliveryError | None = None
+        self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._pending = False  # the current member has been fed bytes
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        if self.fault is not None:
+            return
+        try:
+            while data:
+                self._pending = True
+                while True:
+                    piece = self._d.decompress(data, _CHUNK)
+                    self.total += len(piece)
+                    if self.total > self.limit:
+                        self.fault = DeliveryError(
+                            self.path,
+                            f"decompresses to more than {self.limit:,} bytes (over "
+                            f"{max_decompression_ratio():g} times its size): refused as a "
+                            "possible gzip bomb (PHM_MAX_DECOMPRESSION_RATIO)",
+                        )
+                        return
+                    if piece:
+                        yield piece
+                    if self._d.eof:
+                        break
+                    data = self._d.unconsumed_tail
+                    if not data and len(piece) < _CHUNK:
+                        return  # all input consumed, nothing more buffered
+                # end of a member: whatever follows starts the next one
+                data = self._d.unused_data
+                self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self._pending = False
+        except zlib.error:
+            self.fault = DeliveryError(self.path, "unreadable file (not valid gzip)")
+
+    def finish(self) -> None:
+        if self.fault is None and self._pending and not self._d.eof:
+            self.fault = DeliveryError(self.path, "unreadable file (gzip stream is truncated)")
 
 
-@dataclass(frozen=True)
-class _Content:
-    """A delivery file read once: the bytes that were hashed are the bytes parsed."""
+class _CsvRows:
+    """Data rows of CSV text fed in pieces (:func:`phm.manifest.count_csv_rows`: newlines
+    outside quoted fields), and the line on which a quoted field left open was opened."""
 
-    data: bytes  # decompressed for .csv.gz
-    rows: int
+    def __init__(self) -> None:
+        self.newlines = 0  # outside quotes
+        self.all_newlines = 0
+        self.in_quotes = False
+        self.opened_line = 0
+        self.last = b""
+
+    def feed(self, data: bytes) -> None:
+        for start in range(0, len(data), _CHUNK):
+            chunk = data[start : start + _CHUNK]
+            n, self.in_quotes, at = _count_chunk(chunk, self.in_quotes)
+            self.newlines += n
+            if at >= 0:
+                self.opened_line = self.all_newlines + chunk.count(b"\n", 0, at) + 1
+            self.all_newlines += chunk.count(b"\n")
+            if chunk:
+                self.last = chunk[-1:]
+
+    @property
+    def rows(self) -> int:
+        records = self.newlines + (1 if self.last not in (b"", b"\n") else 0)
+        return max(records - 1, 0)
 
 
-def _read_verified(entry: ManifestEntry) -> _Content:
-    """Read the file once, check its sha256 and row count against the manifest and return
-    those very bytes (decompressed), so nothing can change between check and parse."""
+def _verified_copy(entry: ManifestEntry, copy_to: Path | None = None) -> int:
+    """Read the file once, in chunks: hash it and, for a CSV, count its rows (decompressing a
+    .csv.gz in bounded steps) and, when ``copy_to`` is given, write the (decompressed) bytes to
+    that private file as they are hashed. Then check sha256, decompression and row count
+    against the manifest; returns the row count.
+
+    The copy is what gets parsed, so the bytes parsed are the bytes hashed, the file is read
+    once and never held in memory whole."""
     path = entry.file
     _check_inside(entry)
+    is_parquet = path.name.endswith(".parquet")
+    digest = hashlib.sha256()
+    counter = None if is_parquet else _CsvRows()
+    gunzip = None
+    out = open(copy_to, "xb") if copy_to is not None else None  # noqa: SIM115
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError as e:
-        raise DeliveryError(path, "file listed in the manifest is missing") from e
-    except OSError as e:
-        raise DeliveryError(path, f"unreadable file ({e.strerror or e})") from e
-    if hashlib.sha256(raw).hexdigest() != entry.sha256:
+        try:
+            f = open(path, "rb")  # noqa: SIM115
+        except FileNotFoundError as e:
+            raise DeliveryError(path, "file listed in the manifest is missing") from e
+        except OSError as e:
+            raise DeliveryError(path, f"unreadable file ({e.strerror or e})") from e
+        with f:
+            if path.name.endswith(".gz"):
+                size = os.fstat(f.fileno()).st_size
+                limit = max(int(size * max_decompression_ratio()), _DECOMPRESSION_FLOOR)
+                gunzip = _BoundedGunzip(path, limit)
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+                pieces = gunzip.feed(chunk) if gunzip is not None else (chunk,)
+                for piece in pieces:
+                    if counter is not None:
+                        counter.feed(piece)
+                    if out is not None:
+                        out.write(piece)
+        if gunzip is not None:
+            gunzip.finish()
+    finally:
+        if out is not None:
+            out.close()
+    if digest.hexdigest() != entry.sha256:
         raise DeliveryError(path, "sha256 differs from the manifest: truncated or corrupt delivery")
-    if path.name.endswith(".parquet"):
-        import pyarrow as pa
+    if gunzip is not None and gunzip.fault is not None:
+        raise gunzip.fault
+    if counter is None:
         import pyarrow.parquet as pq
 
         try:
-            rows = pq.ParquetFile(pa.BufferReader(raw)).metadata.num_rows
+            rows = pq.ParquetFile(copy_to if copy_to is not None else path).metadata.num_rows
         except Exception as e:
             raise DeliveryError(path, _read_fault(e)) from None
-        data = raw
     else:
-        data = _gunzip_bounded(path, raw) if path.name.endswith(".gz") else raw
-        rows, open_quote_at = count_csv_rows_bytes(data)
-        if open_quote_at is not None:
-            line = data.count(b"\n", 0, open_quote_at) + 1
+        if counter.in_quotes:
             raise DeliveryError(
                 path,
-                f"unbalanced quote: the quoted field opened on line {line} is never closed",
+                f"unbalanced quote: the quoted field opened on line {counter.opened_line} "
+                "is never closed",
             )
+        rows = counter.rows
     if rows != entry.rows:
         raise DeliveryError(
             path, f"has {rows} data rows but the manifest says {entry.rows}: truncated or corrupt"
         )
-    return _Content(data, rows)
+    return rows
 
 
 def verify_files(delivery: Delivery) -> None:
     """Every listed file exists inside the delivery, matches its manifest sha256 and row count,
-    and decompresses within bounds. :func:`read_table_checked` checks the bytes it parses
-    again (a file replaced after this check is caught there)."""
+    and decompresses within bounds (each file read once, in chunks, nothing kept).
+    :func:`read_table_checked` checks the bytes it parses again (a file replaced after this
+    check is caught there)."""
     for entry in delivery.entries.values():
         t0 = time.perf_counter()
-        content = _read_verified(entry)
+        rows = _verified_copy(entry)
         log.info(
             "verified %s: %d rows, sha256 ok (%.1fs)",
             entry.file.name,
-            content.rows,
+            rows,
             time.perf_counter() - t0,
         )
-        del content
 
 
 def open_delivery(root: Path, delivery: str | date | None = None) -> Delivery:
@@ -310,16 +381,19 @@ def open_delivery(root: Path, delivery: str | date | None = None) -> Delivery:
     return d
 
 
-def _header_names(entry: ManifestEntry, content: _Content) -> list[str]:
+def _header_names(entry: ManifestEntry, copy: Path) -> list[str]:
     """The column names exactly as delivered (polars would rename duplicates)."""
     path = entry.file
     if path.name.endswith(".parquet"):
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return list(pq.read_schema(pa.BufferReader(content.data)).names)
-    end = content.data.find(b"\n")
-    first = content.data[: end if end >= 0 else len(content.data)]
+        try:
+            return list(pq.read_schema(copy).names)
+        except Exception as e:
+            raise DeliveryError(path, _read_fault(e)) from None
+    with open(copy, "rb") as f:
+        first = f.readline()
+    first = first[:-1] if first.endswith(b"\n") else first
     try:
         text = first.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -349,10 +423,10 @@ def _check_header(entry: ManifestEntry, names: list[str]) -> None:
         )
 
 
-def _parquet_as_strings(entry: ManifestEntry, data: bytes) -> pl.DataFrame:
+def _parquet_as_strings(entry: ManifestEntry, copy: Path) -> pl.DataFrame:
     """Parquet as text like a CSV; a contract ``date`` column stored as a timestamp is taken as
     its date when every value is at midnight, otherwise the file is refused."""
-    df = pl.read_parquet(io.BytesIO(data))
+    df = pl.read_parquet(copy)
     contract = TABLES[entry.table]
     date_columns = {c.name for c in contract.columns if c.type == "date"}
     out = []
@@ -383,37 +457,40 @@ def _parquet_as_strings(entry: ManifestEntry, data: bytes) -> pl.DataFrame:
     return df.select(out)
 
 
-def read_table(entry: ManifestEntry) -> pl.DataFrame:
+def read_table(entry: ManifestEntry, workdir: Path | str | None = None) -> pl.DataFrame:
     """A table exactly as delivered: every column as text (empty field = null) plus
     ``_row_number`` (1-based data row in the file). Unknown extra columns are kept.
 
     A missing optional (v2) column is added as all null; see :func:`read_table_checked` for
     which ones were missing."""
-    return read_table_checked(entry)[0]
+    return read_table_checked(entry, workdir)[0]
 
 
-def read_table_checked(entry: ManifestEntry) -> tuple[pl.DataFrame, list[str]]:
+def read_table_checked(
+    entry: ManifestEntry, workdir: Path | str | None = None
+) -> tuple[pl.DataFrame, list[str]]:
     """:func:`read_table` and the optional (later contract version) columns the file lacks,
-    in contract order; those columns are in the frame, all null."""
+    in contract order; those columns are in the frame, all null.
+
+    The file is read once: hashed while copied (decompressed) to a private temporary file in
+    ``workdir`` (default the system's temporary folder; a folder only the pipeline's user can
+    read), which is checked against the manifest, parsed, and deleted."""
     path = entry.file
-    content = _read_verified(entry)
-    _check_header(entry, _header_names(entry, content))
-    try:
-        if path.name.endswith(".parquet"):
-            df = _parquet_as_strings(entry, content.data)
-        else:
-            df = pl.read_csv(
-                io.BytesIO(content.data),
-                infer_schema=False,
-                encoding="utf8",
-                raise_if_empty=False,
-            )
-    except DeliveryError:
-        raise
-    except Exception as e:
-        # ``from None``: the reader's message (and so its traceback in the Dagster event log)
-        # can quote the content of a field, i.e. a delivered value
-        raise DeliveryError(path, _read_fault(e)) from None
+    with tempfile.TemporaryDirectory(prefix="phm-ingest-", dir=workdir) as scratch:
+        copy = Path(scratch) / ("table.parquet" if path.name.endswith(".parquet") else "table.csv")
+        _verified_copy(entry, copy)
+        _check_header(entry, _header_names(entry, copy))
+        try:
+            if path.name.endswith(".parquet"):
+                df = _parquet_as_strings(entry, copy)
+            else:
+                df = pl.read_csv(copy, infer_schema=False, encoding="utf8", raise_if_empty=False)
+        except DeliveryError:
+            raise
+        except Exception as e:
+            # ``from None``: the reader's message (and so its traceback in the Dagster event
+            # log) can quote the content of a field, i.e. a delivered value
+            raise DeliveryError(path, _read_fault(e)) from None
     # strip a BOM polars may leave on the first header and stray spaces around names
     df = df.rename({c: c.lstrip("\ufeff").strip() for c in df.columns})
     contract = TABLES[entry.table]

@@ -117,7 +117,12 @@ def ensure_schemas(con: duckdb.DuckDBPyConnection) -> None:
 
 def write_table(con: duckdb.DuckDBPyConnection, name: str, df: pl.DataFrame | pa.Table) -> int:
     """Replace table ``name`` (``schema.table``) with a polars frame or an Arrow table, in the
-    caller's transaction if any; returns its row count. The one frame-to-table writer."""
+    caller's transaction if any; returns its row count. The one frame-to-table writer.
+
+    A polars frame goes in as Arrow with plain (large) strings: DuckDB reads those about
+    three times faster than polars' string views (measured on a 3.7-million-row table)."""
+    if isinstance(df, pl.DataFrame):
+        df = df.to_arrow(compat_level=pl.CompatLevel.oldest())
     view = "__phm_frame"
     con.register(view, df)
     try:

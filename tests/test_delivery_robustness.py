@@ -4,6 +4,8 @@ file fails the delivery clearly, naming the file, before anything is committed."
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
 import os
 from datetime import date, datetime
 
@@ -201,3 +203,69 @@ def test_phm_run_select_raw_practices_works(tmp_path, monkeypatch, capsys):
         == 1
     )
     assert "no such asset: raw/no_such_table" in capsys.readouterr().err
+
+
+def _set_manifest_entry(folder, table: str, **fields) -> None:
+    path = folder / "_manifest.json"
+    m = json.loads(path.read_text(encoding="utf-8"))
+    m["files"][table].update(fields)
+    path.write_text(json.dumps(m), encoding="utf-8")
+
+
+def test_a_gzip_of_several_members_reads_like_the_csv(tmp_path):
+    make_delivery(tmp_path / "csv")
+    folder = make_delivery(tmp_path / "gz", fmt="csv.gz")
+    text = gzip.decompress((folder / "sus_op.csv.gz").read_bytes())
+    cut = text.index(b"\n") + 1  # header in one member, the rows in another
+    (folder / "sus_op.csv.gz").write_bytes(gzip.compress(text[:cut]) + gzip.compress(text[cut:]))
+    remanifest(folder)
+    a = read_table(open_delivery(tmp_path / "csv").entries["sus_op"])
+    b = read_table(open_delivery(tmp_path / "gz").entries["sus_op"])
+    assert b.height == len(default_rows()["sus_op"]) and a.equals(b)
+
+
+def test_a_truncated_gzip_listed_with_its_own_sha256_is_refused(tmp_path):
+    folder = make_delivery(tmp_path, fmt="csv.gz")
+    path = folder / "sus_op.csv.gz"
+    data = path.read_bytes()[:-12]  # the deflate end and the gzip trailer are missing
+    path.write_bytes(data)
+    _set_manifest_entry(folder, "sus_op", sha256=hashlib.sha256(data).hexdigest())
+    with pytest.raises(DeliveryError, match=r"sus_op\.csv\.gz: unreadable file \(gzip stream is"):
+        open_delivery(tmp_path)
+
+
+def test_a_gzip_bomb_with_a_wrong_sha256_is_reported_as_corrupt(tmp_path, monkeypatch):
+    """The sha256 is judged first: a file that is not what the manifest lists is corrupt,
+    whatever it decompresses to."""
+    folder = make_delivery(tmp_path, fmt="csv.gz")
+    (folder / "ppn.csv.gz").write_bytes(gzip.compress(b"nhs_number\n" + b"0" * (20 << 20)))
+    monkeypatch.setenv("PHM_MAX_DECOMPRESSION_RATIO", "2")
+    with pytest.raises(DeliveryError, match=r"ppn\.csv\.gz: sha256 differs"):
+        open_delivery(tmp_path)
+
+
+def test_an_unbalanced_quote_past_the_first_chunk_names_its_line(tmp_path):
+    folder = make_delivery(tmp_path)
+    header = "asset_id,name,category,latitude,longitude,lsoa11_code\n"
+    rows = [f"CA{i},Hall {i},social_activity,52.6,-1.1,\n" for i in range(40_000)]  # ~1.5 MiB
+    rows[30_000] = 'CA30000,"Hall,social_activity,52.6,-1.1,\n'
+    _csv(folder, "community_assets", header + "".join(rows))
+    with pytest.raises(DeliveryError, match=r"opened on line 30002 is never closed"):
+        open_delivery(tmp_path)
+
+
+def test_the_private_copy_is_parsed_beside_the_warehouse_and_removed(tmp_path):
+    """Ingest copies each file (as hashed) into the warehouse's folder to parse it; no copy
+    is left behind, after a good delivery or a refused one."""
+    make_delivery(tmp_path / "good")
+    bad = make_delivery(tmp_path / "bad", extract_date=D2)
+    _csv(bad, "ppn", "nhs_number,nhs_number\n1,2\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    con = duckdb.connect(str(home / "warehouse.duckdb"))
+    counts = load_raw(con, open_delivery(tmp_path / "good"))
+    assert counts["gp_patients"] == len(default_rows()["gp_patients"])
+    with pytest.raises(DeliveryError, match="duplicate column"):
+        load_raw(con, open_delivery(tmp_path / "bad"))
+    con.close()
+    assert not [p.name for p in home.iterdir() if p.name.startswith("phm-ingest-")]

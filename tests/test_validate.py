@@ -613,3 +613,48 @@ def test_synthetic_delivery_is_valid_but_for_its_faults():
     for t in ("practices", "gp_patients", "sus_apc", "sus_ecds", "sus_op", "ppn", "sp_referrals"):
         assert res[t].rows_quarantined == 0, (t, res[t].quarantine.head(3))
     assert 0 < res["gp_events"].rows_quarantined < 0.01 * raw["gp_events"].height
+
+
+def _warehouse_with(raw: pl.DataFrame) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    for s in ("raw", "staging", "quarantine"):
+        con.execute(f"CREATE SCHEMA {s}")
+    con.register("events", raw.to_arrow())
+    con.execute("CREATE TABLE raw.gp_events AS SELECT * FROM events")
+    con.unregister("events")
+    codes = sorted(REFS["practices"])
+    con.execute(
+        "CREATE TABLE raw.practices AS SELECT unnest(?::VARCHAR[]) AS practice_code", [codes]
+    )
+    return con
+
+
+def test_validate_in_warehouse_writes_exactly_what_validate_table_returns():
+    from phm.validate import validate_in_warehouse
+
+    raw = _mixed_events()
+    con = _warehouse_with(raw)
+    seconds: dict[str, float] = {}
+    result = validate_in_warehouse(con, "gp_events", EXTRACT, gate=False, seconds=seconds)
+    expected = validate_table("gp_events", raw, EXTRACT, REFS)
+    assert con.execute("SELECT * FROM staging.gp_events").pl().equals(expected.staging)
+    assert con.execute("SELECT * FROM quarantine.gp_events").pl().equals(expected.quarantine)
+    assert result.rule_counts == expected.rule_counts
+    assert set(seconds) == {"read", "validate", "write"}
+    # the DuckDB thread setting is restored after the single-threaded writes
+    threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    assert threads == duckdb.connect().execute("SELECT current_setting('threads')").fetchone()[0]
+
+
+def test_validate_in_warehouse_gate_replaces_nothing():
+    from phm.validate import QuarantineGateError, validate_in_warehouse
+
+    raw = _mixed_events()
+    con = _warehouse_with(raw)
+    with pytest.raises(QuarantineGateError, match=r"gp_events: 40\.0% of the delivered rows"):
+        validate_in_warehouse(con, "gp_events", EXTRACT)
+    tables = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema IN "
+        "('staging', 'quarantine')"
+    ).fetchone()[0]
+    assert tables == 0

@@ -16,12 +16,10 @@ from phm.contract import TABLE_NAMES
 from phm.files import atomic_path, atomic_write_text
 from phm.validate import (
     WITHOUT_PRACTICE_COLUMNS,
-    check_quarantine_share,
     data_quality_markdown,
     data_quality_summary,
     patients_without_practice,
-    validate_table,
-    warehouse_reference_keys,
+    validate_in_warehouse,
 )
 from phm.warehouse import current_extract_date, write_table
 from pipelines.assets._metadata import markdown_table
@@ -61,24 +59,19 @@ def _validation_asset(table: str):
     )
     def _asset(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
         with warehouse.get_connection() as con:
-            extract_date = current_extract_date(con)
-            raw = con.execute(f"SELECT * FROM raw.{table}").pl()
-            result = validate_table(table, raw, extract_date, warehouse_reference_keys(con, table))
-            # plausibility gate: an implausible share of bad rows fails the run here, before
+            # plausibility gate inside: an implausible share of bad rows fails the run before
             # staging is replaced and before anything downstream reads it
-            share = check_quarantine_share(result)
-            con.execute("BEGIN TRANSACTION")
-            write_table(con, f"staging.{table}", result.staging)
-            write_table(con, f"quarantine.{table}", result.quarantine)
-            con.execute("COMMIT")
+            result = validate_in_warehouse(con, table, current_extract_date(con))
+        delivered = result.rows_delivered
+        share = result.rows_quarantined / delivered if delivered else 0.0
         context.log.info(
-            f"{table}: {raw.height} delivered, {result.staging.height} accepted, "
+            f"{table}: {delivered} delivered, {result.staging.height} accepted, "
             f"{result.quarantine.height} quarantined"
         )
         rules = markdown_table(("rule", "rows"), sorted(result.rule_counts.items()))
         yield dg.MaterializeResult(
             asset_key=["staging", table],
-            metadata={"rows": result.staging.height, "delivered": raw.height},
+            metadata={"rows": result.staging.height, "delivered": delivered},
         )
         yield dg.MaterializeResult(
             asset_key=["quarantine", table],
