@@ -69,7 +69,16 @@ class PcnOutputFolder(dg.ConfigurableResource):
         return path
 
 
-_MARTS = [dg.AssetKey(["marts", "cohort_members"]), dg.AssetKey(["marts", "patient_measures"])]
+def _from_warehouse(*keys: dg.AssetKey) -> list[dg.AssetDep]:
+    """Deps on nightly assets (partitioned by delivery): a PCN partition reads whichever
+    delivery the promoted warehouse holds, not one chosen by partition key, so it depends on
+    the delivery partitions as a whole (``AllPartitionMapping``), not on a mapped one."""
+    return [dg.AssetDep(k, partition_mapping=dg.AllPartitionMapping()) for k in keys]
+
+
+_MARTS = _from_warehouse(
+    dg.AssetKey(["marts", "cohort_members"]), dg.AssetKey(["marts", "patient_measures"])
+)
 
 
 @dg.asset(
@@ -98,13 +107,13 @@ def pcn_partition_exports(
     key=["exports", "by_pcn", "maps"],
     group_name=GROUP,
     partitions_def=PCN_PARTITIONS,
-    deps=[
+    deps=_from_warehouse(
         dg.AssetKey(published_table("lsoa").split(".")),
         dg.AssetKey(published_table("msoa").split(".")),
         dg.AssetKey(published_table("imd_decile").split(".")),
         dg.AssetKey(["marts", "patient_measures"]),
         dg.AssetKey(["staging", "community_assets"]),
-    ],
+    ),
     kinds={"geopackage", "html", "png"},
     description="One PCN's need_by_lsoa.gpkg and maps/ (as exports/pcn_maps writes them).",
 )
@@ -128,9 +137,11 @@ def pcn_partition_maps(
     group_name=GROUP,
     partitions_def=PCN_PARTITIONS,
     deps=[
-        dg.AssetKey(["marts", "impact_estimates"]),
-        dg.AssetKey(["marts", "impact_outcome_scores"]),
-        dg.AssetKey(["marts", "caseload_monthly"]),
+        *_from_warehouse(
+            dg.AssetKey(["marts", "impact_estimates"]),
+            dg.AssetKey(["marts", "impact_outcome_scores"]),
+            dg.AssetKey(["marts", "caseload_monthly"]),
+        ),
         dg.AssetKey(["exports", "by_pcn", "exports"]),  # adds its files to the PCN's manifest.json
     ],
     kinds={"html", "csv"},
@@ -151,7 +162,7 @@ def pcn_partition_impact_report(
     key=["exports", "by_pcn", "segments"],
     group_name=GROUP,
     partitions_def=PCN_PARTITIONS,
-    deps=[dg.AssetKey(["marts", "segments"]), dg.AssetKey(["marts", "risk_scores"])],
+    deps=_from_warehouse(dg.AssetKey(["marts", "segments"]), dg.AssetKey(["marts", "risk_scores"])),
     kinds={"csv", "png"},
     description="One PCN's segments.csv and population_pyramid.png "
     "(as exports/segment_outputs writes them).",
@@ -172,7 +183,7 @@ def pcn_partition_segments(
     group_name=GROUP,
     partitions_def=PCN_PARTITIONS,
     deps=[
-        dg.AssetKey(["reports", "cohort_size_history"]),
+        *_from_warehouse(dg.AssetKey(["reports", "cohort_size_history"])),
         # after the impact report: both add to the PCN's manifest.json (read-modify-write),
         # so they must not run at the same time
         dg.AssetKey(["exports", "by_pcn", "impact_report"]),
@@ -202,7 +213,6 @@ ASSETS = [
 pcn_outputs_job_def = dg.define_asset_job(
     PCN_JOB,
     selection=dg.AssetSelection.groups(GROUP),
-    partitions_def=PCN_PARTITIONS,
     executor_def=dg.multiprocess_executor.configured({"max_concurrent": MAX_CONCURRENT_STEPS}),
     description="One PCN's exports, maps and impact report from the promoted warehouse, "
     "read-only, steps in parallel processes (docs/scaling.md).",
