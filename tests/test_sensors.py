@@ -15,8 +15,8 @@ import pytest
 from factory import NHS, make_delivery
 
 from pipelines.definitions import NIGHTLY_JOB, build_definitions
-from pipelines.resources import Settings
 from pipelines.partitions import DELIVERY_PARTITIONS
+from pipelines.resources import Settings
 from pipelines.sensors import DELIVERY_TAG
 
 D1, D2, D3 = date(2026, 11, 1), date(2026, 11, 8), date(2026, 11, 15)
