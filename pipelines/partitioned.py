@@ -9,7 +9,9 @@ the other. They write the same bytes as the nightly job's ``exports/pcn_exports`
 ``exports/segment_outputs``, ``exports/pcn_maps``, ``exports/impact_reports`` and
 ``reports/delivery_history`` (its trends.png) for that PCN, from the home's promoted warehouse opened **read-only**: they write files,
 never the warehouse, so any number of processes can run them at once (DuckDB allows many
-read-only processes when no process holds the file for writing).
+read-only processes when no process holds the file for writing). The warehouse holds one
+delivery (the last run), not one chosen by partition key, so these assets depend on all
+``delivery`` partitions of the nightly assets they read (``AllPartitionMapping``).
 
 The job's executor is Dagster's ``multiprocess_executor`` (each step in its own process, at
 most two at a time by default). One run is one PCN; :func:`run_pcn_outputs` registers the
