@@ -1,6 +1,7 @@
-"""The Dagster code location: assets, checks, resources, the nightly job (partitioned by
-delivery, pipelines/partitions.py), its schedule and the sensors (new deliveries, run-failure alerts; pipelines/sensors.py), and the
-PCN-partitioned scale-out job ``phm_pcn_outputs`` (pipelines/partitioned.py).
+"""The Dagster code location: assets, checks, resources, the nightly job (its assets
+partitioned by delivery, pipelines/partitions.py), its schedule and the sensors (new
+deliveries, run-failure alerts; pipelines/sensors.py), and the PCN-partitioned scale-out job
+``phm_pcn_outputs`` (pipelines/partitioned.py).
 
 ``dagster dev`` run from the repository root finds this module through ``[tool.dagster]`` in
 pyproject.toml. ``phm run`` builds the same Definitions with its own settings.
