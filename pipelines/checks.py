@@ -32,6 +32,7 @@ from phm.quality import (
 )
 from phm.warehouse import current_extract_date
 from pipelines.assets._metadata import markdown_table
+from pipelines.partitions import DELIVERY_PARTITIONS
 
 #: marts tables written by an asset of another name (the rest: asset key = table name)
 TABLE_OWNER = {
@@ -86,6 +87,7 @@ KEY_CHECKS = [_keys_check(asset, tables) for asset, tables in _tables_by_asset()
 
 @dg.asset(
     key=["reports", "cohort_size_history"],
+    partitions_def=DELIVERY_PARTITIONS,
     group_name="cohorts",
     deps=[dg.AssetKey(["marts", "cohort_members"]), dg.AssetKey(["marts", "patient_measures"])],
     kinds={"duckdb"},

@@ -9,7 +9,9 @@ the other. They write the same bytes as the nightly job's ``exports/pcn_exports`
 ``exports/segment_outputs``, ``exports/pcn_maps``, ``exports/impact_reports`` and
 ``reports/delivery_history`` (its trends.png) for that PCN, from the home's promoted warehouse opened **read-only**: they write files,
 never the warehouse, so any number of processes can run them at once (DuckDB allows many
-read-only processes when no process holds the file for writing).
+read-only processes when no process holds the file for writing). The warehouse holds one
+delivery (the last run), not one chosen by partition key, so these assets depend on all
+``delivery`` partitions of the nightly assets they read (``AllPartitionMapping``).
 
 The job's executor is Dagster's ``multiprocess_executor`` (each step in its own process, at
 most two at a time by default). One run is one PCN; :func:`run_pcn_outputs` registers the
@@ -69,7 +71,16 @@ class PcnOutputFolder(dg.ConfigurableResource):
         return path
 
 
-_MARTS = [dg.AssetKey(["marts", "cohort_members"]), dg.AssetKey(["marts", "patient_measures"])]
+def _from_warehouse(*keys: dg.AssetKey) -> list[dg.AssetDep]:
+    """Deps on nightly assets (partitioned by delivery): a PCN partition reads whichever
+    delivery the promoted warehouse holds, not one chosen by partition key, so it depends on
+    the delivery partitions as a whole (``AllPartitionMapping``), not on a mapped one."""
+    return [dg.AssetDep(k, partition_mapping=dg.AllPartitionMapping()) for k in keys]
+
+
+_MARTS = _from_warehouse(
+    dg.AssetKey(["marts", "cohort_members"]), dg.AssetKey(["marts", "patient_measures"])
+)
 
 
 @dg.asset(
@@ -98,13 +109,13 @@ def pcn_partition_exports(
     key=["exports", "by_pcn", "maps"],
     group_name=GROUP,
     partitions_def=PCN_PARTITIONS,
-    deps=[
+    deps=_from_warehouse(
         dg.AssetKey(published_table("lsoa").split(".")),
         dg.AssetKey(published_table("msoa").split(".")),
         dg.AssetKey(published_table("imd_decile").split(".")),
         dg.AssetKey(["marts", "patient_measures"]),
         dg.AssetKey(["staging", "community_assets"]),
-    ],
+    ),
     kinds={"geopackage", "html", "png"},
     description="One PCN's need_by_lsoa.gpkg and maps/ (as exports/pcn_maps writes them).",
 )
@@ -128,9 +139,11 @@ def pcn_partition_maps(
     group_name=GROUP,
     partitions_def=PCN_PARTITIONS,
     deps=[
-        dg.AssetKey(["marts", "impact_estimates"]),
-        dg.AssetKey(["marts", "impact_outcome_scores"]),
-        dg.AssetKey(["marts", "caseload_monthly"]),
+        *_from_warehouse(
+            dg.AssetKey(["marts", "impact_estimates"]),
+            dg.AssetKey(["marts", "impact_outcome_scores"]),
+            dg.AssetKey(["marts", "caseload_monthly"]),
+        ),
         dg.AssetKey(["exports", "by_pcn", "exports"]),  # adds its files to the PCN's manifest.json
     ],
     kinds={"html", "csv"},
@@ -151,7 +164,7 @@ def pcn_partition_impact_report(
     key=["exports", "by_pcn", "segments"],
     group_name=GROUP,
     partitions_def=PCN_PARTITIONS,
-    deps=[dg.AssetKey(["marts", "segments"]), dg.AssetKey(["marts", "risk_scores"])],
+    deps=_from_warehouse(dg.AssetKey(["marts", "segments"]), dg.AssetKey(["marts", "risk_scores"])),
     kinds={"csv", "png"},
     description="One PCN's segments.csv and population_pyramid.png "
     "(as exports/segment_outputs writes them).",
@@ -172,7 +185,7 @@ def pcn_partition_segments(
     group_name=GROUP,
     partitions_def=PCN_PARTITIONS,
     deps=[
-        dg.AssetKey(["reports", "cohort_size_history"]),
+        *_from_warehouse(dg.AssetKey(["reports", "cohort_size_history"])),
         # after the impact report: both add to the PCN's manifest.json (read-modify-write),
         # so they must not run at the same time
         dg.AssetKey(["exports", "by_pcn", "impact_report"]),
@@ -202,7 +215,6 @@ ASSETS = [
 pcn_outputs_job_def = dg.define_asset_job(
     PCN_JOB,
     selection=dg.AssetSelection.groups(GROUP),
-    partitions_def=PCN_PARTITIONS,
     executor_def=dg.multiprocess_executor.configured({"max_concurrent": MAX_CONCURRENT_STEPS}),
     description="One PCN's exports, maps and impact report from the promoted warehouse, "
     "read-only, steps in parallel processes (docs/scaling.md).",

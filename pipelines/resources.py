@@ -71,17 +71,23 @@ class PHMSettings(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # a run launched for a partition of ``delivery`` (tag dagster/partition = extract
-        # date) and without an explicit delivery reads that delivery
+        # date) reads that delivery; an explicit, different delivery is refused
         run = context.dagster_run
         key = (run.tags or {}).get(PARTITION_TAG) if run is not None else None
-        if key and not self.delivery:
-            self._partition_delivery = key
+        self._partition_delivery = key or ""
 
     @property
     def selected_delivery(self) -> str:
-        """The delivery the run reads: ``delivery``, else the run's partition key, else ''
-        (the latest complete delivery)."""
-        return self.delivery or self._partition_delivery
+        """The delivery the run reads: the run's partition key, else ``delivery``, else ''
+        (the latest complete delivery). Raises ValueError if both are set and differ."""
+        key, pinned = self._partition_delivery, self.delivery
+        if key and pinned and key != pinned:
+            raise ValueError(
+                f"this run is for the delivery partition {key} but its settings name delivery "
+                f"{pinned} (run config resources.settings.config.delivery or PHM_DELIVERY): "
+                "remove the delivery setting or launch the partition of that delivery"
+            )
+        return key or pinned
 
     def exports(self, extract_date: str) -> Path:
         path = exports_dir(self.output_root, extract_date)

@@ -76,9 +76,15 @@ def _run_locked(
 ) -> RunSummary:
     from dagster import DagsterInstance
 
+    from phm.delivery import DeliveryError
     from pipelines.definitions import NIGHTLY_JOB, build_definitions
+    from pipelines.partitions import delivery_key, register_delivery
     from pipelines.resources import Settings
 
+    try:  # the run is the partition of this delivery (pipelines/partitions.py)
+        partition = delivery_key(extracts_root, delivery)
+    except DeliveryError as e:
+        raise PipelineFailed(str(e)) from e
     dh = prepare_dagster_home(home)
     run_id = str(uuid.uuid4())
     work = start_run(home, run_id)
@@ -93,8 +99,13 @@ def _run_locked(
         kwargs = {}
         if selection:
             kwargs["asset_selection"] = _resolve_selection(defs, selection)
+        register_delivery(instance, partition)
         result = job.execute_in_process(
-            instance=instance, raise_on_error=False, run_id=run_id, **kwargs
+            instance=instance,
+            raise_on_error=False,
+            run_id=run_id,
+            partition_key=partition,
+            **kwargs,
         )
     finally:
         instance.dispose()

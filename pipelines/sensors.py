@@ -2,11 +2,12 @@
 
 - ``new_delivery_sensor`` looks at the extracts root every ``PHM_SENSOR_INTERVAL_SECONDS``
   (default 300) for dated folders holding ``_manifest.json`` (complete deliveries) newer than
-  its cursor, and asks for one run of the job per delivery: run key = extract date (Dagster
-  never starts two runs with the same key), the delivery pinned in the run's config and tags.
-  Folders without a manifest are still arriving and are ignored until it appears. Each
-  delivery's extract date is also added as a key of the dynamic partitions ``delivery``
-  (:data:`DELIVERY_PARTITIONS`): the list of deliveries seen, kept by the Dagster instance.
+  its cursor, and asks for one run of the job per delivery: a run of the job's partition
+  ``<extract date>`` (the nightly assets are partitioned by delivery,
+  :data:`pipelines.partitions.DELIVERY_PARTITIONS`; the sensor adds the new keys in the same
+  tick), run key = extract date (Dagster never starts two runs with the same key), the
+  delivery also pinned in the run's config and the tag ``phm/delivery``. Folders without a
+  manifest are still arriving and are ignored until it appears.
 - ``run_failure_alert`` writes ``HOME/alerts/<UTC time>-<run id>.json`` (and a ``.txt``
   for people) naming the run, the failed step(s) and the reason: the hook for e-mail or
   Teams. The reason is the error's message (file names, rule names, counts); the pipeline's
@@ -27,11 +28,10 @@ import dagster as dg
 
 from phm.delivery import DeliveryError, list_deliveries
 from phm.files import atomic_write_text
+from pipelines.partitions import DELIVERY_PARTITIONS
 from pipelines.resources import Settings
 
 DELIVERY_TAG = "phm/delivery"
-#: every complete delivery the sensor has seen, one dynamic partition key per extract date
-DELIVERY_PARTITIONS = dg.DynamicPartitionsDefinition(name="delivery")
 ALERTS_DIR = "alerts"
 _MAX_REASON = 2000
 
@@ -71,8 +71,9 @@ def build_new_delivery_sensor(settings: Settings, job) -> dg.SensorDefinition:
         default_status=dg.DefaultSensorStatus.STOPPED,
         description=(
             f"Starts {job.name} once for each new complete delivery (a dated folder with "
-            f"_manifest.json) under {settings.extracts_root}; the cursor is the newest "
-            "extract date requested."
+            f"_manifest.json) under {settings.extracts_root}, as a run of that delivery's "
+            "partition (added to the delivery partitions); the cursor is the newest extract "
+            "date requested."
         ),
     )
     def new_delivery_sensor(context: dg.SensorEvaluationContext):
@@ -89,6 +90,7 @@ def build_new_delivery_sensor(settings: Settings, job) -> dg.SensorDefinition:
             run_requests=[
                 dg.RunRequest(
                     run_key=d,
+                    partition_key=d,
                     run_config=delivery_run_config(settings, d),
                     tags={DELIVERY_TAG: d},
                 )

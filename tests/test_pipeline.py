@@ -9,7 +9,7 @@ import dagster as dg
 import duckdb
 import pytest
 from dagster_duckdb import DuckDBResource
-from factory import NHS, make_delivery
+from factory import EXTRACT_DATE, NHS, make_delivery
 
 from phm.contract import TABLE_NAMES
 from phm.measures import MEASURES_TABLES
@@ -96,9 +96,12 @@ def test_measures_run_passes_the_identifier_check_and_a_planted_column_fails_it(
     make_delivery(extracts)
     home.mkdir()
     defs = build_definitions(Settings(extracts, home))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("delivery", [EXTRACT_DATE.isoformat()])
     result = defs.resolve_job_def(NIGHTLY_JOB).execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=instance,
         asset_selection=[dg.AssetKey(k.split("/")) for k in MEASURES],
+        partition_key=EXTRACT_DATE.isoformat(),
     )
     assert result.success
     evaluations = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}

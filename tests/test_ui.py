@@ -1,6 +1,7 @@
 """The Dagster UI as it is used: ``dagster dev`` (webserver and daemon, as ``make ui`` starts
 it) over a small home, driven through the GraphQL API the UI itself calls: list the asset
-groups, launch a materialisation of one asset, wait for it, read its metadata, stop cleanly.
+groups, launch a materialisation of one asset for one delivery partition (as the UI's
+*Materialize* -> partition picker does), wait for it, read its metadata, stop cleanly.
 
 The instance is the home's own (HOME/dagster with the repository's dagster.yaml, as
 ``make ui``): runs launched from the webserver are queued and started by the daemon that
@@ -25,6 +26,7 @@ from pipelines.runner import prepare_dagster_home
 STARTUP_SECONDS = 180
 RUN_SECONDS = 180
 ASSET = ["reports", "cohort_size_history"]
+DELIVERY = "2026-11-01"  # small_home's delivery (tests/conftest.py)
 
 
 def _free_port() -> int:
@@ -123,10 +125,22 @@ def test_ui_lists_groups_materialises_an_asset_and_shows_its_metadata(webserver,
     base, log = webserver
     url = f"{base}/graphql"
 
-    groups = _post(url, "{ assetNodes { assetKey { path } groupName } }")["assetNodes"]
+    groups = _post(url, "{ assetNodes { assetKey { path } groupName isPartitioned } }")[
+        "assetNodes"
+    ]
     by_group: dict[str, set] = {}
     for node in groups:
         by_group.setdefault(node["groupName"], set()).add("/".join(node["assetKey"]["path"]))
+    # every asset is partitioned: by delivery (nightly job), by PCN (the scale-out job)
+    assert all(node["isPartitioned"] for node in groups)
+    partitions = _post(
+        url,
+        "query($k: AssetKeyInput!) { assetNodeOrError(assetKey: $k) { ... on AssetNode { "
+        "partitionKeys } } }",
+        {"k": {"path": ASSET}},
+    )["assetNodeOrError"]["partitionKeys"]
+    # the delivery small_home's phm run added (its extract date)
+    assert partitions == [DELIVERY]
     assert {"ingest", "staging", "measures", "cohorts", "segmentation", "geo", "impact"} <= set(
         by_group
     )
@@ -154,6 +168,8 @@ def test_ui_lists_groups_materialises_an_asset_and_shows_its_metadata(webserver,
                     "assetSelection": [{"path": ASSET}],
                 },
                 "mode": "default",
+                # what the UI sends for one chosen partition
+                "executionMetadata": {"tags": [{"key": "dagster/partition", "value": DELIVERY}]},
             }
         },
     )["launchPipelineExecution"]
@@ -174,12 +190,13 @@ def test_ui_lists_groups_materialises_an_asset_and_shows_its_metadata(webserver,
     asset = _post(
         url,
         """query($k: AssetKeyInput!) { assetOrError(assetKey: $k) { ... on Asset {
-            assetMaterializations(limit: 1) { runId metadataEntries { label
+            assetMaterializations(limit: 1) { runId partition metadataEntries { label
                 ... on IntMetadataEntry { intValue }
                 ... on TextMetadataEntry { text } } } } } }""",
         {"k": {"path": ASSET}},
     )["assetOrError"]["assetMaterializations"]
     assert asset and asset[0]["runId"] == run_id
+    assert asset[0]["partition"] == DELIVERY
     metadata = {e["label"]: e.get("intValue", e.get("text")) for e in asset[0]["metadataEntries"]}
     _, home = small_home
     import duckdb

@@ -7,6 +7,7 @@ from phm.cohorts import build_cohorts, load_cohorts
 from phm.disclosure import protect_value
 from phm.warehouse import current_extract_date
 from pipelines.assets._metadata import markdown_table
+from pipelines.partitions import DELIVERY_PARTITIONS
 
 
 def _cohort_list() -> str:
@@ -23,6 +24,7 @@ _DEPS = [
 
 
 @dg.multi_asset(
+    partitions_def=DELIVERY_PARTITIONS,
     name="cohort_members",
     group_name="cohorts",
     can_subset=False,

@@ -5,10 +5,12 @@ from dagster_duckdb import DuckDBResource
 
 from phm.exports import export_pcns, write_summary
 from phm.warehouse import current_extract_date
+from pipelines.partitions import DELIVERY_PARTITIONS
 from pipelines.resources import PHMSettings
 
 
 @dg.asset(
+    partitions_def=DELIVERY_PARTITIONS,
     key=["exports", "pcn_exports"],
     group_name="exports",
     deps=[dg.AssetKey(["marts", "cohort_members"]), dg.AssetKey(["marts", "patient_measures"])],
@@ -33,6 +35,7 @@ def pcn_exports(
 
 
 @dg.asset(
+    partitions_def=DELIVERY_PARTITIONS,
     key=["exports", "summary"],
     group_name="exports",
     deps=[dg.AssetKey(["marts", "cohort_members"])],

@@ -9,6 +9,7 @@ from geo.maps import write_pcn_maps
 from geo.need import LEVELS, build_need_tables, published_table, write_need_geopackages
 from geo.reference import MSOA_LABEL
 from phm.warehouse import current_extract_date
+from pipelines.partitions import DELIVERY_PARTITIONS
 from pipelines.resources import PHMSettings
 
 #: straight-line distance (metres, EPSG:27700) within which an asset counts as reachable
@@ -58,7 +59,13 @@ def _need_specs() -> list[dg.AssetSpec]:
 NEED_SPECS = _need_specs()
 
 
-@dg.multi_asset(name="need_by_area", group_name="geo", can_subset=False, specs=NEED_SPECS)
+@dg.multi_asset(
+    partitions_def=DELIVERY_PARTITIONS,
+    name="need_by_area",
+    group_name="geo",
+    can_subset=False,
+    specs=NEED_SPECS,
+)
 def need_by_area(warehouse: DuckDBResource):
     """Need by deprivation area (``geo.need.build_need_tables``)."""
     with warehouse.get_connection() as con:
@@ -71,6 +78,7 @@ def need_by_area(warehouse: DuckDBResource):
 
 
 @dg.asset(
+    partitions_def=DELIVERY_PARTITIONS,
     key=["exports", "pcn_maps"],
     group_name="geo",
     deps=[

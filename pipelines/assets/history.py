@@ -12,6 +12,7 @@ from phm.history import (
     write_trend_charts,
 )
 from phm.warehouse import current_extract_date
+from pipelines.partitions import DELIVERY_PARTITIONS
 from pipelines.resources import PHMSettings
 
 RISK_MODEL = dg.AssetKey(["marts", "risk_model"])
@@ -32,6 +33,7 @@ def _model_metrics(context: dg.AssetExecutionContext) -> dict[str, float]:
 
 
 @dg.multi_asset(
+    partitions_def=DELIVERY_PARTITIONS,
     name="delivery_history",
     group_name="reports",
     can_subset=False,

@@ -16,6 +16,7 @@ from phm.impact.pipeline import (
     write_impact_exports,
 )
 from phm.warehouse import current_extract_date
+from pipelines.partitions import DELIVERY_PARTITIONS
 from pipelines.resources import PHMSettings
 
 GROUP = "impact"
@@ -26,6 +27,7 @@ STAGING = [
 
 
 @dg.multi_asset(
+    partitions_def=DELIVERY_PARTITIONS,
     name="impact_interventions",
     group_name=GROUP,
     can_subset=False,
@@ -73,6 +75,7 @@ def impact_interventions(warehouse: DuckDBResource):
 
 
 @dg.multi_asset(
+    partitions_def=DELIVERY_PARTITIONS,
     name="impact_matched_pairs",
     group_name=GROUP,
     can_subset=False,
@@ -117,6 +120,7 @@ def impact_matched_pairs(context: dg.AssetExecutionContext, warehouse: DuckDBRes
 
 
 @dg.asset(
+    partitions_def=DELIVERY_PARTITIONS,
     key=["marts", "impact_estimates"],
     group_name=GROUP,
     deps=[dg.AssetKey(["marts", "impact_matched_pairs"])],
@@ -135,6 +139,7 @@ def impact_estimates(warehouse: DuckDBResource) -> dg.MaterializeResult:
 
 
 @dg.asset(
+    partitions_def=DELIVERY_PARTITIONS,
     key=["marts", "impact_outcome_scores"],
     group_name=GROUP,
     deps=[
@@ -156,6 +161,7 @@ def impact_outcome_scores(warehouse: DuckDBResource) -> dg.MaterializeResult:
 
 
 @dg.multi_asset(
+    partitions_def=DELIVERY_PARTITIONS,
     name="caseload_monthly",
     group_name=GROUP,
     can_subset=False,
@@ -191,6 +197,7 @@ def caseload_monthly(warehouse: DuckDBResource):
 
 
 @dg.asset(
+    partitions_def=DELIVERY_PARTITIONS,
     key=["exports", "impact_reports"],
     group_name=GROUP,
     deps=[

@@ -7,6 +7,7 @@ from phm.contract import TABLE_NAMES, TABLES
 from phm.delivery import open_delivery
 from phm.ingest import load_raw
 from phm.warehouse import DELIVERY_TABLE
+from pipelines.partitions import DELIVERY_PARTITIONS
 from pipelines.resources import PHMSettings
 
 RAW_SPECS = [
@@ -33,7 +34,9 @@ RAW_SPECS = [
 ]
 
 
-@dg.multi_asset(specs=RAW_SPECS, can_subset=False, name="ingest_delivery")
+@dg.multi_asset(
+    partitions_def=DELIVERY_PARTITIONS, specs=RAW_SPECS, can_subset=False, name="ingest_delivery"
+)
 def ingest_delivery(
     context: dg.AssetExecutionContext, settings: PHMSettings, warehouse: DuckDBResource
 ):

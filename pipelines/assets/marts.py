@@ -19,6 +19,7 @@ from phm.measures import (
 from phm.pseudonymise import PERSON_TABLES, identifier_columns, load_key
 from phm.warehouse import current_extract_date
 from pipelines.assets._metadata import markdown_table
+from pipelines.partitions import DELIVERY_PARTITIONS
 
 CODELISTS = dg.AssetKey(["reference", "codelists"])
 
@@ -51,6 +52,7 @@ REFERENCE_TABLES = {
 
 
 @dg.multi_asset(
+    partitions_def=DELIVERY_PARTITIONS,
     name="codelists",
     group_name="measures",
     can_subset=False,
@@ -123,6 +125,7 @@ def _measure_spec(table: str) -> dg.AssetSpec:
 
 
 @dg.multi_asset(
+    partitions_def=DELIVERY_PARTITIONS,
     name="patient_measures",
     group_name="measures",
     can_subset=False,

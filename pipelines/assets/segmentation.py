@@ -12,6 +12,7 @@ from phm.disclosure import protect_value
 from phm.files import atomic_write_text
 from phm.paths import exports_dir, sidecar_dir
 from phm.warehouse import current_extract_date, write_table
+from pipelines.partitions import DELIVERY_PARTITIONS
 from pipelines.resources import PHMSettings
 from segmentation.bridges import assign_segments
 from segmentation.clusters import build_clusters
@@ -108,6 +109,7 @@ def _reuse_or_skip(con, settings: PHMSettings, extract_date, why: str) -> dict:
 
 
 @dg.multi_asset(
+    partitions_def=DELIVERY_PARTITIONS,
     name="risk_model",
     group_name="segmentation",
     can_subset=False,
@@ -286,6 +288,7 @@ def _status_md(extract_date, status: dict) -> str:
 
 
 @dg.asset(
+    partitions_def=DELIVERY_PARTITIONS,
     key=["marts", "risk_scores"],
     group_name="segmentation",
     deps=[dg.AssetKey(["marts", "risk_model"]), MEASURES],
@@ -344,6 +347,7 @@ def risk_model_trained(warehouse: DuckDBResource) -> dg.AssetCheckResult:
 
 
 @dg.asset(
+    partitions_def=DELIVERY_PARTITIONS,
     key=["marts", "segments"],
     group_name="segmentation",
     deps=[MEASURES],
@@ -372,6 +376,7 @@ def segments(warehouse: DuckDBResource) -> dg.MaterializeResult:
 
 
 @dg.multi_asset(
+    partitions_def=DELIVERY_PARTITIONS,
     name="clusters",
     group_name="segmentation",
     can_subset=False,
@@ -422,6 +427,7 @@ def clusters(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
 
 
 @dg.asset(
+    partitions_def=DELIVERY_PARTITIONS,
     key=["exports", "segment_outputs"],
     group_name="segmentation",
     deps=[dg.AssetKey(["marts", "segments"]), dg.AssetKey(["marts", "risk_scores"])],

@@ -23,6 +23,7 @@ from phm.validate import (
 )
 from phm.warehouse import current_extract_date, write_table
 from pipelines.assets._metadata import markdown_table
+from pipelines.partitions import DELIVERY_PARTITIONS
 from pipelines.resources import PHMSettings
 
 
@@ -32,6 +33,7 @@ def _validation_asset(table: str):
     ]
 
     @dg.multi_asset(
+        partitions_def=DELIVERY_PARTITIONS,
         name=f"validate_{table}",
         specs=[
             dg.AssetSpec(
@@ -124,6 +126,7 @@ conservation_checks = [_conservation_check(t) for t in TABLE_NAMES]
 
 
 @dg.asset(
+    partitions_def=DELIVERY_PARTITIONS,
     key=["reports", "data_quality"],
     group_name="staging",
     deps=[dg.AssetKey(["staging", t]) for t in TABLE_NAMES]
