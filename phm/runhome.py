@@ -42,6 +42,7 @@ from pathlib import Path
 
 from phm.files import atomic_write_text
 from phm.paths import lock_path, published_path, run_root, warehouse_path
+from phm.permissions import owner_only, private_dir
 from phm.publish import build_published
 
 log = logging.getLogger("phm.runhome")
@@ -168,9 +169,9 @@ def _staged_key(home: Path, run_id: str) -> tuple[str, str]:
 
 
 def stage(home: Path, run_id: str, *, wait: bool = True) -> Path:
-    """Begin run ``run_id`` on ``home`` as ``phm run`` does: take the lock (waiting, or
-    :class:`HomeBusy` with ``wait=False``), :func:`recover`, :func:`start_run`; returns the
-    workspace. Calling it again for the same run in this process returns the same workspace
+    """Begin run ``run_id`` on ``home`` as ``phm run`` does: make the home 0700 and the
+    process umask 077 until the run ends, take the lock (waiting, or :class:`HomeBusy` with
+    ``wait=False``), :func:`recover`, :func:`start_run`; returns the workspace. Calling it again for the same run in this process returns the same workspace
     (counted: each call needs its :func:`unstage`)."""
     key = _staged_key(home, run_id)
     staged = _staged.get(key)
@@ -179,6 +180,8 @@ def stage(home: Path, run_id: str, *, wait: bool = True) -> Path:
         return staged.work
     lock = ExitStack()
     try:
+        lock.enter_context(owner_only())  # as phm run: the home 0700, the run's files 0600
+        private_dir(Path(home))
         lock.enter_context(home_lock(Path(home), wait=wait))
         recover(Path(home))
         work = start_run(Path(home), run_id)

@@ -211,11 +211,16 @@ def run_outcome(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[bool,
 
 def end_staged_run(context: dg.InitResourceContext, home: Path) -> None:
     """The teardown of a resource of a staged run (:func:`phm.runhome.unstage`): the last
-    one promotes the workspace if the run succeeded, else discards it. A full run (no asset
-    or step selection) replaces each export folder whole."""
+    one promotes the workspace if the run succeeded, else discards it. A run of the whole job
+    (no asset or op selection, not a re-execution: the schedule, the sensor,
+    ``execute_in_process`` of the job) replaces each export folder whole; any other run
+    replaces only the entries it wrote, like ``phm run --select``."""
     run = context.dagster_run
     success, reason = run_outcome(context.instance, run)
-    full_exports = run.asset_selection is None and run.step_keys_to_execute is None
+    # execute_in_process records a whole-job run's asset selection as empty, a launch as None
+    full_exports = (
+        not run.asset_selection and not run.resolved_op_selection and run.parent_run_id is None
+    )
     try:
         ended = unstage(home, run.run_id, success=success, full_exports=full_exports)
     except Exception as e:
