@@ -77,7 +77,9 @@ PARTITION_TAG = "dagster/partition"
 class PHMSettings(dg.ConfigurableResource):
     """The run's inputs and outputs: the extracts root, the delivery (latest complete one
     when empty), the home folder (last good state: models of earlier runs) and the output
-    folder this run writes its exports and models to (the home, or the run's workspace)."""
+    folder this run writes its exports and models to: the run's workspace, given by
+    ``phm run`` or, when ``output`` is empty (or the home), staged at setup
+    (:func:`phm.runhome.stage`)."""
 
     extracts_root: str
     home: str
@@ -90,7 +92,10 @@ class PHMSettings(dg.ConfigurableResource):
     @property
     def output_root(self) -> Path:
         """The run's workspace (given by ``phm run``, or staged at setup), else the home."""
-        return Path(self.output or self._work or self.home)
+        return Path(self._work or self.output or self.home)
+
+    def _on_home(self) -> bool:
+        return not self.output or Path(self.output).resolve() == Path(self.home).resolve()
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # a run launched for a partition of ``delivery`` (tag dagster/partition = extract
@@ -99,7 +104,7 @@ class PHMSettings(dg.ConfigurableResource):
         key = (run.tags or {}).get(PARTITION_TAG) if run is not None else None
         if key and not self.delivery:
             self._partition_delivery = key
-        if not self.output and run is not None:
+        if run is not None and self._on_home():  # never write in the home itself
             self._work = str(stage(Path(self.home), run.run_id))
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
