@@ -171,8 +171,9 @@ def _staged_key(home: Path, run_id: str) -> tuple[str, str]:
 def stage(home: Path, run_id: str, *, wait: bool = True) -> Path:
     """Begin run ``run_id`` on ``home`` as ``phm run`` does: make the home 0700 and the
     process umask 077 until the run ends, take the lock (waiting, or :class:`HomeBusy` with
-    ``wait=False``), :func:`recover`, :func:`start_run`; returns the workspace. Calling it again for the same run in this process returns the same workspace
-    (counted: each call needs its :func:`unstage`)."""
+    ``wait=False``), :func:`recover`, :func:`start_run`; returns the workspace. Calling it
+    again for the same run in this process returns the same workspace (counted: each call
+    needs its :func:`unstage`)."""
     key = _staged_key(home, run_id)
     staged = _staged.get(key)
     if staged is not None:
