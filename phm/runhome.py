@@ -18,6 +18,13 @@ longer in the delivery are removed; a ``--select`` run replaces only the entries
 and the published copy. Every step is idempotent; if the process dies during promotion, the
 next run (:func:`recover`, under the lock) finishes it from the journal. A workspace without
 a journal is an abandoned (failed or killed) run and is deleted.
+
+**Every launcher.** ``phm run`` takes the lock, recovers and starts its workspace itself, then
+ends with :func:`finish`. A run started from the Dagster UI, the schedule or a sensor does the
+same through its resources (pipelines/resources.py): :func:`stage` at resource setup and
+:func:`unstage` at teardown. Both resources of one run call them with the run's id and get one
+workspace and one lock, counted; the last to end finishes the run (publish and promote, or
+discard).
 """
 
 from __future__ import annotations
@@ -29,11 +36,14 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from phm.files import atomic_write_text
 from phm.paths import lock_path, published_path, run_root, warehouse_path
+from phm.permissions import owner_only, private_dir
+from phm.publish import build_published
 
 log = logging.getLogger("phm.runhome")
 
@@ -125,6 +135,84 @@ def promote(home: Path, work: Path, *, full_exports: bool) -> None:
     """Move a successful run's results into ``home`` (see the module docstring)."""
     atomic_write_text(work / JOURNAL, json.dumps({"full_exports": full_exports}))
     _roll_forward(home, work)
+
+
+def finish(home: Path, work: Path, run_id: str, *, success: bool, full_exports: bool) -> None:
+    """End a run's workspace: on success build its published copy (stamped with ``run_id``)
+    and :func:`promote` it; otherwise :func:`discard` it. If the published copy cannot be
+    built (:class:`phm.publish.PublishRefused`, or any error), the workspace is discarded and
+    the error raised: ``home`` keeps the last good state."""
+    if not success:
+        discard(work)
+        return
+    try:
+        build_published(warehouse_path(work), work / "published.duckdb", run_id)
+    except BaseException:
+        discard(work)
+        raise
+    promote(home, work, full_exports=full_exports)
+
+
+@dataclass
+class _Staged:
+    work: Path
+    lock: ExitStack
+    users: int = 1
+
+
+#: runs staged by this process (:func:`stage`), by (home, run id)
+_staged: dict[tuple[str, str], _Staged] = {}
+
+
+def _staged_key(home: Path, run_id: str) -> tuple[str, str]:
+    return str(Path(home).resolve()), run_id
+
+
+def stage(home: Path, run_id: str, *, wait: bool = True) -> Path:
+    """Begin run ``run_id`` on ``home`` as ``phm run`` does: make the home 0700 and the
+    process umask 077 until the run ends, take the lock (waiting, or :class:`HomeBusy` with
+    ``wait=False``), :func:`recover`, :func:`start_run`; returns the workspace. Calling it
+    again for the same run in this process returns the same workspace (counted: each call
+    needs its :func:`unstage`)."""
+    key = _staged_key(home, run_id)
+    staged = _staged.get(key)
+    if staged is not None:
+        staged.users += 1
+        return staged.work
+    lock = ExitStack()
+    try:
+        lock.enter_context(owner_only())  # as phm run: the home 0700, the run's files 0600
+        private_dir(Path(home))
+        lock.enter_context(home_lock(Path(home), wait=wait))
+        recover(Path(home))
+        work = start_run(Path(home), run_id)
+    except BaseException:
+        lock.close()
+        raise
+    _staged[key] = _Staged(work, lock)
+    return work
+
+
+def unstage(home: Path, run_id: str, *, success: bool, full_exports: bool) -> bool:
+    """End one use of a staged run. The last use ends the run with :func:`finish` (promote on
+    ``success``, else discard) and releases the lock, whatever happens; returns True if this
+    call ended the run. Raises what :func:`finish` raises (e.g. PublishRefused)."""
+    key = _staged_key(home, run_id)
+    staged = _staged[key]
+    staged.users -= 1
+    if staged.users > 0:
+        return False
+    del _staged[key]
+    try:
+        finish(Path(home), staged.work, run_id, success=success, full_exports=full_exports)
+    finally:
+        staged.lock.close()
+    return True
+
+
+def staged_runs() -> list[tuple[str, str]]:
+    """(home, run id) of the runs this process has staged and not yet finished."""
+    return sorted(_staged)
 
 
 def recover(home: Path) -> list[str]:

@@ -6,9 +6,10 @@ and the nightly schedule, so there is one orchestration path.
 A run holds the home's lock from start to end (:func:`phm.runhome.home_lock`), first
 finishes or clears what an interrupted run left (:func:`phm.runhome.recover`), works in its
 own workspace ``HOME/.run/<run_id>/`` (a copy of the last good warehouse), and on success
-builds the published copy (:func:`phm.publish.build_published`) and promotes everything
-together (:func:`phm.runhome.promote`). A failed run's workspace is deleted: ``HOME`` keeps
-the last good run's warehouse, published copy, models and exports, consistent with each other.
+builds the published copy and promotes everything together (:func:`phm.runhome.finish`, the
+same ending as a run started from the UI, the schedule or a sensor). A failed run's workspace
+is deleted: ``HOME`` keeps the last good run's warehouse, published copy, models and exports,
+consistent with each other.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from phm.paths import REPO_ROOT, dagster_home, warehouse_path
+from phm.paths import REPO_ROOT, dagster_home
 from phm.permissions import owner_only, private_dir
-from phm.publish import PublishRefused, build_published
-from phm.runhome import discard, home_lock, promote, recover, start_run
+from phm.publish import PublishRefused
+from phm.runhome import finish, home_lock, recover, start_run
 
 log = logging.getLogger("pipelines.runner")
 
@@ -109,15 +110,12 @@ def _run_locked(
         )
     finally:
         instance.dispose()
-    if not result.success:
-        discard(work)
-        raise PipelineFailed(_failure_message(result))
     try:
-        build_published(warehouse_path(work), work / "published.duckdb", run_id)
+        finish(home, work, run_id, success=result.success, full_exports=not selection)
     except PublishRefused as e:
-        discard(work)
         raise PipelineFailed(str(e)) from e
-    promote(home, work, full_exports=not selection)
+    if not result.success:
+        raise PipelineFailed(_failure_message(result))
     seconds = time.perf_counter() - t0
     materialized = sorted(
         e.asset_key.to_user_string()
