@@ -10,10 +10,13 @@ analysts see the trend month to month, and a trend chart per PCN folder.
 * ``reports.history_data_quality`` (extract_date, table_name, rows_delivered, rows_accepted,
   rows_quarantined): from ``reports.data_quality``;
 * ``reports.history_measures`` (extract_date, pcn_code, imd2019_quintile, registered,
-  ltc5_pct, frailty_pct, emergency_admissions_per_1000): copied from the disclosure-controlled
+  ltc5_pct, frailty_pct, emergency_admissions_per_1000, their counts, scope): rows of
+  ``scope = 'quintile'`` copied from the disclosure-controlled
   ``geo.need_by_imd_quintile_published`` (``registered`` as published: ``*`` or rounded;
   rates computed there from protected counts; ``pcn_code = 'ALL'`` is every PCN together,
-  ``imd2019_quintile`` null: patients with no known quintile);
+  ``imd2019_quintile`` null: patients with no known quintile), and one row per PCN of
+  ``scope = 'total'`` (:func:`pcn_totals`: the PCN over all quintiles, counts protected,
+  rates from the protected counts);
 * ``reports.history_model`` (extract_date, status, reason, model_version, validation_auroc,
   validation_brier): from ``reports.risk_model_status`` and the metrics the caller passes.
 
@@ -36,7 +39,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import polars as pl
 
-from phm.disclosure import SUPPRESSED, DisclosurePolicy, protect_value, rounded_value
+from phm.disclosure import (
+    SUPPRESSED,
+    DisclosurePolicy,
+    protect_count,
+    protect_value,
+    rounded_value,
+)
 from phm.exports import add_to_manifest
 from phm.files import atomic_path
 from phm.quality import COHORT_SIZE_HISTORY
@@ -45,6 +54,10 @@ from phm.warehouse import table_exists
 DATA_QUALITY = "reports.data_quality"
 MODEL_STATUS = "reports.risk_model_status"
 NEED_BY_QUINTILE = "geo.need_by_imd_quintile_published"
+NEED_BY_QUINTILE_RAW = "geo.need_by_imd_quintile"
+#: rows of reports.history_measures: one IMD quintile of a PCN, or the PCN over all quintiles
+SCOPE_QUINTILE = "quintile"
+SCOPE_TOTAL = "total"
 
 HISTORY_DATA_QUALITY = "reports.history_data_quality"
 HISTORY_MEASURES = "reports.history_measures"
@@ -89,7 +102,8 @@ _DDL = {
     HISTORY_MEASURES: """(extract_date DATE NOT NULL, pcn_code VARCHAR NOT NULL,
         imd2019_quintile INTEGER, registered VARCHAR, ltc5_pct DOUBLE, frailty_pct DOUBLE,
         emergency_admissions_per_1000 DOUBLE, ltc5_n VARCHAR, ltc5_denominator VARCHAR,
-        frailty_n VARCHAR, frailty_denominator VARCHAR, emergency_admissions_n VARCHAR)""",
+        frailty_n VARCHAR, frailty_denominator VARCHAR, emergency_admissions_n VARCHAR,
+        scope VARCHAR)""",
     HISTORY_MODEL: """(extract_date DATE NOT NULL PRIMARY KEY, status VARCHAR,
         reason VARCHAR, model_version VARCHAR, validation_auroc DOUBLE,
         validation_brier DOUBLE)""",
@@ -128,10 +142,62 @@ def _measures_sql(con: duckdb.DuckDBPyConnection) -> str:
     counts = ", ".join(f"{c}::VARCHAR" if c in cols else "NULL::VARCHAR" for c in PUBLISHED_COUNTS)
     return (
         f"SELECT ?::DATE, pcn_code, imd2019_quintile::INTEGER, population::VARCHAR, {values}, "
-        f"{counts} "
+        f"{counts}, '{SCOPE_QUINTILE}' "
         f"FROM {NEED_BY_QUINTILE} WHERE pcn_code IS NOT NULL "
         "ORDER BY pcn_code, imd2019_quintile NULLS LAST"
     )
+
+
+def pcn_totals(con: duckdb.DuckDBPyConnection, extract_date: dt.date) -> pl.DataFrame:
+    """One row per PCN (and ``ALL``) over all IMD quintiles, in the shape of
+    ``reports.history_measures`` (``scope = 'total'``, quintile null): each count is the PCN's
+    exact total (from the raw quintile table) through :func:`phm.disclosure.protect_value`
+    (suppress 1-7, round to 5), and each rate is computed from those protected counts. The
+    joint protection of the need tables treats exactly these PCN totals as published
+    (:func:`geo.need.protect_need_counts`, ``elsewhere``), so a suppressed area cell cannot be
+    recovered from them; summing the published quintile cells instead would undercount
+    wherever a quintile cell is suppressed."""
+    cols = _columns(con, NEED_BY_QUINTILE_RAW)
+    present = [c for c in PUBLISHED_COUNTS if c in cols]
+    sums = ", ".join(
+        ["sum(population)::BIGINT AS registered"] + [f"sum({c})::BIGINT AS {c}" for c in present]
+    )
+    raw = con.execute(
+        f"SELECT pcn_code, {sums} FROM {NEED_BY_QUINTILE_RAW} WHERE pcn_code IS NOT NULL "
+        "GROUP BY pcn_code ORDER BY pcn_code"
+    ).pl()
+    policy = DisclosurePolicy.from_env()
+    texts = ["registered", *present]
+    shown = raw.with_columns(protect_count(pl.col(c), policy).alias(c) for c in texts)
+    nums = shown.with_columns(
+        pl.when(pl.col(c) == SUPPRESSED)
+        .then(None)
+        .otherwise(pl.col(c))
+        .cast(pl.Int64)
+        .alias(f"_{c}")
+        for c in texts
+    )
+    rates = []
+    for m, (num, den, per) in RATE_COUNTS.items():
+        if num not in present or (den is not None and den not in present):
+            rates.append(pl.lit(None, pl.Float64).alias(m))
+            continue
+        n, d = pl.col(f"_{num}"), pl.col(f"_{den or 'registered'}")
+        ok = n.is_not_null() & d.is_not_null() & (n >= policy.min_rate_events) & (d > 0)
+        rates.append(pl.when(ok).then((n * per / d).round(1)).otherwise(None).alias(m))
+    out = nums.with_columns(rates).select(
+        pl.lit(extract_date).alias("extract_date"),
+        "pcn_code",
+        pl.lit(None, pl.Int32).alias("imd2019_quintile"),
+        "registered",
+        *MEASURES,
+        *[
+            (pl.col(c) if c in present else pl.lit(None, pl.String)).alias(c)
+            for c in PUBLISHED_COUNTS
+        ],
+        pl.lit(SCOPE_TOTAL).alias("scope"),
+    )
+    return out
 
 
 def _model_row(
@@ -184,6 +250,8 @@ def record_delivery_history(
     con.execute("CREATE SCHEMA IF NOT EXISTS reports")
     for table, ddl in _DDL.items():
         con.execute(f"CREATE TABLE IF NOT EXISTS {table} {ddl}")
+    # a home whose history predates the PCN-total rows: their rows are per quintile
+    con.execute(f"ALTER TABLE {HISTORY_MEASURES} ADD COLUMN IF NOT EXISTS scope VARCHAR")
     con.execute("BEGIN TRANSACTION")
     try:
         model_row = _model_row(con, extract_date, model_metrics)  # before its old row goes
@@ -193,6 +261,9 @@ def record_delivery_history(
             con.execute(f"INSERT INTO {HISTORY_DATA_QUALITY} {_data_quality_sql()}", [extract_date])
         if table_exists(con, NEED_BY_QUINTILE):
             con.execute(f"INSERT INTO {HISTORY_MEASURES} {_measures_sql(con)}", [extract_date])
+        if table_exists(con, NEED_BY_QUINTILE_RAW):
+            totals = pcn_totals(con, extract_date)  # noqa: F841 (read by the SQL below)
+            con.execute(f"INSERT INTO {HISTORY_MEASURES} BY NAME SELECT * FROM totals")
         con.execute(f"INSERT INTO {HISTORY_MODEL} VALUES (?, ?, ?, ?, ?, ?)", model_row)
         con.execute("COMMIT")
     except Exception:
@@ -243,10 +314,12 @@ def protected_cohort_sizes(
 
 def pcn_measure_trend(con: duckdb.DuckDBPyConnection, pcn_code: str) -> pl.DataFrame:
     """A PCN's (or 'ALL') key measures across deliveries, over all IMD quintiles together,
-    from the published counts only: registered = sum of the published quintile populations,
-    each rate = sum of published numerators / sum of published denominators (suppressed cells
-    count as 0), shown only on at least ``min_rate_events`` published events. One row per
-    delivery: extract_date, registered, the :data:`MEASURES`."""
+    from published counts only: the PCN-total rows (:func:`pcn_totals`) where the delivery
+    has them; for deliveries recorded before those rows existed, registered = sum of the
+    published quintile populations and each rate = sum of published numerators / sum of
+    published denominators (suppressed cells count as 0, so a lower bound), shown only on at
+    least ``min_rate_events`` published events. One row per delivery: extract_date,
+    registered, the :data:`MEASURES`."""
     df = con.execute(
         f"SELECT * FROM {HISTORY_MEASURES} WHERE pcn_code = ? ORDER BY extract_date",
         [pcn_code],
@@ -254,6 +327,19 @@ def pcn_measure_trend(con: duckdb.DuckDBPyConnection, pcn_code: str) -> pl.DataF
     schema = {"extract_date": pl.Date, "registered": pl.Int64} | {m: pl.Float64 for m in MEASURES}
     if df.is_empty():
         return pl.DataFrame(schema=schema)
+    if "scope" not in df.columns:
+        df = df.with_columns(pl.lit(None, pl.String).alias("scope"))
+    totals = df.filter(pl.col("scope") == SCOPE_TOTAL)
+    # deliveries recorded with their PCN totals use them; older ones sum the quintile rows
+    df = df.filter(
+        (pl.col("scope") != SCOPE_TOTAL).fill_null(True)
+        & ~pl.col("extract_date").is_in(totals["extract_date"].implode())
+    )
+    from_totals = totals.select(
+        "extract_date",
+        pl.col("registered").map_elements(_published_int, return_dtype=pl.Int64),
+        *MEASURES,
+    )
     policy = DisclosurePolicy.from_env()
     texts = ["registered", *PUBLISHED_COUNTS]
     df = df.with_columns(
@@ -266,7 +352,8 @@ def pcn_measure_trend(con: duckdb.DuckDBPyConnection, pcn_code: str) -> pl.DataF
         rate = (pl.col(num) * per / d).round(1)
         ok = (pl.col(num) >= policy.min_rate_events) & (d > 0)
         rates.append(pl.when(ok).then(rate).otherwise(None).alias(m))
-    return sums.select("extract_date", "registered", *rates).sort("extract_date").cast(schema)
+    summed = sums.select("extract_date", "registered", *rates) if df.height else from_totals.clear()
+    return pl.concat([from_totals.cast(schema), summed.cast(schema)]).sort("extract_date")
 
 
 def history_metadata(con: duckdb.DuckDBPyConnection, extract_date: dt.date) -> dict[str, object]:

@@ -8,10 +8,12 @@ from datetime import date
 
 import dagster as dg
 import duckdb
+import polars as pl
 import pytest
 from factory import make_delivery
 
-from phm.history import HISTORY_TABLES, TREND_FILE, history_metadata
+from phm.disclosure import protect_value
+from phm.history import HISTORY_TABLES, TREND_FILE, history_metadata, pcn_measure_trend
 from phm.synth import generate
 from pipelines.resources import Settings
 from pipelines.runner import run_pipeline
@@ -90,6 +92,39 @@ def test_metadata_is_disclosure_controlled(runs):
     assert figures["registered"] % 5 == 0
     assert abs(figures["registered"] - exact) < exact * 0.1
     assert figures["rows_delivered"] % 5 == 0
+
+
+def test_pcn_totals_are_the_protected_totals_not_sums_of_suppressed_cells(runs):
+    """Each PCN's trend figure rests on its total through the disclosure rule (the totals the
+    joint need-table protection treats as published), not on a sum of quintile cells of which
+    some are suppressed (an undercount)."""
+    _, home, _, _ = runs
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        exact = dict(
+            con.execute(
+                "SELECT pcn_code, sum(population) FROM geo.need_by_imd_quintile GROUP BY pcn_code"
+            ).fetchall()
+        )
+        totals = dict(
+            con.execute(
+                "SELECT pcn_code, registered FROM reports.history_measures "
+                "WHERE scope = 'total' AND extract_date = ?",
+                [OCT],
+            ).fetchall()
+        )
+        quintile_cells = con.execute(
+            "SELECT count(*) FILTER (WHERE registered = '*'), count(*) "
+            "FROM reports.history_measures WHERE scope = 'quintile' AND extract_date = ?",
+            [OCT],
+        ).fetchone()
+        trend = {
+            pcn: pcn_measure_trend(con, pcn).filter(pl.col("extract_date") == OCT) for pcn in exact
+        }
+    assert set(totals) == set(exact)
+    assert quintile_cells[1] > 0
+    for pcn, n in exact.items():
+        assert totals[pcn] == protect_value(int(n))
+        assert trend[pcn]["registered"].item() == int(protect_value(int(n)))
 
 
 def test_sensor_adds_delivery_partitions(tmp_path):
