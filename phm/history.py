@@ -366,7 +366,8 @@ def history_metadata(con: duckdb.DuckDBPyConnection, extract_date: dt.date) -> d
     out: dict[str, object] = {}
     if trend.height:
         row = trend.row(0, named=True)
-        out["registered"] = rounded_value(row["registered"], policy)
+        if row["registered"] is not None:  # None: suppressed (a PCN of 1-7 patients)
+            out["registered"] = rounded_value(row["registered"], policy)
         out |= {m: row[m] for m in MEASURES}
     dq = con.execute(
         f"SELECT sum(rows_delivered), sum(rows_quarantined) FROM {HISTORY_DATA_QUALITY} "
@@ -410,7 +411,8 @@ def history_markdown(con: duckdb.DuckDBPyConnection) -> str:
 
     for (d,) in dates:
         t = trend.filter(pl.col("extract_date") == d)
-        reg = rounded_value(t["registered"][0], policy) if t.height else None
+        reg = t["registered"][0] if t.height else None
+        reg = rounded_value(reg, policy) if reg is not None else None
         ms = [t[m][0] if t.height else None for m in MEASURES]
         members = sizes.filter(pl.col("extract_date") == d)["members"].sum()
         q = con.execute(

@@ -28,6 +28,7 @@ import phm.runhome
 from phm.paths import dagster_home, published_path, run_root, warehouse_path
 from phm.runhome import holds_lock, stage, staged_runs, unstage
 from pipelines.definitions import NIGHTLY_JOB, build_definitions
+from pipelines.partitions import delivery_key, register_delivery
 from pipelines.resources import Settings
 from pipelines.runner import prepare_dagster_home, run_pipeline
 
@@ -40,6 +41,7 @@ import logging, sys
 logging.basicConfig(level=logging.INFO)
 import dagster as dg
 from pipelines.definitions import NIGHTLY_JOB, build_definitions
+from pipelines.partitions import delivery_key, register_delivery
 from pipelines.resources import Settings
 from pipelines.runner import prepare_dagster_home
 settings = Settings.from_env()
@@ -52,9 +54,12 @@ if keys:
         dg.AssetSelection.assets(*keys).required_multi_asset_neighbors().resolve(graph)
     )
 instance = dg.DagsterInstance.from_config(str(prepare_dagster_home(settings.home)))
+# the UI launches one delivery partition (the latest complete delivery here)
+partition = delivery_key(settings.extracts_root)
+register_delivery(instance, partition)
 try:
     result = defs.resolve_job_def(NIGHTLY_JOB).execute_in_process(
-        instance=instance, raise_on_error=False, **kwargs
+        instance=instance, raise_on_error=False, partition_key=partition, **kwargs
     )
 finally:
     instance.dispose()
@@ -93,9 +98,11 @@ def _ui_run_in_process(monkeypatch, extracts: Path, home: Path, selection: list[
             dg.AssetSelection.assets(*keys).required_multi_asset_neighbors().resolve(graph)
         )
     instance = dg.DagsterInstance.from_config(str(prepare_dagster_home(home)))
+    partition = delivery_key(extracts)  # the UI launches one delivery partition
+    register_delivery(instance, partition)
     try:
         return defs.resolve_job_def(NIGHTLY_JOB).execute_in_process(
-            instance=instance, raise_on_error=False, **kwargs
+            instance=instance, raise_on_error=False, partition_key=partition, **kwargs
         )
     finally:
         instance.dispose()
