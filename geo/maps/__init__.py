@@ -33,6 +33,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import forkserver
 from pathlib import Path
 
 import duckdb
@@ -156,22 +157,27 @@ def write_pcn_maps(
     The inputs are read here, once: the published need tables, practice locations and
     community assets, and the shared base layers (boundaries projected, background paths
     and GeoJSON prepared once, :func:`base_layers`, :func:`background_geojson`).
-    ``workers`` (default :func:`map_workers`) > 1 renders the PCNs in that many ``spawn``
-    worker processes, which get only these published frames (never the warehouse); the
-    files are byte-identical to ``workers=1`` (rendering in this process)."""
+    ``workers`` > 1 renders the PCNs in that many worker processes (``forkserver``, else
+    ``spawn``: never a fork of this process), which get only these published frames, never
+    the warehouse; the files are byte-identical to ``workers=1`` (rendering in this
+    process). Default: :func:`map_workers` (``PHM_MAP_WORKERS``); when that is not set, at
+    most one worker per two PCNs, since starting the workers costs about one PCN's maps."""
     out_dir = Path(out_dir)
     pub = con.execute(f"SELECT * FROM {published_table('lsoa')}").pl()
+    codes = (
+        list(pcn_codes)
+        if pcn_codes
+        else sorted(c for c in pub["pcn_code"].unique().to_list() if c not in (ALL_PCNS, None))
+    )
+    n = _n_workers(workers, len(codes))
+    # start the workers' parent process now: it imports the map code while this one reads
+    mp_context = _worker_context() if n > 1 else None
     coarser = coarser_tables(con)
     b = boundaries if boundaries is not None else load_lsoa_boundaries()
     b_bng = b.to_crs(BNG)
     base = base_layers(b_bng, lad_outlines(b_bng))
     practices = practice_locations(con, b)
     assets = load_assets(con)
-    codes = (
-        list(pcn_codes)
-        if pcn_codes
-        else sorted(c for c in pub["pcn_code"].unique().to_list() if c not in (ALL_PCNS, None))
-    )
     context = dict(
         pub=pub,
         b=b,
@@ -188,14 +194,6 @@ def write_pcn_maps(
         interactive=interactive,
         coarser=coarser,
     )
-    if workers is None and not os.environ.get("PHM_MAP_WORKERS", "").strip():
-        # starting a worker costs about one PCN's maps: by default at least two PCNs each
-        n = min(map_workers(), len(codes) // 2)
-    else:
-        n = map_workers() if workers is None else workers
-    if n < 1 and workers is not None:
-        raise ValueError(f"workers must be at least 1, not {n}")
-    n = min(n, len(codes))
     written: dict[str, list[Path]] = {}
     if n <= 1:
         for code in codes:
@@ -210,7 +208,7 @@ def write_pcn_maps(
     # each worker receives the shared context once, then PCN codes only
     with ProcessPoolExecutor(
         max_workers=n,
-        mp_context=_worker_context(),
+        mp_context=mp_context,
         initializer=_init_worker,
         initargs=(context,),
     ) as pool:
@@ -227,6 +225,16 @@ def write_pcn_maps(
     return written
 
 
+def _n_workers(workers: int | None, n_pcns: int) -> int:
+    """Worker processes for ``n_pcns`` PCNs (1 = in this process)."""
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
+    if workers is None and not os.environ.get("PHM_MAP_WORKERS", "").strip():
+        # starting the workers costs about one PCN's maps: by default two PCNs or more each
+        return max(1, min(map_workers(), n_pcns // 2))
+    return max(1, min(map_workers() if workers is None else workers, n_pcns))
+
+
 def _worker_context():
     """Never a fork of this process (its DuckDB threads are live): 'forkserver' where there is
     one (a fresh server process that imports the map code once, then forks the workers from
@@ -234,6 +242,7 @@ def _worker_context():
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["geo.maps"])
+        forkserver.ensure_running()
         return ctx
     return multiprocessing.get_context("spawn")
 
