@@ -84,6 +84,7 @@ def tiny_home(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PHM_PSEUDONYMISATION_KEY", KEY)
+        mp.setenv("PHM_MAP_WORKERS", "1")  # in process, where the patched renderer is
         mp.setattr(geo.maps, "plot_choropleth", failing)
         summary = run_pipeline(extracts, home)
     return extracts, home, summary

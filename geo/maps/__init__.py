@@ -28,8 +28,12 @@ an LSOA's location is its polygon centroid.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import shutil
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import forkserver
 from pathlib import Path
 
 import duckdb
@@ -49,9 +53,9 @@ from geo.maps.common import (
     practice_locations,
 )
 from geo.maps.gaps import asset_gaps
-from geo.maps.interactive import leaflet_inline_head, write_interactive_map
+from geo.maps.interactive import background_geojson, leaflet_inline_head, write_interactive_map
 from geo.maps.levels import LEVEL_TEXT, Level, choose_levels
-from geo.maps.static import lad_outlines, plot_choropleth
+from geo.maps.static import BaseLayers, base_layers, lad_outlines, plot_choropleth
 from geo.need import ALL_PCNS, published_lsoa_geodataframe, published_table
 from geo.reference import BNG, load_lsoa_boundaries
 from phm.files import write_csv
@@ -61,10 +65,13 @@ log = logging.getLogger("geo.maps")
 __all__ = [
     "INTERACTIVE_MEASURES",
     "MAP_MEASURES",
+    "BaseLayers",
     "Classes",
     "MapMeasure",
     "asset_gaps",
     "asset_label",
+    "background_geojson",
+    "base_layers",
     "choose_levels",
     "classify",
     "coarser_tables",
@@ -73,6 +80,7 @@ __all__ = [
     "leaflet_inline_head",
     "load_assets",
     "lsoa_centroids",
+    "map_workers",
     "pcn_levels",
     "plot_choropleth",
     "practice_locations",
@@ -108,6 +116,21 @@ def pcn_levels(
     return out, {**{m.id: LEVEL_TEXT["lsoa"] for m in measures}, **levels}
 
 
+def map_workers() -> int:
+    """Worker processes for the PCN maps: ``PHM_MAP_WORKERS`` if set (1 = render in this
+    process), else ``min(cpu_count, 4)``."""
+    raw = os.environ.get("PHM_MAP_WORKERS", "").strip()
+    if raw:
+        try:
+            n = int(raw)
+        except ValueError:
+            raise ValueError(f"PHM_MAP_WORKERS must be a whole number, not {raw!r}") from None
+        if n < 1:
+            raise ValueError(f"PHM_MAP_WORKERS must be at least 1, not {n}")
+        return n
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
 def write_pcn_maps(
     con: duckdb.DuckDBPyConnection,
     out_dir: Path | str,
@@ -121,6 +144,7 @@ def write_pcn_maps(
     distance_threshold_m: float = 1000.0,
     interactive: bool = True,
     failures: dict[str, str] | None = None,
+    workers: int | None = None,
 ) -> dict[str, list[Path]]:
     """Write every map and the gap table of each PCN under ``<out_dir>/<pcn_code>/maps/``
     from ``geo.need_by_lsoa_published`` (build it first with
@@ -128,25 +152,37 @@ def write_pcn_maps(
 
     With ``failures`` (a dict), one PCN's failure does not stop the others: it is logged as
     a warning, recorded as ``failures[pcn_code] = message`` and its partial ``maps/`` folder
-    removed. Without it, the first failure is raised."""
+    removed. Without it, the first failure (in PCN order) is raised.
+
+    The inputs are read here, once: the published need tables, practice locations and
+    community assets, and the shared base layers (boundaries projected, background paths
+    and GeoJSON prepared once, :func:`base_layers`, :func:`background_geojson`).
+    ``workers`` > 1 renders the PCNs in that many worker processes (``forkserver``, else
+    ``spawn``: never a fork of this process), which get only these published frames, never
+    the warehouse; the files are byte-identical to ``workers=1`` (rendering in this
+    process). Default: :func:`map_workers` (``PHM_MAP_WORKERS``); when that is not set, at
+    most one worker per two PCNs, since starting the workers costs about one PCN's maps."""
     out_dir = Path(out_dir)
     pub = con.execute(f"SELECT * FROM {published_table('lsoa')}").pl()
-    coarser = coarser_tables(con)
-    b = boundaries if boundaries is not None else load_lsoa_boundaries()
-    b_bng = b.to_crs(BNG)
-    lads = lad_outlines(b_bng)
-    practices = practice_locations(con, b)
-    assets = load_assets(con)
     codes = (
         list(pcn_codes)
         if pcn_codes
         else sorted(c for c in pub["pcn_code"].unique().to_list() if c not in (ALL_PCNS, None))
     )
+    n = _n_workers(workers, len(codes))
+    # start the workers' parent process now: it imports the map code while this one reads
+    mp_context = _worker_context() if n > 1 else None
+    coarser = coarser_tables(con)
+    b = boundaries if boundaries is not None else load_lsoa_boundaries()
+    b_bng = b.to_crs(BNG)
+    base = base_layers(b_bng, lad_outlines(b_bng))
+    practices = practice_locations(con, b)
+    assets = load_assets(con)
     context = dict(
         pub=pub,
         b=b,
-        b_bng=b_bng,
-        lads=lads,
+        base=base,
+        background_json=background_geojson(b) if interactive else None,
         practices=practices,
         assets=assets,
         out_dir=out_dir,
@@ -159,17 +195,75 @@ def write_pcn_maps(
         coarser=coarser,
     )
     written: dict[str, list[Path]] = {}
-    for code in codes:
-        if failures is None:
-            written[code] = _pcn_maps(code, **context)
-            continue
-        try:
-            written[code] = _pcn_maps(code, **context)
-        except Exception as e:  # isolate: the other PCNs still get their maps
-            failures[code] = f"{type(e).__name__}: {e}"
-            log.warning("maps for PCN %s failed, other PCNs continue: %s", code, failures[code])
-            shutil.rmtree(out_dir / code / "maps", ignore_errors=True)
+    if n <= 1:
+        for code in codes:
+            if failures is None:
+                written[code] = _pcn_maps(code, **context)
+                continue
+            try:
+                written[code] = _pcn_maps(code, **context)
+            except Exception as e:  # isolate: the other PCNs still get their maps
+                _failed(code, e, out_dir, failures)
+        return written
+    # each worker receives the shared context once, then PCN codes only
+    with ProcessPoolExecutor(
+        max_workers=n,
+        mp_context=mp_context,
+        initializer=_init_worker,
+        initargs=(context,),
+    ) as pool:
+        futures = {code: pool.submit(_worker_pcn_maps, code) for code in codes}
+        for code in codes:  # in PCN order, as in one process
+            try:
+                written[code] = futures[code].result()
+            except Exception as e:
+                if failures is None:
+                    for f in futures.values():
+                        f.cancel()
+                    raise
+                _failed(code, e, out_dir, failures)
     return written
+
+
+def _n_workers(workers: int | None, n_pcns: int) -> int:
+    """Worker processes for ``n_pcns`` PCNs (1 = in this process)."""
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
+    if workers is None and not os.environ.get("PHM_MAP_WORKERS", "").strip():
+        # starting the workers costs about one PCN's maps: by default two PCNs or more each
+        return max(1, min(map_workers(), n_pcns // 2))
+    return max(1, min(map_workers() if workers is None else workers, n_pcns))
+
+
+def _worker_context():
+    """Never a fork of this process (its DuckDB threads are live): 'forkserver' where there is
+    one (a fresh server process that imports the map code once, then forks the workers from
+    itself), else 'spawn' (a fresh interpreter per worker)."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["geo.maps"])
+        forkserver.ensure_running()
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def _failed(code: str, e: Exception, out_dir: Path, failures: dict[str, str]) -> None:
+    failures[code] = f"{type(e).__name__}: {e}"
+    log.warning("maps for PCN %s failed, other PCNs continue: %s", code, failures[code])
+    shutil.rmtree(out_dir / code / "maps", ignore_errors=True)
+
+
+#: the shared context in a worker process (set once by :func:`_init_worker`)
+_WORKER_CONTEXT: dict = {}
+
+
+def _init_worker(context: dict) -> None:
+    _WORKER_CONTEXT.clear()
+    _WORKER_CONTEXT.update(context)
+
+
+def _worker_pcn_maps(code: str) -> list[Path]:
+    return _pcn_maps(code, **_WORKER_CONTEXT)
 
 
 def _pcn_maps(
@@ -177,8 +271,8 @@ def _pcn_maps(
     *,
     pub,
     b,
-    b_bng,
-    lads,
+    base,
+    background_json,
     practices,
     assets,
     out_dir,
@@ -204,11 +298,10 @@ def _pcn_maps(
                 maps / f"{m.id}.png",
                 pcn_label=label,
                 pcn_code=code,
-                background=b_bng,
                 practices=practices,
                 scheme=scheme,
                 k=k,
-                lads=lads,
+                base=base,
                 level=levels[m.id],
             )
         )
@@ -234,11 +327,10 @@ def _pcn_maps(
                 maps / "assets_over_need.png",
                 pcn_label=label,
                 pcn_code=code,
-                background=b_bng,
                 practices=practices,
                 scheme=scheme,
                 k=k,
-                lads=lads,
+                base=base,
                 assets=assets,
                 highlight=gaps["lsoa11_code"].unique().to_list(),
                 level=levels[need_m.id],
@@ -266,6 +358,7 @@ def _pcn_maps(
                 pcn_label=label,
                 pcn_code=code,
                 background=b,
+                background_json=background_json,
                 practices=practices,
                 assets=assets,
                 scheme=scheme,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import html
 import itertools
 import json
@@ -63,6 +64,7 @@ def _deterministic_ids() -> Iterator[None]:
         branca.element.Element._generate_id = original
 
 
+@functools.cache
 def leaflet_inline_head() -> str:
     """Leaflet's CSS (images as data: URIs) and JS, to paste into ``<head>``."""
     css = (LEAFLET_DIR / "leaflet.css").read_text(encoding="utf-8")
@@ -258,12 +260,15 @@ def write_interactive_map(
     scheme: str = "quantiles",
     k: int = 5,
     levels: Mapping[str, Level] | None = None,
+    background_json: str | None = None,
 ) -> Path:
     """The offline Leaflet map: one base layer per measure (radio buttons) with LSOA tooltips,
     community assets by category and practices as overlays. No tiles, no network.
 
     ``levels``: how each measure is shown (:func:`geo.maps.levels.choose_levels`, whose frame
-    ``gdf`` then is); by LSOA when not given. The map opens on the first measure with values."""
+    ``gdf`` then is); by LSOA when not given. The map opens on the first measure with values.
+    ``background_json``: :func:`background_geojson` of ``background``, prepared once for
+    many PCNs (the same page as from ``background``)."""
     g = gdf[gdf.geometry.notna()].to_crs(WGS84).reset_index(drop=True)
     # the features carry only their colours and their row in the data block's tooltip table
     props = pd.DataFrame({"i": np.arange(len(g), dtype=np.int64)})
@@ -348,11 +353,11 @@ def write_interactive_map(
             ),
             name="phm_style",
         )
-        if background is not None and not background.empty:
-            bg = background.to_crs(WGS84)[["lsoa11_code", "geometry"]].copy()
-            bg["geometry"] = bg.geometry.set_precision(1e-5)
+        if background_json is None and background is not None and not background.empty:
+            background_json = background_geojson(background)
+        if background_json is not None:
             folium.GeoJson(
-                bg,
+                json.loads(background_json),
                 name="LSOA 2011 boundaries",
                 style_function=lambda f: {
                     "fillColor": BACKGROUND,
@@ -367,10 +372,12 @@ def write_interactive_map(
         who = "all PCNs" if pcn_code == ALL_PCNS else "this PCN"
         aliases = ["LSOA", "Name", "IMD 2019 decile", f"Registered patients ({who})"]
         aliases += [m.title for m in measures if m.kind != "imd"]
+        # one GeoJSON text for every measure's layer (folium would convert the frame each time)
+        features_json = _geojson_text(features) if len(features) else None
         for i, m in enumerate(measures if len(features) else ()):
             fg = folium.FeatureGroup(name=m.title, overlay=False, show=(i == first))
             layer = folium.GeoJson(
-                features,
+                json.loads(features_json),
                 style_function=lambda f, mid=m.id, own=(m.id in grouped): {
                     "fillColor": f["properties"][f"fill_{mid}"],
                     "color": f["properties"][f"edge_{mid}"] if own else "#ffffff",
@@ -459,6 +466,21 @@ def write_interactive_map(
     _check_offline(page)
     atomic_write_text(out_path, _with_map_data(page, data))
     return out_path
+
+
+def _geojson_text(gdf: gpd.GeoDataFrame) -> str:
+    """The GeoJSON folium embeds for ``gdf`` (what ``folium.GeoJson(gdf)`` makes of it)."""
+    return json.dumps(gdf.to_crs("EPSG:4326").__geo_interface__)
+
+
+def background_geojson(background: gpd.GeoDataFrame) -> str | None:
+    """The interactive map's LSOA background layer as GeoJSON text (``None`` if empty):
+    prepared once, it serves every PCN's map."""
+    if background is None or background.empty:
+        return None
+    bg = background.to_crs(WGS84)[["lsoa11_code", "geometry"]].copy()
+    bg["geometry"] = bg.geometry.set_precision(1e-5)
+    return _geojson_text(bg)
 
 
 _REMOTE = re.compile(

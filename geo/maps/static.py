@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
@@ -146,7 +147,10 @@ def _polygon_paths(geoms) -> list[MPath]:
 
 def _draw_polygons(ax, geoms, facecolor, edgecolor, linewidth, zorder, hatch=None) -> None:
     """Polygons as one collection (much faster than GeoDataFrame.plot for many maps)."""
-    paths = _polygon_paths(geoms)
+    _draw_paths(ax, _polygon_paths(geoms), facecolor, edgecolor, linewidth, zorder, hatch)
+
+
+def _draw_paths(ax, paths, facecolor, edgecolor, linewidth, zorder, hatch=None) -> None:
     if not paths:
         return
     coll = PathCollection(
@@ -176,7 +180,37 @@ def lad_outlines(background: gpd.GeoDataFrame) -> gpd.GeoSeries:
     return gpd.GeoSeries(outer, index=merged.index, crs=BNG)
 
 
-def _draw_background(ax, background, lads) -> None:
+@dataclass(frozen=True)
+class BaseLayers:
+    """The layers every PCN's static maps share, prepared once (:func:`base_layers`): the
+    LSOA background and the local authority outlines in British National Grid and their
+    matplotlib paths. Drawing from these gives the same pixels as drawing from the frames."""
+
+    background: gpd.GeoDataFrame
+    lads: gpd.GeoSeries
+    background_paths: list
+    lad_paths: list
+
+
+def base_layers(background: gpd.GeoDataFrame, lads: gpd.GeoSeries | None = None) -> BaseLayers:
+    """:class:`BaseLayers` of ``background`` (any CRS); ``lads`` from it when not given."""
+    bg = background.to_crs(BNG)
+    lads = lad_outlines(bg) if lads is None else lads.to_crs(BNG)
+    return BaseLayers(
+        background=bg,
+        lads=lads,
+        background_paths=_polygon_paths(bg.geometry),
+        lad_paths=_polygon_paths(lads.geometry),
+    )
+
+
+def _draw_background(ax, background, lads, base: BaseLayers | None = None) -> None:
+    if base is not None:
+        if base.background.empty:
+            return
+        _draw_paths(ax, base.background_paths, BACKGROUND, "white", 0.3, 1)
+        _draw_paths(ax, base.lad_paths, "none", "#8c8c8c", 0.9, 6)
+        return
     if background is None or background.empty:
         return
     _draw_polygons(ax, background.geometry, BACKGROUND, "white", 0.3, 1)
@@ -284,6 +318,7 @@ def plot_choropleth(
     extra_notes: Sequence[str] = (),
     lads: gpd.GeoSeries | None = None,
     level: Level | None = None,
+    base: BaseLayers | None = None,
 ) -> Path:
     """One A4 landscape PNG of ``measure`` over the PCN's LSOAs (``gdf`` in any CRS).
 
@@ -291,10 +326,14 @@ def plot_choropleth(
     the assets-over-need map. ``level``: how the measure is shown
     (:func:`geo.maps.levels.choose_levels`; by LSOA when not given): by MSOA or IMD decile the
     LSOAs carry their group's value, the classes are formed over the groups and the groups'
-    outlines (LSOAs dissolved) are drawn."""
+    outlines (LSOAs dissolved) are drawn. ``base``: the shared background and outlines
+    prepared once (:func:`base_layers`), used instead of ``background`` and ``lads``."""
     level = level or LEVEL_TEXT[LSOA]
     g = gdf[gdf.geometry.notna()].to_crs(BNG).reset_index(drop=True)
-    bg = background.to_crs(BNG) if background is not None else None
+    if base is not None:
+        bg = base.background
+    else:
+        bg = background.to_crs(BNG) if background is not None else None
     grp = group_column(measure) if level.level != LSOA else None
     groups = g[grp] if grp is not None else None
     cls = classify(g[measure.column], measure, scheme, k, groups=groups, units=level.units)
@@ -305,7 +344,7 @@ def plot_choropleth(
         f"with {_practices_of(pcn_code)}.",
         f"{OGL_ATTRIBUTION} {SDC_NOTE}",
     )
-    _draw_background(ax, bg, lads)
+    _draw_background(ax, bg, lads, base)
     if not g.empty:
         colours = np.array([*cls.colours, NO_DATA], dtype=object)[cls.index]
         has = cls.index >= 0
