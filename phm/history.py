@@ -169,14 +169,7 @@ def pcn_totals(con: duckdb.DuckDBPyConnection, extract_date: dt.date) -> pl.Data
     policy = DisclosurePolicy.from_env()
     texts = ["registered", *present]
     shown = raw.with_columns(protect_count(pl.col(c), policy).alias(c) for c in texts)
-    nums = shown.with_columns(
-        pl.when(pl.col(c) == SUPPRESSED)
-        .then(None)
-        .otherwise(pl.col(c))
-        .cast(pl.Int64)
-        .alias(f"_{c}")
-        for c in texts
-    )
+    nums = shown.with_columns(_published_ints(pl.col(c)).alias(f"_{c}") for c in texts)
     rates = []
     for m, (num, den, per) in RATE_COUNTS.items():
         if num not in present or (den is not None and den not in present):
@@ -286,6 +279,11 @@ def _published_int(text: str | None) -> int | None:
     return None if text in (None, SUPPRESSED) else int(text)
 
 
+def _published_ints(expr: pl.Expr) -> pl.Expr:
+    """:func:`_published_int` over a column of published counts (vectorised)."""
+    return pl.when(expr == SUPPRESSED).then(None).otherwise(expr).cast(pl.Int64)
+
+
 def protected_cohort_sizes(
     con: duckdb.DuckDBPyConnection, pcn_code: str | None = None
 ) -> pl.DataFrame:
@@ -305,11 +303,7 @@ def protected_cohort_sizes(
         params = [pcn_code]
     df = con.execute(sql + " ORDER BY extract_date, cohort_id", params).pl()
     policy = DisclosurePolicy.from_env()
-    return df.with_columns(
-        pl.col("n")
-        .map_elements(lambda n: protect_value(int(n), policy), return_dtype=pl.String)
-        .alias("members")
-    ).drop("n")
+    return df.with_columns(protect_count(pl.col("n"), policy).alias("members")).drop("n")
 
 
 def pcn_measure_trend(con: duckdb.DuckDBPyConnection, pcn_code: str) -> pl.DataFrame:
@@ -337,14 +331,12 @@ def pcn_measure_trend(con: duckdb.DuckDBPyConnection, pcn_code: str) -> pl.DataF
     )
     from_totals = totals.select(
         "extract_date",
-        pl.col("registered").map_elements(_published_int, return_dtype=pl.Int64),
+        _published_ints(pl.col("registered")),
         *MEASURES,
     )
     policy = DisclosurePolicy.from_env()
     texts = ["registered", *PUBLISHED_COUNTS]
-    df = df.with_columns(
-        pl.col(c).map_elements(_published_int, return_dtype=pl.Int64).fill_null(0) for c in texts
-    )
+    df = df.with_columns(_published_ints(pl.col(c)).fill_null(0) for c in texts)
     sums = df.group_by("extract_date").agg(pl.col(c).sum() for c in texts)
     rates = []
     for m, (num, den, per) in RATE_COUNTS.items():
@@ -393,9 +385,7 @@ def history_markdown(con: duckdb.DuckDBPyConnection) -> str:
     """A Markdown table, one row per delivery: registered, key measures (all PCNs), cohort
     members (all PCNs, all cohorts: published), rows quarantined, model status and AUROC."""
     trend = pcn_measure_trend(con, ALL_PCNS)
-    sizes = protected_cohort_sizes(con).with_columns(
-        pl.col("members").map_elements(_published_int, return_dtype=pl.Int64)
-    )
+    sizes = protected_cohort_sizes(con).with_columns(_published_ints(pl.col("members")))
     policy = DisclosurePolicy.from_env()
     dates = con.execute(
         f"SELECT extract_date FROM {HISTORY_MODEL} ORDER BY extract_date"
@@ -443,9 +433,7 @@ def history_markdown(con: duckdb.DuckDBPyConnection) -> str:
 def trend_figure_png(con: duckdb.DuckDBPyConnection, pcn_code: str, path: Path) -> Path:
     """Draw ``pcn_code``'s trend chart (cohort sizes and key measures across deliveries, from
     the history tables, published values only) to ``path`` (atomic)."""
-    sizes = protected_cohort_sizes(con, pcn_code).with_columns(
-        pl.col("members").map_elements(_published_int, return_dtype=pl.Int64)
-    )
+    sizes = protected_cohort_sizes(con, pcn_code).with_columns(_published_ints(pl.col("members")))
     measures = pcn_measure_trend(con, pcn_code)
     fig, axes = plt.subplots(1 + len(MEASURES), 1, figsize=(8.27, 11.69), sharex=True)
     fig.suptitle(f"{pcn_code}: trends across deliveries", fontsize=13)
