@@ -281,7 +281,7 @@ def _published_int(text: str | None) -> int | None:
 
 def _published_ints(expr: pl.Expr) -> pl.Expr:
     """:func:`_published_int` over a column of published counts (vectorised)."""
-    return pl.when(expr == SUPPRESSED).then(None).otherwise(expr).cast(pl.Int64)
+    return pl.when(expr != SUPPRESSED).then(expr).cast(pl.Int64)  # keeps the column's name
 
 
 def protected_cohort_sizes(
