@@ -120,17 +120,62 @@ def stage_measures(workdir: Path, patients: int, seed: int) -> dict:
     }
 
 
+def step_seconds(home: Path, run_id: str) -> dict[str, float]:
+    """Wall seconds of each step of a finished Dagster run, from the run's event log (largest
+    first): where the time of a ``pipeline`` or ``nightly`` stage goes."""
+    from dagster import DagsterEventType, DagsterInstance
+
+    from phm.paths import dagster_home
+
+    kinds = {
+        DagsterEventType.STEP_START,
+        DagsterEventType.STEP_SUCCESS,
+        DagsterEventType.STEP_FAILURE,
+    }
+    instance = DagsterInstance.from_config(str(dagster_home(home)))
+    try:
+        started: dict[str, float] = {}
+        seconds: dict[str, float] = {}
+        for entry in instance.all_logs(run_id, of_type=kinds):
+            key = entry.step_key
+            if entry.dagster_event.event_type == DagsterEventType.STEP_START:
+                started[key] = entry.timestamp
+            elif key in started:
+                seconds[key] = round(entry.timestamp - started[key], 1)
+    finally:
+        instance.dispose()
+    return dict(sorted(seconds.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _pipeline_home(workdir: Path, patients: int) -> tuple[Path, Path]:
+    extracts, home = _paths(workdir, patients)
+    return extracts, home.with_name("home-pipeline")
+
+
 def stage_pipeline(workdir: Path, patients: int, seed: int) -> dict:
-    """The whole Dagster run (every asset, maps and exports included), in a fresh home."""
+    """The whole Dagster run (every asset, maps and exports included) in a fresh home: the
+    first run, which trains the risk model."""
     import shutil
 
     from pipelines.runner import run_pipeline
 
-    extracts, home = _paths(workdir, patients)
-    home = home.with_name("home-pipeline")
+    extracts, home = _pipeline_home(workdir, patients)
     shutil.rmtree(home, ignore_errors=True)
     summary = run_pipeline(extracts, home, delivery=EXTRACT_DATE.isoformat())
-    return {"assets": len(summary.materialized)}
+    return {"assets": len(summary.materialized), "step_s": step_seconds(home, summary.run_id)}
+
+
+def stage_nightly(workdir: Path, patients: int, seed: int) -> dict:
+    """The whole Dagster run again in the ``pipeline`` stage's home: a nightly run on a home
+    whose risk model is current, so it scores with the stored model instead of retraining
+    (``segmentation.risk.retrain``); everything else is rebuilt as on any night."""
+    from pipelines.runner import run_pipeline
+
+    extracts, home = _pipeline_home(workdir, patients)
+    if not (home / "models").is_dir():
+        raise SystemExit("the nightly stage needs the pipeline stage's home: run --stage pipeline")
+    summary = run_pipeline(extracts, home, delivery=EXTRACT_DATE.isoformat())
+    return {"assets": len(summary.materialized), "step_s": step_seconds(home, summary.run_id)}
 
 
 def stage_impact(workdir: Path, patients: int, seed: int) -> dict:
@@ -172,6 +217,7 @@ STAGES = {
     "measures": stage_measures,
     "impact": stage_impact,
     "pipeline": stage_pipeline,
+    "nightly": stage_nightly,
 }
 
 
@@ -196,6 +242,9 @@ def _run_stage(stage: str, workdir: Path, patients: int, seed: int) -> dict:
         **detail,
     }
 
+
+#: how many of the slowest Dagster steps the printout and the Markdown results list
+TOP_STEPS = 12
 
 #: the scaling target: ingest plus validation within 3 times DuckDB's own read
 FLOOR_TARGET_RATIO = 3.0
@@ -238,6 +287,8 @@ def run_bench(
         detail = {
             k: v for k, v in row.items() if k not in ("stage", "seconds", "peak_rss_mib", "cpu_s")
         }
+        if "step_s" in detail:  # the slowest steps only; all of them are in the results file
+            detail["step_s"] = dict(list(detail["step_s"].items())[:TOP_STEPS])
         print(
             f"{stage:<12} {row['seconds']:>8.1f} {row['cpu_s']:>8.1f} "
             f"{row['peak_rss_mib']:>10.0f}  {detail}"
@@ -284,6 +335,17 @@ def run_bench(
                 for n in ("ingest", "validate", "ingest_validate")
             ],
         ]
+    for r in rows:
+        if r.get("step_s"):
+            md += [
+                "",
+                f"Slowest steps of the {r['stage']} stage (wall s, from the run's event log):",
+                "",
+                "| step | wall time (s) |",
+                "|---|---:|",
+                *[f"| {k} | {v:.1f} |" for k, v in list(r["step_s"].items())[:TOP_STEPS]],
+                f"| (sum of all {len(r['step_s'])} steps) | {sum(r['step_s'].values()):.1f} |",
+            ]
     (results / f"bench-{patients}.md").write_text("\n".join(md) + "\n")
     print(f"results: {results / f'bench-{patients}.json'}")
     return rows

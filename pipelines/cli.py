@@ -165,8 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure wall time and peak memory of each pipeline stage",
         description=(
             "Generate a synthetic delivery of --patients patients and time each stage "
-            "(generate, ingest, and the later stages that exist) in its own process, printing "
-            "wall time and peak memory (max RSS) per stage and writing them to a results file."
+            "(generate, read_floor, ingest, validate, measures, impact, pipeline, nightly) in "
+            "its own process, printing wall time, CPU time and peak memory (max RSS) per stage "
+            "and writing them to a results file. 'pipeline' is the whole Dagster run in a fresh "
+            "home (it trains the risk model); 'nightly' runs it again in that home, as a "
+            "nightly run with a current model does (scoring only); both list their slowest "
+            "steps."
         ),
     )
     b.add_argument("--patients", type=_positive_int, default=100_000, help="default 100000")
