@@ -35,9 +35,10 @@ from phm.impact.interventions import (
     INTERVENTIONS_TABLE,
     MONTHLY_USE_TABLE,
     OUTCOMES,
+    PEOPLE_TABLE,
     PRE_MONTHS,
     _d,
-    eligible_sql,
+    ltc_band_sql,
 )
 
 STRATA = ["sex", "age_band", "imd_band", "ltc_band", "efi_band"]
@@ -58,147 +59,199 @@ class MatchResult:
     summary: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
-USE_WINDOW_TABLE = "_impact_use"
+AGE_BAND_EDGES = (18, 35, 50, 65, 75, 85)
 
 
-def _create_use_window(con: duckdb.DuckDBPyConnection, months: list) -> None:
-    """``_impact_use``: the monthly use of the 12 months before any of ``months``, sorted
-    by month, so that each index month's query reads only its own 12 months (DuckDB skips
-    the other row groups by their month range) instead of the whole panel."""
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE {USE_WINDOW_TABLE} AS
-            SELECT * FROM {MONTHLY_USE_TABLE}
-            WHERE month >= {_d(min(months))} - INTERVAL {PRE_MONTHS} MONTH
-              AND month < {_d(max(months))}
-            ORDER BY month, person_id"""
+def _month_index(col: str) -> str:
+    """SQL: a date's calendar month as a whole number (year * 12 + month - 1)."""
+    return f"(year({col}) * 12 + month({col}) - 1)"
+
+
+def _idx(d) -> int:
+    return d.year * 12 + d.month - 1
+
+
+@dataclass
+class Panel:
+    """Everyone of ``marts.impact_people`` (rows in person_id order) with what matching needs
+    at any index month, and the monthly use of the months matched, as numpy arrays: loaded
+    once per intervention, so each index month is a few vectorised filters instead of
+    queries joining 64-character person_ids.
+
+    Per person: ``first``/``last``, the first and last index month (:func:`_idx`) at which
+    they are eligible (registered since the start of month -12; the index month observed),
+    ``t_idx`` the intervention's index month (-1: never treated), birth year and month,
+    ``sex_ok`` (sex known: a stratum with an unknown sex matches nobody, as an SQL join on
+    null), ``fixed`` the strata other than the age band as one code. Use: ``u_row`` (the
+    person's row), ``u_idx`` (month) and ``u_out`` (one column per outcome), sorted by
+    month."""
+
+    people: pl.DataFrame
+    first: np.ndarray
+    last: np.ndarray
+    t_idx: np.ndarray
+    birth_year: np.ndarray
+    birth_month: np.ndarray
+    sex_ok: np.ndarray
+    female: np.ndarray
+    fixed: np.ndarray
+    imd: np.ndarray
+    ltc: np.ndarray
+    u_row: np.ndarray
+    u_idx: np.ndarray
+    u_out: np.ndarray
+
+
+def load_panel(con: duckdb.DuckDBPyConnection, intervention: str, months: list) -> Panel:
+    """The :class:`Panel` of ``intervention`` for matching at ``months``. The rules are those
+    of :func:`phm.impact.interventions.eligible_sql` (its tests check they agree)."""
+    never = np.iinfo(np.int64).max // 2
+    people = (
+        con.execute(
+            f"""
+            SELECT p.person_id, p.sex, p.imd_quintile, p.ltc_count,
+                   coalesce({_month_index("p.registration_start")} + {PRE_MONTHS}
+                            + CAST(day(p.registration_start) > 1 AS INTEGER), {never}) AS first,
+                   coalesce({_month_index("CAST(p.censor_date + INTERVAL 1 DAY AS DATE)")} - 1,
+                            -1) AS last,
+                   coalesce({_month_index("t.index_month")}, -1) AS t_idx,
+                   year(p.birth_month) AS birth_year, month(p.birth_month) AS birth_month,
+                   dense_rank() OVER (ORDER BY p.sex) AS sex_code,
+                   dense_rank() OVER (ORDER BY coalesce(CAST(p.imd_quintile AS VARCHAR),
+                                                        'unknown')) AS imd_code,
+                   dense_rank() OVER (ORDER BY {ltc_band_sql("p.ltc_count")}) AS ltc_code,
+                   dense_rank() OVER (ORDER BY coalesce(p.efi_category, 'unknown')) AS efi_code
+            FROM {PEOPLE_TABLE} p
+            LEFT JOIN {INTERVENTIONS_TABLE} t
+              ON t.person_id = p.person_id AND t.intervention = ?
+            """,
+            [intervention],
+        )
+        .pl()
+        .sort("person_id")
+        .with_row_index("_row")
+    )
+
+    def arr(c: str, fill: int = 0) -> np.ndarray:
+        return people[c].fill_null(fill).to_numpy().astype(np.int64)
+
+    fixed = (arr("sex_code") * 64 + arr("imd_code")) * 64 + arr("ltc_code")
+    fixed = fixed * 64 + arr("efi_code")
+    use = (
+        con.execute(
+            f"""SELECT person_id, {_month_index("month")} AS u_idx,
+                       {", ".join(OUTCOMES)}
+                FROM {MONTHLY_USE_TABLE}
+                WHERE month >= {_d(min(months))} - INTERVAL {PRE_MONTHS} MONTH
+                  AND month < {_d(max(months))}""",
+        )
+        .pl()
+        .join(people.select("person_id", "_row"), on="person_id")
+        .sort("u_idx", "_row")
+    )
+    return Panel(
+        people=people.select("person_id", "sex", "imd_quintile", "ltc_count"),
+        first=arr("first"),
+        last=arr("last"),
+        t_idx=arr("t_idx"),
+        birth_year=people["birth_year"].to_numpy().astype(float),
+        birth_month=people["birth_month"].to_numpy().astype(float),
+        sex_ok=people["sex"].is_not_null().to_numpy(),
+        female=(people["sex"] == "F").fill_null(False).to_numpy(),
+        fixed=fixed,
+        imd=people["imd_quintile"].to_numpy().astype(float),
+        ltc=people["ltc_count"].to_numpy().astype(float),
+        u_row=use["_row"].to_numpy().astype(np.int64),
+        u_idx=use["u_idx"].to_numpy().astype(np.int64),
+        u_out=use.select(list(OUTCOMES)).to_numpy().astype(np.int64),
     )
 
 
-def _candidate_moments(
-    con: duckdb.DuckDBPyConnection,
-) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
-    """Sums for the before-matching balance over every candidate in ``_impact_elig`` (all
-    strata), computed in DuckDB from the sparse monthly use in ``_impact_euse``: (number of
-    candidates, and per balance column: non-null count, sum, sum of squares). Every sum is
-    of whole numbers, so it is exact whatever the order of summation."""
-    n = con.execute("SELECT count(*) FROM _impact_elig WHERE NOT treated").fetchone()[0]
-    demo = con.execute(
-        """SELECT count(age), sum(age), sum(age * age),
-                  count(*), sum(CAST(sex = 'F' AS INTEGER)), sum(CAST(sex = 'F' AS INTEGER)),
-                  count(imd_quintile), sum(imd_quintile), sum(imd_quintile * imd_quintile),
-                  count(ltc_count), sum(ltc_count), sum(ltc_count * ltc_count)
-           FROM _impact_elig WHERE NOT treated"""
-    ).fetchone()
-    demo = np.array([0.0 if v is None else float(v) for v in demo]).reshape(4, 3)
-    tot = con.execute(
-        "SELECT "
-        + ", ".join(f"coalesce(sum(t_{o}), 0), coalesce(sum(t_{o} * t_{o}), 0)" for o in OUTCOMES)
-        + " FROM (SELECT person_id, "
-        + ", ".join(f"CAST(sum({o}) AS DOUBLE) AS t_{o}" for o in OUTCOMES)
-        + " FROM _impact_euse WHERE NOT treated GROUP BY person_id)"
-    ).fetchone()
-    monthly = dict(
-        ((r[0], j), (r[1 + 2 * j], r[2 + 2 * j]))
-        for r in con.execute(
-            "SELECT months_before, "
-            + ", ".join(
-                f"CAST(sum({o}) AS DOUBLE), CAST(sum({o} * {o}) AS DOUBLE)" for o in OUTCOMES
-            )
-            + " FROM _impact_euse WHERE NOT treated GROUP BY months_before"
-        ).fetchall()
-        for j in range(len(OUTCOMES))
-    )
-    w = [*demo[:, 0], *([float(n)] * len(OUTCOMES))]
-    s1 = [*demo[:, 1], *(float(tot[2 * j]) for j in range(len(OUTCOMES)))]
-    s2 = [*demo[:, 2], *(float(tot[2 * j + 1]) for j in range(len(OUTCOMES)))]
-    for j in range(len(OUTCOMES)):
-        for k in range(1, PRE_MONTHS + 1):
-            a, b = monthly.get((k, j), (0.0, 0.0))
-            w.append(float(n))
-            s1.append(a)
-            s2.append(b)
-    return n, np.array(w), np.array(s1), np.array(s2)
+def _sums(x: np.ndarray) -> tuple[float, float, float]:
+    """Non-null count, sum and sum of squares of whole numbers (nan: null), exactly."""
+    x = x[~np.isnan(x)].astype(np.int64)
+    return float(x.size), float(x.sum()), float((x * x).sum())
 
 
 @dataclass
 class MonthPool:
-    """One index month's pool: ``people`` (sorted by person_id: person_id, treated, sex, age,
-    imd_quintile, ltc_count and the strata), ``use`` (raw pre-period use, one row per person
-    of ``people``: the :func:`pre_vector_columns` then each outcome's 12-month total) and the
-    before-matching balance sums over every candidate (all strata)."""
+    """One index month's pool: ``rows`` (the people eligible in the strata of that month's
+    treated people, ascending = person_id order), ``treated``, ``age``, ``stratum`` (one code
+    per pool row), ``use`` (raw pre-period use, one row per pool row: the
+    :func:`pre_vector_columns` then each outcome's 12-month total) and the before-matching
+    balance sums over every candidate (all strata)."""
 
-    people: pl.DataFrame
+    rows: np.ndarray
+    treated: np.ndarray
+    age: np.ndarray
+    stratum: np.ndarray
     use: np.ndarray
     moments: tuple[int, np.ndarray, np.ndarray, np.ndarray]
 
 
-def month_pool(con: duckdb.DuckDBPyConnection, intervention: str, index_month) -> MonthPool | None:
-    """The people eligible at ``index_month`` in the strata of its treated people, with their
-    raw pre-period use as a dense matrix; None when nobody is treated that month. Only the
-    treated people's strata are made dense, so memory follows the treated, not the
-    population. Reads the monthly use from ``_impact_use`` (:func:`_create_use_window`)."""
-    m0 = _d(index_month)
-    strata = ", ".join(STRATA)
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _impact_elig AS {eligible_sql(index_month)}",
-        [intervention],
-    )
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE _impact_pool AS
-            SELECT e.*, CAST(row_number() OVER (ORDER BY e.person_id) - 1 AS BIGINT) AS _row
-            FROM _impact_elig e
-            SEMI JOIN (SELECT DISTINCT {strata} FROM _impact_elig WHERE treated) s
-            USING ({strata})"""
-    )
-    try:
-        if not con.execute("SELECT count(*) FROM _impact_pool").fetchone()[0]:
-            return None
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE _impact_euse AS
-                SELECT u.person_id, e.treated,
-                       CAST(date_diff('month', u.month, {m0}) AS INTEGER) AS months_before,
-                       {", ".join(f"u.{o}" for o in OUTCOMES)}
-                FROM {USE_WINDOW_TABLE} u JOIN _impact_elig e ON e.person_id = u.person_id
-                WHERE u.month >= {m0} - INTERVAL {PRE_MONTHS} MONTH AND u.month < {m0}"""
-        )
-        moments = _candidate_moments(con)
-        people = con.execute(
-            f"SELECT person_id, treated, sex, age, imd_quintile, ltc_count, {strata} "
-            "FROM _impact_pool ORDER BY _row"
-        ).pl()
-        use = con.execute(
-            f"""SELECT p._row, u.months_before, {", ".join(f"u.{o}" for o in OUTCOMES)}
-                FROM _impact_euse u JOIN _impact_pool p ON p.person_id = u.person_id"""
-        ).pl()
-    finally:
-        for t in ("_impact_elig", "_impact_pool", "_impact_euse"):
-            con.execute(f"DROP TABLE IF EXISTS {t}")
+def month_pool(panel: Panel, index_month) -> MonthPool | None:
+    """The pool of ``index_month``; None when nobody in it is treated. Only the treated
+    people's strata are made dense, so memory follows the treated, not the population."""
+    m = _idx(index_month)
+    elig = (panel.first <= m) & (panel.last >= m) & ((panel.t_idx < 0) | (panel.t_idx >= m))
+    treated_all = elig & (panel.t_idx == m)
+    # age at the index month (the birthday counted as reached on the first of the month)
+    age = index_month.year - panel.birth_year - (index_month.month < panel.birth_month)
+    band = np.searchsorted(np.array(AGE_BAND_EDGES), age, side="right")
+    band[np.isnan(age)] = len(AGE_BAND_EDGES)  # SQL: a null age falls to the last band
+    stratum = panel.fixed * 8 + band
+    in_treated_strata = np.isin(stratum, np.unique(stratum[treated_all & panel.sex_ok]))
+    rows = np.flatnonzero(elig & panel.sex_ok & in_treated_strata)
+    if rows.size == 0:
+        return None
+    cand = elig & ~treated_all
     n_out, n_m = len(OUTCOMES), PRE_MONTHS
-    x = np.zeros((people.height, n_out * n_m + n_out))
-    r = use["_row"].to_numpy().astype(np.int64)
-    k = use["months_before"].to_numpy().astype(np.int64) - 1
-    for j, o in enumerate(OUTCOMES):
-        x[r, j * n_m + k] = use[o].to_numpy()
+    a, b = np.searchsorted(panel.u_idx, [m - n_m, m])
+    u_row, u_out = panel.u_row[a:b], panel.u_out[a:b]
+    k = m - panel.u_idx[a:b] - 1  # months before, from 0
+    # before-matching balance sums over every candidate: whole numbers, summed exactly
+    c = cand[u_row]
+    cu_row, cu_out, ck = u_row[c], u_out[c], k[c]
+    n = int(cand.sum())
+    ages = age[cand]
+    demo = [
+        _sums(ages),
+        (float(n), float(panel.female[cand].sum()), float(panel.female[cand].sum())),
+        _sums(panel.imd[cand]),
+        _sums(panel.ltc[cand]),
+    ]
+    w = [d[0] for d in demo] + [float(n)] * n_out
+    s1 = [d[1] for d in demo]
+    s2 = [d[2] for d in demo]
+    per_person = [
+        np.bincount(cu_row, weights=cu_out[:, j], minlength=len(cand)) for j in range(n_out)
+    ]
+    s1 += [float(t.sum()) for t in per_person]
+    s2 += [float((t * t).sum()) for t in per_person]
+    for j in range(n_out):
+        o = cu_out[:, j]
+        s1 += list(np.bincount(ck, weights=o, minlength=n_m).astype(float))
+        s2 += list(np.bincount(ck, weights=o * o, minlength=n_m).astype(float))
+        w += [float(n)] * n_m
+    moments = (n, np.array(w), np.array(s1), np.array(s2))
+    # the pool's dense pre-period use
+    row_of = np.full(len(cand), -1, dtype=np.int64)
+    row_of[rows] = np.arange(rows.size)
+    r = row_of[u_row]
+    keep = r >= 0
+    r, kk, out = r[keep], k[keep], u_out[keep]
+    x = np.zeros((rows.size, n_out * n_m + n_out))
+    for j in range(n_out):
+        x[r, j * n_m + kk] = out[:, j]
         # whole numbers: the total is exact whatever the order of summation
         x[:, n_out * n_m + j] = x[:, j * n_m : (j + 1) * n_m].sum(axis=1)
-    return MonthPool(people=people, use=x, moments=moments)
-
-
-def pool_frame(month: MonthPool) -> pl.DataFrame:
-    """The pool as one frame (people, :func:`pre_vector_columns`, ``female`` and
-    ``<outcome>_pre12``), the input of :func:`match_frame`."""
-    n_m = len(OUTCOMES) * PRE_MONTHS
-    vec = pl.DataFrame(month.use[:, :n_m], schema=pre_vector_columns())
-    return _add_derived(pl.concat([month.people, vec], how="horizontal"))
-
-
-def _add_derived(df: pl.DataFrame) -> pl.DataFrame:
-    return df.with_columns(
-        (pl.col("sex") == "F").cast(pl.Float64).alias("female"),
-        *(
-            pl.sum_horizontal([f"{o}_m{k}" for k in range(1, PRE_MONTHS + 1)]).alias(f"{o}_pre12")
-            for o in OUTCOMES
-        ),
+    return MonthPool(
+        rows=rows,
+        treated=treated_all[rows],
+        age=age[rows],
+        stratum=stratum[rows],
+        use=x,
+        moments=moments,
     )
 
 
@@ -340,18 +393,21 @@ def match_rows(
     return pairs, unmatched, t_rows, c_rows
 
 
-def _balance_frame(month: MonthPool, rows: np.ndarray) -> pl.DataFrame:
+def _balance_frame(panel: Panel, month: MonthPool, rows: np.ndarray) -> pl.DataFrame:
     """The balance covariates (:func:`balance_covariates` and :func:`pre_vector_columns`)
-    of the pool's ``rows``."""
+    of the pool's ``rows`` (nan: unknown)."""
     n_m = len(OUTCOMES) * PRE_MONTHS
     use = month.use[rows]
+    people = month.rows[rows]
     return pl.concat(
         [
-            month.people[rows].select(
-                "age",
-                (pl.col("sex") == "F").cast(pl.Float64).alias("female"),
-                "imd_quintile",
-                "ltc_count",
+            pl.DataFrame(
+                {
+                    "age": month.age[rows],
+                    "female": panel.female[people].astype(float),
+                    "imd_quintile": panel.imd[people],
+                    "ltc_count": panel.ltc[people],
+                }
             ),
             pl.DataFrame(use[:, n_m:], schema=[f"{o}_pre12" for o in OUTCOMES]),
             pl.DataFrame(use[:, :n_m], schema=pre_vector_columns()),
@@ -421,35 +477,30 @@ def match_intervention(
     treated_m, before_m, after_m = _Moments(cov), _Moments(cov), _Moments(cov)
     all_pairs = []
     eligible = unmatched = 0
-    if months:
-        _create_use_window(con, months)
-    try:
-        for m0 in months:
-            month = month_pool(con, intervention, m0)
-            if month is None:
-                continue
-            treated = month.people["treated"].to_numpy()
-            t_rows = np.flatnonzero(treated)
-            eligible += len(t_rows)
-            pairs, um, pt_rows, pc_rows = match_rows(
-                scaled_features(month.use),
-                month.people["person_id"],
-                treated,
-                month.people.select(STRATA),
-                k,
-            )
-            unmatched += um
-            treated_m.add(_balance_frame(month, t_rows))
-            n_cand, w_, s1_, s2_ = month.moments
-            if n_cand:
-                before_m.add_sums(w_, s1_, s2_, len(t_rows) / n_cand)
-            if pairs.height:
-                # each comparator weighted 1 / (number of matches of its treated person)
-                n_per = np.bincount(pt_rows, minlength=len(treated))[pt_rows]
-                after_m.add(_balance_frame(month, pc_rows), 1.0 / n_per)
-                all_pairs.append(pairs.with_columns(pl.lit(m0).alias("index_month")))
-    finally:
-        con.execute(f"DROP TABLE IF EXISTS {USE_WINDOW_TABLE}")
+    panel = load_panel(con, intervention, months) if months else None
+    for m0 in months:
+        month = month_pool(panel, m0)
+        if month is None:
+            continue
+        t_rows = np.flatnonzero(month.treated)
+        eligible += len(t_rows)
+        pairs, um, pt_rows, pc_rows = match_rows(
+            scaled_features(month.use),
+            panel.people["person_id"].gather(month.rows),
+            month.treated,
+            pl.DataFrame({"stratum": month.stratum}),
+            k,
+        )
+        unmatched += um
+        treated_m.add(_balance_frame(panel, month, t_rows))
+        n_cand, w_, s1_, s2_ = month.moments
+        if n_cand:
+            before_m.add_sums(w_, s1_, s2_, len(t_rows) / n_cand)
+        if pairs.height:
+            # each comparator weighted 1 / (number of matches of its treated person)
+            n_per = np.bincount(pt_rows, minlength=len(month.treated))[pt_rows]
+            after_m.add(_balance_frame(panel, month, pc_rows), 1.0 / n_per)
+            all_pairs.append(pairs.with_columns(pl.lit(m0).alias("index_month")))
     schema = {
         "intervention": pl.String,
         "person_id": pl.String,
