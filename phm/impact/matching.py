@@ -294,7 +294,8 @@ def scaled_features(
     for j in range(len(OUTCOMES)):
         w[j * PRE_MONTHS : j * PRE_MONTHS + 3] = recent_weight
     w[n_m:] = total_weight
-    return x * w
+    x *= w
+    return x
 
 
 def nearest(xt: np.ndarray, xc: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -354,18 +355,27 @@ def match_rows(
     Returns (pairs sorted by person_id and match_rank, number of treated people with no
     candidate in their stratum, and per pair the row of the treated person and of the
     comparator)."""
-    strata = key.columns
-    key = key.with_row_index("_row")
-    # only the strata holding a treated person
-    key = key.join(key.filter(pl.Series(treated)).select(strata).unique(), on=strata, how="semi")
+    empty = np.empty(0, dtype=np.int64)
+    if key.height == 0:
+        return pl.DataFrame(schema=PAIR_SCHEMA), 0, empty, empty
+    # the rows of each stratum, in row order, in one pass (no per-stratum frame)
+    grouped = (
+        key.with_row_index("_row")
+        .group_by(key.columns, maintain_order=True)
+        .agg("_row")
+        .with_row_index("_g")
+        .explode("_row")
+    )
+    all_rows = grouped["_row"].to_numpy().astype(np.int64)
+    starts = np.flatnonzero(np.diff(grouped["_g"].to_numpy(), prepend=-1))
+    n_t = np.add.reduceat(treated[all_rows].astype(np.int64), starts)
+    ends = np.append(starts[1:], len(all_rows))
     t_out, c_out, rank_out, dist_out = [], [], [], []
     unmatched = 0
-    for _, grp in key.group_by(strata, maintain_order=True):
-        rows = grp["_row"].to_numpy()
+    for i in np.flatnonzero(n_t):  # only the strata holding a treated person
+        rows = all_rows[starts[i] : ends[i]]
         t_rows = rows[treated[rows]]
         c_rows = rows[~treated[rows]]
-        if len(t_rows) == 0:
-            continue
         if len(c_rows) == 0:
             unmatched += len(t_rows)
             continue
@@ -376,7 +386,6 @@ def match_rows(
         rank_out.append(np.tile(np.arange(1, kk + 1, dtype=np.int32), len(t_rows)))
         dist_out.append(dist.ravel())
     if not t_out:
-        empty = np.empty(0, dtype=np.int64)
         return pl.DataFrame(schema=PAIR_SCHEMA), unmatched, empty, empty
     t_rows, c_rows = np.concatenate(t_out), np.concatenate(c_out)
     # the rows are in person_id order, so sorting by (row, rank) sorts by person_id
