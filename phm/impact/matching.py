@@ -116,11 +116,9 @@ def load_panel(con: duckdb.DuckDBPyConnection, intervention: str, months: list) 
                             -1) AS last,
                    coalesce({_month_index("t.index_month")}, -1) AS t_idx,
                    year(p.birth_month) AS birth_year, month(p.birth_month) AS birth_month,
-                   dense_rank() OVER (ORDER BY p.sex) AS sex_code,
-                   dense_rank() OVER (ORDER BY coalesce(CAST(p.imd_quintile AS VARCHAR),
-                                                        'unknown')) AS imd_code,
-                   dense_rank() OVER (ORDER BY {ltc_band_sql("p.ltc_count")}) AS ltc_code,
-                   dense_rank() OVER (ORDER BY coalesce(p.efi_category, 'unknown')) AS efi_code
+                   coalesce(CAST(p.imd_quintile AS VARCHAR), 'unknown') AS imd_band,
+                   {ltc_band_sql("p.ltc_count")} AS ltc_band,
+                   coalesce(p.efi_category, 'unknown') AS efi_band
             FROM {PEOPLE_TABLE} p
             LEFT JOIN {INTERVENTIONS_TABLE} t
               ON t.person_id = p.person_id AND t.intervention = ?
@@ -135,20 +133,25 @@ def load_panel(con: duckdb.DuckDBPyConnection, intervention: str, months: list) 
     def arr(c: str, fill: int = 0) -> np.ndarray:
         return people[c].fill_null(fill).to_numpy().astype(np.int64)
 
-    fixed = (arr("sex_code") * 64 + arr("imd_code")) * 64 + arr("ltc_code")
-    fixed = fixed * 64 + arr("efi_code")
-    use = (
-        con.execute(
-            f"""SELECT person_id, {_month_index("month")} AS u_idx,
-                       {", ".join(OUTCOMES)}
-                FROM {MONTHLY_USE_TABLE}
-                WHERE month >= {_d(min(months))} - INTERVAL {PRE_MONTHS} MONTH
-                  AND month < {_d(max(months))}""",
-        )
-        .pl()
-        .join(people.select("person_id", "_row"), on="person_id")
-        .sort("u_idx", "_row")
-    )
+    # the strata other than the age band as one code (any one-to-one code will do)
+    fixed = np.zeros(people.height, dtype=np.int64)
+    for c in ("sex", "imd_band", "ltc_band", "efi_band"):
+        physical = people[c].cast(pl.Categorical).to_physical().fill_null(-1).to_numpy()
+        values, code = np.unique(physical, return_inverse=True)  # 0 .. (distinct values - 1)
+        fixed = fixed * len(values) + code.astype(np.int64)
+    # person_id -> row joined in DuckDB: only whole numbers come back
+    con.register("_impact_rows", people.select("person_id", "_row").to_arrow())
+    try:
+        use = con.execute(
+            f"""SELECT r._row, {_month_index("u.month")} AS u_idx,
+                       {", ".join(f"u.{o}" for o in OUTCOMES)}
+                FROM {MONTHLY_USE_TABLE} u JOIN _impact_rows r ON r.person_id = u.person_id
+                WHERE u.month >= {_d(min(months))} - INTERVAL {PRE_MONTHS} MONTH
+                  AND u.month < {_d(max(months))}
+                ORDER BY u_idx, r._row"""
+        ).pl()
+    finally:
+        con.unregister("_impact_rows")
     return Panel(
         people=people.select("person_id", "sex", "imd_quintile", "ltc_count"),
         first=arr("first"),
