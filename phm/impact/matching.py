@@ -15,12 +15,15 @@ matches). Ties are broken by the candidates' order (sorted by person_id), so the
 deterministic. Treated people with no candidate in their stratum are reported, not dropped
 silently.
 
-Vectorised: the monthly use of the months matched is copied once, sorted by month
-(:func:`_create_use_window`), so each index month's few DuckDB queries read only its own 12
-months; the pool's pre-period use is scattered straight into one dense numpy matrix (no wide
-frame); one exact numpy nearest-neighbour search per stratum (:func:`nearest`; sklearn's
-``NearestNeighbors`` gives the same neighbours but its per-call thread start-up dominated with
-hundreds of small strata); no Python loop over people.
+Vectorised: the people and the monthly use of the months matched are read from DuckDB once
+per intervention as numpy arrays (:func:`load_panel`, rows in person_id order); each index
+month is a few vectorised filters and bincounts (:func:`month_pool`: eligibility, strata,
+the before-matching balance sums) and one scatter of the pool's use into a dense matrix;
+one exact numpy nearest-neighbour search per stratum (:func:`match_rows`, :func:`nearest`;
+sklearn's ``NearestNeighbors`` gives the same neighbours but its per-call thread start-up
+dominated with hundreds of small strata); no Python loop over people. The SQL form of the
+rules (:func:`phm.impact.interventions.eligible_sql`, ``pre_use_sql``) and the frame-level
+:func:`match_frame` are the reference the tests hold this path to.
 """
 
 from __future__ import annotations
