@@ -206,7 +206,9 @@ def eligible_sql(index_month: dt.date) -> str:
     """SQL for everyone eligible at ``index_month``: treated people whose index month it is
     (``treated`` true) and candidates not treated by then (treated later or never), with
     the matching strata (age at the index month). Its one parameter (``?``) is the
-    intervention: bind it, never paste it into the text."""
+    intervention: bind it, never paste it into the text. Matching applies the same rules
+    to numpy arrays (:func:`phm.impact.matching.load_panel`); this is their reference form
+    (tests/test_impact_matching.py)."""
     m0 = _d(index_month)
     age = (
         f"(date_part('year', {m0}) - date_part('year', p.birth_month)"

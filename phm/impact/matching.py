@@ -15,10 +15,15 @@ matches). Ties are broken by the candidates' order (sorted by person_id), so the
 deterministic. Treated people with no candidate in their stratum are reported, not dropped
 silently.
 
-Vectorised: one DuckDB query per index month and one exact numpy nearest-neighbour search
-per stratum (:func:`nearest`; sklearn's ``NearestNeighbors`` gives the same neighbours but
-its per-call thread start-up dominated with hundreds of small strata); no Python loop over
-people.
+Vectorised: the people and the monthly use of the months matched are read from DuckDB once
+per intervention as numpy arrays (:func:`load_panel`, rows in person_id order); each index
+month is a few vectorised filters and bincounts (:func:`month_pool`: eligibility, strata,
+the before-matching balance sums) and one scatter of the pool's use into a dense matrix;
+one exact numpy nearest-neighbour search per stratum (:func:`match_rows`, :func:`nearest`;
+sklearn's ``NearestNeighbors`` gives the same neighbours but its per-call thread start-up
+dominated with hundreds of small strata); no Python loop over people. The SQL form of the
+rules (:func:`phm.impact.interventions.eligible_sql`, ``pre_use_sql``) and the frame-level
+:func:`match_frame` are the reference the tests hold this path to.
 """
 
 from __future__ import annotations
@@ -31,10 +36,12 @@ import polars as pl
 
 from phm.impact.interventions import (
     INTERVENTIONS_TABLE,
+    MONTHLY_USE_TABLE,
     OUTCOMES,
+    PEOPLE_TABLE,
     PRE_MONTHS,
-    eligible_sql,
-    pre_use_sql,
+    _d,
+    ltc_band_sql,
 )
 
 STRATA = ["sex", "age_band", "imd_band", "ltc_band", "efi_band"]
@@ -55,102 +62,202 @@ class MatchResult:
     summary: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
-def _candidate_moments(
-    con: duckdb.DuckDBPyConnection, index_month
-) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
-    """Sums for the before-matching balance over every candidate in ``_impact_elig`` (all
-    strata), computed in DuckDB from the sparse monthly use: (number of candidates, and per
-    balance column: non-null count, sum, sum of squares)."""
-    n = con.execute("SELECT count(*) FROM _impact_elig WHERE NOT treated").fetchone()[0]
-    demo = con.execute(
-        """SELECT count(age), sum(age), sum(age * age),
-                  count(*), sum(CAST(sex = 'F' AS INTEGER)), sum(CAST(sex = 'F' AS INTEGER)),
-                  count(imd_quintile), sum(imd_quintile), sum(imd_quintile * imd_quintile),
-                  count(ltc_count), sum(ltc_count), sum(ltc_count * ltc_count)
-           FROM _impact_elig WHERE NOT treated"""
-    ).fetchone()
-    demo = np.array([0.0 if v is None else float(v) for v in demo]).reshape(4, 3)
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE _impact_cuse AS "
-        + pre_use_sql("(SELECT person_id FROM _impact_elig WHERE NOT treated)", index_month)
-    )
-    tot = con.execute(
-        "SELECT "
-        + ", ".join(f"coalesce(sum(t_{o}), 0), coalesce(sum(t_{o} * t_{o}), 0)" for o in OUTCOMES)
-        + " FROM (SELECT person_id, "
-        + ", ".join(f"CAST(sum({o}) AS DOUBLE) AS t_{o}" for o in OUTCOMES)
-        + " FROM _impact_cuse GROUP BY person_id)"
-    ).fetchone()
-    monthly = dict(
-        ((r[0], j), (r[1 + 2 * j], r[2 + 2 * j]))
-        for r in con.execute(
-            "SELECT months_before, "
-            + ", ".join(
-                f"CAST(sum({o}) AS DOUBLE), CAST(sum({o} * {o}) AS DOUBLE)" for o in OUTCOMES
-            )
-            + " FROM _impact_cuse GROUP BY months_before"
-        ).fetchall()
-        for j in range(len(OUTCOMES))
-    )
-    con.execute("DROP TABLE IF EXISTS _impact_cuse")
-    w = [*demo[:, 0], *([float(n)] * len(OUTCOMES))]
-    s1 = [*demo[:, 1], *(float(tot[2 * j]) for j in range(len(OUTCOMES)))]
-    s2 = [*demo[:, 2], *(float(tot[2 * j + 1]) for j in range(len(OUTCOMES)))]
-    for j in range(len(OUTCOMES)):
-        for k in range(1, PRE_MONTHS + 1):
-            a, b = monthly.get((k, j), (0.0, 0.0))
-            w.append(float(n))
-            s1.append(a)
-            s2.append(b)
-    return n, np.array(w), np.array(s1), np.array(s2)
+AGE_BAND_EDGES = (18, 35, 50, 65, 75, 85)
 
 
-def pre_period_pool(
-    con: duckdb.DuckDBPyConnection, intervention: str, index_month
-) -> tuple[pl.DataFrame, tuple[int, np.ndarray, np.ndarray, np.ndarray] | None]:
-    """The people eligible at ``index_month`` in the strata of its treated people, with their
-    strata and pre-period vector (``<outcome>_m<k>``: use k months before the index month)
-    and 12-month totals; and the before-matching balance sums over every candidate (all
-    strata; None when nobody is treated that month). Only the treated people's strata are
-    made dense, so memory follows the treated, not the population."""
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _impact_elig AS {eligible_sql(index_month)}",
-        [intervention],
-    )
-    strata = ", ".join(STRATA)
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE _impact_pool AS
-            SELECT e.* FROM _impact_elig e
-            SEMI JOIN (SELECT DISTINCT {strata} FROM _impact_elig WHERE treated) s
-            USING ({strata})"""
-    )
-    moments = None
-    if con.execute("SELECT count(*) FROM _impact_pool").fetchone()[0]:
-        moments = _candidate_moments(con, index_month)
-    elig = con.execute("SELECT * FROM _impact_pool ORDER BY person_id").pl()
-    use = con.execute(pre_use_sql("_impact_pool", index_month)).pl()
-    for t in ("_impact_elig", "_impact_pool"):
-        con.execute(f"DROP TABLE IF EXISTS {t}")
-    x = np.zeros((elig.height, len(OUTCOMES) * PRE_MONTHS))
-    if use.height:
-        rows = use.join(elig.select("person_id").with_row_index("_row"), on="person_id").select(
-            "_row", "months_before", *OUTCOMES
+def _month_index(col: str) -> str:
+    """SQL: a date's calendar month as a whole number (year * 12 + month - 1)."""
+    return f"(year({col}) * 12 + month({col}) - 1)"
+
+
+def _idx(d) -> int:
+    return d.year * 12 + d.month - 1
+
+
+@dataclass
+class Panel:
+    """Everyone of ``marts.impact_people`` (rows in person_id order) with what matching needs
+    at any index month, and the monthly use of the months matched, as numpy arrays: loaded
+    once per intervention, so each index month is a few vectorised filters instead of
+    queries joining 64-character person_ids.
+
+    Per person: ``first``/``last``, the first and last index month (:func:`_idx`) at which
+    they are eligible (registered since the start of month -12; the index month observed),
+    ``t_idx`` the intervention's index month (-1: never treated), birth year and month,
+    ``sex_ok`` (sex known: a stratum with an unknown sex matches nobody, as an SQL join on
+    null), ``fixed`` the strata other than the age band as one code. Use: ``u_row`` (the
+    person's row), ``u_idx`` (month) and ``u_out`` (one column per outcome), sorted by
+    month."""
+
+    people: pl.DataFrame
+    first: np.ndarray
+    last: np.ndarray
+    t_idx: np.ndarray
+    birth_year: np.ndarray
+    birth_month: np.ndarray
+    sex_ok: np.ndarray
+    female: np.ndarray
+    fixed: np.ndarray
+    imd: np.ndarray
+    ltc: np.ndarray
+    u_row: np.ndarray
+    u_idx: np.ndarray
+    u_out: np.ndarray
+
+
+def load_panel(con: duckdb.DuckDBPyConnection, intervention: str, months: list) -> Panel:
+    """The :class:`Panel` of ``intervention`` for matching at ``months``. The rules are those
+    of :func:`phm.impact.interventions.eligible_sql` (its tests check they agree)."""
+    never = np.iinfo(np.int64).max // 2
+    people = (
+        con.execute(
+            f"""
+            SELECT p.person_id, p.sex, p.imd_quintile, p.ltc_count,
+                   coalesce({_month_index("p.registration_start")} + {PRE_MONTHS}
+                            + CAST(day(p.registration_start) > 1 AS INTEGER), {never}) AS first,
+                   coalesce({_month_index("CAST(p.censor_date + INTERVAL 1 DAY AS DATE)")} - 1,
+                            -1) AS last,
+                   coalesce({_month_index("t.index_month")}, -1) AS t_idx,
+                   year(p.birth_month) AS birth_year, month(p.birth_month) AS birth_month,
+                   coalesce(CAST(p.imd_quintile AS VARCHAR), 'unknown') AS imd_band,
+                   {ltc_band_sql("p.ltc_count")} AS ltc_band,
+                   coalesce(p.efi_category, 'unknown') AS efi_band
+            FROM {PEOPLE_TABLE} p
+            LEFT JOIN {INTERVENTIONS_TABLE} t
+              ON t.person_id = p.person_id AND t.intervention = ?
+            """,
+            [intervention],
         )
-        r = rows["_row"].to_numpy().astype(np.int64)
-        k = rows["months_before"].to_numpy().astype(np.int64) - 1
-        for j, o in enumerate(OUTCOMES):
-            x[r, j * PRE_MONTHS + k] = rows[o].to_numpy()
-    vec = pl.DataFrame(x, schema=pre_vector_columns())
-    return _add_derived(pl.concat([elig, vec], how="horizontal")), moments
+        .pl()
+        .sort("person_id")
+        .with_row_index("_row")
+    )
+
+    def arr(c: str, fill: int = 0) -> np.ndarray:
+        return people[c].fill_null(fill).to_numpy().astype(np.int64)
+
+    # the strata other than the age band as one code (any one-to-one code will do)
+    fixed = np.zeros(people.height, dtype=np.int64)
+    for c in ("sex", "imd_band", "ltc_band", "efi_band"):
+        physical = people[c].cast(pl.Categorical).to_physical().fill_null(-1).to_numpy()
+        values, code = np.unique(physical, return_inverse=True)  # 0 .. (distinct values - 1)
+        fixed = fixed * len(values) + code.astype(np.int64)
+    # person_id -> row joined in DuckDB: only whole numbers come back
+    con.register("_impact_rows", people.select("person_id", "_row").to_arrow())
+    try:
+        use = con.execute(
+            f"""SELECT r._row, {_month_index("u.month")} AS u_idx,
+                       {", ".join(f"u.{o}" for o in OUTCOMES)}
+                FROM {MONTHLY_USE_TABLE} u JOIN _impact_rows r ON r.person_id = u.person_id
+                WHERE u.month >= {_d(min(months))} - INTERVAL {PRE_MONTHS} MONTH
+                  AND u.month < {_d(max(months))}
+                ORDER BY u_idx, r._row"""
+        ).pl()
+    finally:
+        con.unregister("_impact_rows")
+    return Panel(
+        people=people.select("person_id", "sex", "imd_quintile", "ltc_count"),
+        first=arr("first"),
+        last=arr("last"),
+        t_idx=arr("t_idx"),
+        birth_year=people["birth_year"].to_numpy().astype(float),
+        birth_month=people["birth_month"].to_numpy().astype(float),
+        sex_ok=people["sex"].is_not_null().to_numpy(),
+        female=(people["sex"] == "F").fill_null(False).to_numpy(),
+        fixed=fixed,
+        imd=people["imd_quintile"].to_numpy().astype(float),
+        ltc=people["ltc_count"].to_numpy().astype(float),
+        u_row=use["_row"].to_numpy().astype(np.int64),
+        u_idx=use["u_idx"].to_numpy().astype(np.int64),
+        u_out=use.select(list(OUTCOMES)).to_numpy().astype(np.int64),
+    )
 
 
-def _add_derived(df: pl.DataFrame) -> pl.DataFrame:
-    return df.with_columns(
-        (pl.col("sex") == "F").cast(pl.Float64).alias("female"),
-        *(
-            pl.sum_horizontal([f"{o}_m{k}" for k in range(1, PRE_MONTHS + 1)]).alias(f"{o}_pre12")
-            for o in OUTCOMES
-        ),
+def _sums(x: np.ndarray) -> tuple[float, float, float]:
+    """Non-null count, sum and sum of squares of whole numbers (nan: null), exactly."""
+    x = x[~np.isnan(x)].astype(np.int64)
+    return float(x.size), float(x.sum()), float((x * x).sum())
+
+
+@dataclass
+class MonthPool:
+    """One index month's pool: ``rows`` (the people eligible in the strata of that month's
+    treated people, ascending = person_id order), ``treated``, ``age``, ``stratum`` (one code
+    per pool row), ``use`` (raw pre-period use, one row per pool row: the
+    :func:`pre_vector_columns` then each outcome's 12-month total) and the before-matching
+    balance sums over every candidate (all strata)."""
+
+    rows: np.ndarray
+    treated: np.ndarray
+    age: np.ndarray
+    stratum: np.ndarray
+    use: np.ndarray
+    moments: tuple[int, np.ndarray, np.ndarray, np.ndarray]
+
+
+def month_pool(panel: Panel, index_month) -> MonthPool | None:
+    """The pool of ``index_month``; None when nobody in it is treated. Only the treated
+    people's strata are made dense, so memory follows the treated, not the population."""
+    m = _idx(index_month)
+    elig = (panel.first <= m) & (panel.last >= m) & ((panel.t_idx < 0) | (panel.t_idx >= m))
+    treated_all = elig & (panel.t_idx == m)
+    # age at the index month (the birthday counted as reached on the first of the month)
+    age = index_month.year - panel.birth_year - (index_month.month < panel.birth_month)
+    band = np.searchsorted(np.array(AGE_BAND_EDGES), age, side="right")
+    band[np.isnan(age)] = len(AGE_BAND_EDGES)  # SQL: a null age falls to the last band
+    stratum = panel.fixed * 8 + band
+    in_treated_strata = np.isin(stratum, np.unique(stratum[treated_all & panel.sex_ok]))
+    rows = np.flatnonzero(elig & panel.sex_ok & in_treated_strata)
+    if rows.size == 0:
+        return None
+    cand = elig & ~treated_all
+    n_out, n_m = len(OUTCOMES), PRE_MONTHS
+    a, b = np.searchsorted(panel.u_idx, [m - n_m, m])
+    u_row, u_out = panel.u_row[a:b], panel.u_out[a:b]
+    k = m - panel.u_idx[a:b] - 1  # months before, from 0
+    # before-matching balance sums over every candidate: whole numbers, summed exactly
+    c = cand[u_row]
+    cu_row, cu_out, ck = u_row[c], u_out[c], k[c]
+    n = int(cand.sum())
+    ages = age[cand]
+    demo = [
+        _sums(ages),
+        (float(n), float(panel.female[cand].sum()), float(panel.female[cand].sum())),
+        _sums(panel.imd[cand]),
+        _sums(panel.ltc[cand]),
+    ]
+    w = [d[0] for d in demo] + [float(n)] * n_out
+    s1 = [d[1] for d in demo]
+    s2 = [d[2] for d in demo]
+    per_person = [
+        np.bincount(cu_row, weights=cu_out[:, j], minlength=len(cand)) for j in range(n_out)
+    ]
+    s1 += [float(t.sum()) for t in per_person]
+    s2 += [float((t * t).sum()) for t in per_person]
+    for j in range(n_out):
+        o = cu_out[:, j]
+        s1 += list(np.bincount(ck, weights=o, minlength=n_m).astype(float))
+        s2 += list(np.bincount(ck, weights=o * o, minlength=n_m).astype(float))
+        w += [float(n)] * n_m
+    moments = (n, np.array(w), np.array(s1), np.array(s2))
+    # the pool's dense pre-period use
+    row_of = np.full(len(cand), -1, dtype=np.int64)
+    row_of[rows] = np.arange(rows.size)
+    r = row_of[u_row]
+    keep = r >= 0
+    r, kk, out = r[keep], k[keep], u_out[keep]
+    x = np.zeros((rows.size, n_out * n_m + n_out))
+    for j in range(n_out):
+        x[r, j * n_m + kk] = out[:, j]
+        # whole numbers: the total is exact whatever the order of summation
+        x[:, n_out * n_m + j] = x[:, j * n_m : (j + 1) * n_m].sum(axis=1)
+    return MonthPool(
+        rows=rows,
+        treated=treated_all[rows],
+        age=age[rows],
+        stratum=stratum[rows],
+        use=x,
+        moments=moments,
     )
 
 
@@ -164,23 +271,37 @@ TOTAL_WEIGHT = 10.0
 def feature_matrix(
     pool: pl.DataFrame, recent_weight: float = RECENT_WEIGHT, total_weight: float = TOTAL_WEIGHT
 ) -> np.ndarray:
-    """The matching features: every outcome's use in each of the 12 months before the index
-    month, each column divided by its standard deviation in the pool (everyone eligible that
-    month in the treated people's strata); the 3 most recent
-    months weighted by ``recent_weight`` (so that a peak is matched by a peak in the same
-    month) and each outcome's 12-month total, likewise standardised, by ``total_weight``
-    (so that the overall level is matched too)."""
+    """The matching features of a pool frame (:func:`scaled_features` of its pre-period
+    vector and 12-month totals)."""
     monthly = pool.select(pre_vector_columns()).to_numpy().astype(float)
     totals = np.column_stack([pool[f"{o}_pre12"].to_numpy() for o in OUTCOMES]).astype(float)
-    x = np.hstack([monthly, totals])
+    return scaled_features(np.hstack([monthly, totals]), recent_weight, total_weight)
+
+
+def scaled_features(
+    use: np.ndarray, recent_weight: float = RECENT_WEIGHT, total_weight: float = TOTAL_WEIGHT
+) -> np.ndarray:
+    """The matching features from the raw use (rows: the pool; columns: every outcome's use
+    in each of the 12 months before the index month, then each outcome's 12-month total):
+    each column divided by its standard deviation in the pool (everyone eligible that
+    month in the treated people's strata); the 3 most recent months weighted by
+    ``recent_weight`` (so that a peak is matched by a peak in the same month) and the
+    totals by ``total_weight`` (so that the overall level is matched too).
+
+    The standard deviations are summed row by row (``std(axis=0)`` of a C-ordered array),
+    so the features, and the distances, are the same bits whichever way the pool was
+    built."""
+    x = np.ascontiguousarray(use, dtype=float)
+    n_m = len(OUTCOMES) * PRE_MONTHS
     sd = x.std(axis=0)
     sd[sd == 0] = 1.0
     x = x / sd
     w = np.ones(x.shape[1])
     for j in range(len(OUTCOMES)):
         w[j * PRE_MONTHS : j * PRE_MONTHS + 3] = recent_weight
-    w[monthly.shape[1] :] = total_weight
-    return x * w
+    w[n_m:] = total_weight
+    x *= w
+    return x
 
 
 def nearest(xt: np.ndarray, xc: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -203,6 +324,14 @@ def nearest(xt: np.ndarray, xc: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
     return dist, idx
 
 
+PAIR_SCHEMA = {
+    "person_id": pl.String,
+    "comparator_person_id": pl.String,
+    "match_rank": pl.Int32,
+    "distance": pl.Float64,
+}
+
+
 def match_frame(
     pool: pl.DataFrame, k: int = 1, strata: list[str] | None = None
 ) -> tuple[pl.DataFrame, int]:
@@ -211,45 +340,95 @@ def match_frame(
     Returns (pairs: person_id, comparator_person_id, match_rank, distance; number of treated
     people with no candidate in their stratum).
     """
-    strata = STRATA if strata is None else strata
     pool = pool.sort("person_id")
-    x_all = feature_matrix(pool)
-    out = []
+    pairs, unmatched, _, _ = match_rows(
+        feature_matrix(pool),
+        pool["person_id"],
+        pool["treated"].to_numpy(),
+        pool.select(STRATA if strata is None else strata),
+        k,
+    )
+    return pairs, unmatched
+
+
+def match_rows(
+    x: np.ndarray, ids: pl.Series, treated: np.ndarray, key: pl.DataFrame, k: int = 1
+) -> tuple[pl.DataFrame, int, np.ndarray, np.ndarray]:
+    """Match the treated rows (``treated``) to the other rows of the same stratum (``key``:
+    the strata columns, row for row with ``x``, the features, and ``ids``, the person_ids in
+    ascending order): one :func:`nearest` per stratum holding a treated person.
+
+    Returns (pairs sorted by person_id and match_rank, number of treated people with no
+    candidate in their stratum, and per pair the row of the treated person and of the
+    comparator)."""
+    empty = np.empty(0, dtype=np.int64)
+    if key.height == 0:
+        return pl.DataFrame(schema=PAIR_SCHEMA), 0, empty, empty
+    # the rows of each stratum, in row order, in one pass (no per-stratum frame)
+    grouped = (
+        key.with_row_index("_row")
+        .group_by(key.columns, maintain_order=True)
+        .agg("_row")
+        .with_row_index("_g")
+        .explode("_row")
+    )
+    all_rows = grouped["_row"].to_numpy().astype(np.int64)
+    starts = np.flatnonzero(np.diff(grouped["_g"].to_numpy(), prepend=-1))
+    n_t = np.add.reduceat(treated[all_rows].astype(np.int64), starts)
+    ends = np.append(starts[1:], len(all_rows))
+    t_out, c_out, rank_out, dist_out = [], [], [], []
     unmatched = 0
-    key = pool.select(strata).with_row_index("_row")
-    treated_mask = pool["treated"].to_numpy()
-    ids = pool["person_id"].to_numpy()
-    # only the strata holding a treated person
-    key = key.join(pool.filter(pl.col("treated")).select(strata).unique(), on=strata, how="semi")
-    for _, grp in key.group_by(strata, maintain_order=True):
-        rows = grp["_row"].to_numpy()
-        t_rows = rows[treated_mask[rows]]
-        c_rows = rows[~treated_mask[rows]]
-        if len(t_rows) == 0:
-            continue
+    for i in np.flatnonzero(n_t):  # only the strata holding a treated person
+        rows = all_rows[starts[i] : ends[i]]
+        t_rows = rows[treated[rows]]
+        c_rows = rows[~treated[rows]]
         if len(c_rows) == 0:
             unmatched += len(t_rows)
             continue
         kk = min(k, len(c_rows))
-        dist, idx = nearest(x_all[t_rows], x_all[c_rows], kk)
-        out.append(
+        dist, idx = nearest(x[t_rows], x[c_rows], kk)
+        t_out.append(np.repeat(t_rows, kk))
+        c_out.append(c_rows[idx.ravel()])
+        rank_out.append(np.tile(np.arange(1, kk + 1, dtype=np.int32), len(t_rows)))
+        dist_out.append(dist.ravel())
+    if not t_out:
+        return pl.DataFrame(schema=PAIR_SCHEMA), unmatched, empty, empty
+    t_rows, c_rows = np.concatenate(t_out), np.concatenate(c_out)
+    # the rows are in person_id order, so sorting by (row, rank) sorts by person_id
+    order = np.lexsort((np.concatenate(rank_out), t_rows))
+    t_rows, c_rows = t_rows[order], c_rows[order]
+    pairs = pl.DataFrame(
+        {
+            "person_id": ids.gather(t_rows),
+            "comparator_person_id": ids.gather(c_rows),
+            "match_rank": np.concatenate(rank_out)[order],
+            "distance": np.concatenate(dist_out)[order],
+        }
+    ).cast(PAIR_SCHEMA)
+    return pairs, unmatched, t_rows, c_rows
+
+
+def _balance_frame(panel: Panel, month: MonthPool, rows: np.ndarray) -> pl.DataFrame:
+    """The balance covariates (:func:`balance_covariates` and :func:`pre_vector_columns`)
+    of the pool's ``rows`` (nan: unknown)."""
+    n_m = len(OUTCOMES) * PRE_MONTHS
+    use = month.use[rows]
+    people = month.rows[rows]
+    return pl.concat(
+        [
             pl.DataFrame(
                 {
-                    "person_id": np.repeat(ids[t_rows], kk),
-                    "comparator_person_id": ids[c_rows][idx.ravel()],
-                    "match_rank": np.tile(np.arange(1, kk + 1), len(t_rows)).astype(np.int32),
-                    "distance": dist.ravel(),
+                    "age": month.age[rows],
+                    "female": panel.female[people].astype(float),
+                    "imd_quintile": panel.imd[people],
+                    "ltc_count": panel.ltc[people],
                 }
-            )
-        )
-    schema = {
-        "person_id": pl.String,
-        "comparator_person_id": pl.String,
-        "match_rank": pl.Int32,
-        "distance": pl.Float64,
-    }
-    pairs = pl.concat(out) if out else pl.DataFrame(schema=schema)
-    return pairs.cast(schema).sort("person_id", "match_rank"), unmatched
+            ),
+            pl.DataFrame(use[:, n_m:], schema=[f"{o}_pre12" for o in OUTCOMES]),
+            pl.DataFrame(use[:, :n_m], schema=pre_vector_columns()),
+        ],
+        how="horizontal",
+    )
 
 
 class _Moments:
@@ -313,27 +492,29 @@ def match_intervention(
     treated_m, before_m, after_m = _Moments(cov), _Moments(cov), _Moments(cov)
     all_pairs = []
     eligible = unmatched = 0
+    panel = load_panel(con, intervention, months) if months else None
     for m0 in months:
-        pool, moments = pre_period_pool(con, intervention, m0)
-        t = pool.filter(pl.col("treated"))
-        c = pool.filter(~pl.col("treated"))
-        if t.height == 0 or moments is None:
+        month = month_pool(panel, m0)
+        if month is None:
             continue
-        eligible += t.height
-        pairs, um = match_frame(pool, k=k)
+        t_rows = np.flatnonzero(month.treated)
+        eligible += len(t_rows)
+        pairs, um, pt_rows, pc_rows = match_rows(
+            scaled_features(month.use),
+            panel.people["person_id"].gather(month.rows),
+            month.treated,
+            pl.DataFrame({"stratum": month.stratum}),
+            k,
+        )
         unmatched += um
-        treated_m.add(t)
-        n_cand, w_, s1_, s2_ = moments
+        treated_m.add(_balance_frame(panel, month, t_rows))
+        n_cand, w_, s1_, s2_ = month.moments
         if n_cand:
-            before_m.add_sums(w_, s1_, s2_, t.height / n_cand)
+            before_m.add_sums(w_, s1_, s2_, len(t_rows) / n_cand)
         if pairs.height:
-            n_per = pairs.group_by("person_id").len().rename({"len": "_n"})
-            comp = (
-                pairs.join(n_per, on="person_id")
-                .select("comparator_person_id", "_n")
-                .join(c.rename({"person_id": "comparator_person_id"}), on="comparator_person_id")
-            )
-            after_m.add(comp, 1.0 / comp["_n"].to_numpy())
+            # each comparator weighted 1 / (number of matches of its treated person)
+            n_per = np.bincount(pt_rows, minlength=len(month.treated))[pt_rows]
+            after_m.add(_balance_frame(panel, month, pc_rows), 1.0 / n_per)
             all_pairs.append(pairs.with_columns(pl.lit(m0).alias("index_month")))
     schema = {
         "intervention": pl.String,

@@ -516,11 +516,16 @@ def render_report(
     outcomes_all: pl.DataFrame,
     match_summary: dict[str, dict[str, int]] | None = None,
     policy: DisclosurePolicy | None = None,
+    estimate_charts: dict[int, str | None] | None = None,
 ) -> str:
     """The report as an HTML string. ``caseload``, ``funnel``, ``estimates`` and the outcome
     tables are the disclosure-controlled tables; ``caseload_raw`` (marts.caseload_monthly) is
-    summed over the last 12 months and then disclosure-controlled."""
+    summed over the last 12 months and then disclosure-controlled. ``estimate_charts``:
+    :func:`estimates_chart` of ``estimates`` per window (12 and 6 months), when already drawn
+    (the estimates are area-wide, so every PCN's report shows the same charts)."""
     p = policy or DisclosurePolicy.from_env()
+    if estimate_charts is None:
+        estimate_charts = {w: estimates_chart(estimates, w) for w in (12, 6)}
     title = f"Social prescribing and proactive care: impact and caseload - {pcn_name or pcn_code} ({pcn_code})"
     parts = [
         "<!DOCTYPE html>",
@@ -572,8 +577,8 @@ def render_report(
                 f"{c['unmatched']} found no match."
             )
             parts.append(f'<p class="note">{_esc(text)}</p>')
-    parts.append(_img(estimates_chart(estimates, 12), "naive and matched estimates, 12 months"))
-    parts.append(_img(estimates_chart(estimates, 6), "naive and matched estimates, 6 months"))
+    parts.append(_img(estimate_charts[12], "naive and matched estimates, 12 months"))
+    parts.append(_img(estimate_charts[6], "naive and matched estimates, 6 months"))
     est = estimates.with_columns(
         pl.col("method").replace_strict(
             {"before_after": "before/after (naive)", "matched_did": "matched comparison (DiD)"},
@@ -658,6 +663,8 @@ def write_pcn_reports(
     ``pcns`` (code -> name). Returns the files written per PCN."""
     p = policy or DisclosurePolicy.from_env()
     est = estimates_table(estimates, p)
+    # area-wide: drawn once, the same image in every PCN's report
+    charts = {w: estimates_chart(est, w) for w in (12, 6)}
     out_all = outcome_table(outcome_scores, "ALL", p)
     written = {}
     for code in sorted(pcns):
@@ -685,6 +692,7 @@ def write_pcn_reports(
                     outcomes_all=out_all,
                     match_summary=match_summary,
                     policy=p,
+                    estimate_charts=charts,
                 ).encode("utf-8"),
             ),
         }
