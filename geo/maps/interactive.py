@@ -418,12 +418,14 @@ def write_interactive_map(
         who = "all PCNs" if pcn_code == ALL_PCNS else "this PCN"
         aliases = ["LSOA", "Name", "IMD 2019 decile", f"Registered patients ({who})"]
         aliases += [m.title for m in measures if m.kind != "imd"]
-        # one GeoJSON text for every measure's layer (folium would convert the frame each time)
-        features_json = _geojson_text(features) if len(features) else None
+        # one GeoJSON for every measure's layer (folium would convert the frame each time),
+        # parsed once: folium only reads it (it adds feature ids only to features without a
+        # unique id or property, and "i" is one), so the layers can share it
+        features_data = json.loads(_geojson_text(features)) if len(features) else None
         for i, m in enumerate(measures if len(features) else ()):
             fg = folium.FeatureGroup(name=m.title, overlay=False, show=(i == first))
             layer = folium.GeoJson(
-                json.loads(features_json),
+                features_data,
                 style_function=lambda f, mid=m.id, own=(m.id in grouped): {
                     "fillColor": f["properties"][f"fill_{mid}"],
                     "color": f["properties"][f"edge_{mid}"] if own else "#ffffff",
