@@ -85,6 +85,32 @@ def _patients_sql(columns: list[str], has_risk: bool) -> str:
     )
 
 
+def _cell_writer(ws, dtype: pl.DataType):
+    """The xlsxwriter call for every non-null value of a column of ``dtype``, chosen once per
+    column: the same cell (type and value) as :func:`_write_value` writes for each value."""
+    if dtype == pl.Boolean:
+        return ws.write_boolean
+    if dtype.is_numeric() and not isinstance(dtype, pl.Decimal):
+        return ws.write_number
+    if dtype == pl.String:
+        return ws.write_string
+    if dtype in (pl.Date, pl.Datetime) or isinstance(dtype, pl.Datetime):
+        return lambda i, j, v: ws.write_string(i, j, v.isoformat())
+    return lambda i, j, v: _write_value(ws, i, j, v)
+
+
+def _write_value(ws, i: int, j: int, v) -> None:
+    """One cell by the Python type of its value (columns of other dtypes)."""
+    if isinstance(v, (dt.date, dt.datetime)):
+        ws.write_string(i, j, v.isoformat())
+    elif isinstance(v, bool):
+        ws.write_boolean(i, j, v)
+    elif isinstance(v, (int, float)):
+        ws.write_number(i, j, v)
+    else:
+        ws.write_string(i, j, str(v))
+
+
 def _xlsx_bytes(
     sheets: list[tuple[str, pl.DataFrame]], definitions: pl.DataFrame, created: dt.datetime
 ) -> bytes:
@@ -103,17 +129,10 @@ def _xlsx_bytes(
         for j, col in enumerate(df.columns):
             ws.write(0, j, col, header)
             values = df[col].to_list()
+            write = _cell_writer(ws, df.schema[col])
             for i, v in enumerate(values, start=1):
-                if v is None:
-                    continue
-                if isinstance(v, (dt.date, dt.datetime)):
-                    ws.write_string(i, j, v.isoformat())
-                elif isinstance(v, bool):
-                    ws.write_boolean(i, j, v)
-                elif isinstance(v, (int, float)):
-                    ws.write_number(i, j, v)
-                else:
-                    ws.write_string(i, j, str(v))
+                if v is not None:
+                    write(i, j, v)
             longest = max([len(col), *(len(str(v)) for v in values[:500] if v is not None)])
             width = 60 if col in wide else min(max(10, longest + 2), 30)
             ws.set_column(j, j, width, wrap if col in wide else None)
@@ -132,6 +151,23 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _by_pcn(df: pl.DataFrame, keys: list[str]) -> dict[tuple, pl.DataFrame]:
+    """Split ``df`` (sorted by ``keys``) into its runs of equal ``keys``, each a slice in the
+    frame's order (the rows of one PCN, or of one PCN's cohort)."""
+    runs = df.group_by(keys, maintain_order=True).len()
+    out, offset = {}, 0
+    for *key, n in runs.iter_rows():
+        out[tuple(key)] = df.slice(offset, n)
+        offset += n
+    return out
+
+
+def _pcn_filter(pcn_codes: list[str] | None) -> tuple[str, list]:
+    if pcn_codes is None:
+        return "pm.pcn_code IS NOT NULL", []
+    return "list_contains(?, pm.pcn_code)", [list(pcn_codes)]
+
+
 def export_pcns(
     con: duckdb.DuckDBPyConnection,
     out_dir: Path,
@@ -139,7 +175,11 @@ def export_pcns(
     pcn_codes: list[str] | None = None,
 ) -> dict[str, dict[str, int]]:
     """Write every PCN's folder (or only those of ``pcn_codes``). Returns rows per file per
-    PCN (for metadata and tests)."""
+    PCN (for metadata and tests).
+
+    Two queries serve every PCN: the members of every cohort and the risk register, each
+    sorted by PCN (then cohort and rank; then the register's order) and cut into one slice
+    per PCN, instead of one query per PCN and cohort."""
     out_dir = Path(out_dir)
     has_risk = table_exists(con, "marts.risk_scores")
     definitions = con.execute(
@@ -158,35 +198,43 @@ def export_pcns(
     created = dt.datetime.combine(extract_date, dt.time())
     written: dict[str, dict[str, int]] = {}
     register_cols = RISK_REGISTER + (RISK_COLUMNS if has_risk else [])
+    extras = {
+        cohort_id: [c for c in (cols.split(",") if cols else []) if c not in STANDARD]
+        for cohort_id, cols in definitions.select("cohort_id", "columns").iter_rows()
+    }
+    where, params = _pcn_filter(pcn_codes)
+    member_cols = list(dict.fromkeys([*STANDARD, *(c for e in extras.values() for c in e)]))
+    members = con.execute(
+        _patients_sql(member_cols, has_risk)
+        .replace("SELECT ", "SELECT pm.pcn_code AS _pcn, m.cohort_id AS _cohort, m.reasons, ", 1)
+        .replace(
+            "FROM marts.patient_measures pm",
+            "FROM marts.cohort_members m JOIN marts.patient_measures pm USING (person_id)",
+        )
+        + f" WHERE {where} ORDER BY _pcn, _cohort, m.rank",
+        params,
+    ).pl()
+    member_runs = _by_pcn(members, ["_pcn", "_cohort"])
+    register_all = con.execute(
+        _patients_sql(register_cols, has_risk).replace("SELECT ", "SELECT pm.pcn_code AS _pcn, ", 1)
+        + f" WHERE {where} ORDER BY _pcn, "
+        + ("r.risk_score DESC NULLS LAST, " if has_risk else "")
+        + "pm.ltc_count DESC, pm.efi_score DESC, i.nhs_number",
+        params,
+    ).pl()
+    register_runs = _by_pcn(register_all, ["_pcn"])
+    defs_sheet = definitions.rename({"columns": "cohort_columns"})
     for pcn in pcns:
         folder = out_dir / pcn
         files: dict[str, tuple[int, bytes]] = {}
         sheets = []
-        for cohort_id, cols in definitions.select("cohort_id", "columns").iter_rows():
-            extra = [c for c in (cols.split(",") if cols else []) if c not in STANDARD]
-            sql = _patients_sql([*STANDARD, *extra], has_risk).replace(
-                "SELECT ", "SELECT m.reasons, m.rank, ", 1
-            )
-            df = con.execute(
-                sql.replace(
-                    "FROM marts.patient_measures pm",
-                    "FROM marts.cohort_members m JOIN marts.patient_measures pm USING (person_id)",
-                )
-                + " WHERE m.cohort_id = ? AND pm.pcn_code = ? ORDER BY m.rank",
-                [cohort_id, pcn],
-            ).pl()
-            df = df.select(*STANDARD, "reasons", *extra)
+        for cohort_id, extra in extras.items():
+            rows = member_runs.get((pcn, cohort_id), members.clear())
+            df = rows.select(*STANDARD, "reasons", *extra)
             files[f"cohorts/{cohort_id}.csv"] = (df.height, _csv_bytes(df))
             sheets.append((cohort_id, df))
-        register = con.execute(
-            _patients_sql(register_cols, has_risk)
-            + " WHERE pm.pcn_code = ? ORDER BY "
-            + ("r.risk_score DESC NULLS LAST, " if has_risk else "")
-            + "pm.ltc_count DESC, pm.efi_score DESC, i.nhs_number",
-            [pcn],
-        ).pl()
+        register = register_runs.get((pcn,), register_all.clear()).drop("_pcn")
         files["risk_register.csv"] = (register.height, _csv_bytes(register))
-        defs_sheet = definitions.rename({"columns": "cohort_columns"})
         files["cohorts.xlsx"] = (
             sum(df.height for _, df in sheets),
             _xlsx_bytes(sheets, defs_sheet, created),

@@ -290,6 +290,7 @@ def _pcn_maps(
     label = f"{name} ({code})" if name != code else code
     maps = out_dir / code / "maps"
     paths = []
+    outlines: dict = {}  # group outlines dissolved once per PCN, shared by its maps
     for m in MAP_MEASURES:
         paths.append(
             plot_choropleth(
@@ -302,6 +303,7 @@ def _pcn_maps(
                 scheme=scheme,
                 k=k,
                 base=base,
+                outline_cache=outlines,
                 level=levels[m.id],
             )
         )
@@ -331,6 +333,7 @@ def _pcn_maps(
                 scheme=scheme,
                 k=k,
                 base=base,
+                outline_cache=outlines,
                 assets=assets,
                 highlight=gaps["lsoa11_code"].unique().to_list(),
                 level=levels[need_m.id],

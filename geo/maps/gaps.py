@@ -64,7 +64,20 @@ def asset_gaps(
     cent = top.to_crs(BNG).geometry.centroid
     tx, ty = cent.x.to_numpy(), cent.y.to_numpy()
     a = assets.to_crs(BNG) if not assets.empty else assets
-    rows = []
+    n = len(top)
+    # the columns of the top LSOAs, repeated for every category (one row per LSOA-category)
+    deciles = top["imd2019_decile"] if "imd2019_decile" in top.columns else None
+    lsoa = {
+        "pcn_code": top["pcn_code"].tolist() if "pcn_code" in top.columns else [None] * n,
+        "lsoa11_code": top["lsoa11_code"].tolist(),
+        "lsoa11_name": top["lsoa11_name"].tolist() if "lsoa11_name" in top.columns else [None] * n,
+        "imd2019_decile": [None] * n
+        if deciles is None
+        else [None if pd.isna(v) else int(v) for v in deciles.tolist()],
+        "need_value": [float(v) for v in top["_v"].tolist()],
+        "need_rank": [int(v) for v in top["_rank"].tolist()],
+    }
+    data: dict[str, list] = {c: [] for c in cols}
     for cat in categories:
         pts = a[a["category"] == cat] if not a.empty else a
         if len(pts):
@@ -73,29 +86,17 @@ def asset_gaps(
                 ty[:, None] - pts.geometry.y.to_numpy()[None, :],
             )
             j = np.argmin(d, axis=1)
-            dist = d[np.arange(len(top)), j]
-        for i, (_, r) in enumerate(top.iterrows()):
-            if len(pts):
-                near = pts.iloc[j[i]]
-                aid, aname, dm = near["asset_id"], near["name"], float(round(dist[i]))
-            else:
-                aid, aname, dm = None, None, None
-            rows.append(
-                {
-                    "pcn_code": r.get("pcn_code"),
-                    "lsoa11_code": r["lsoa11_code"],
-                    "lsoa11_name": r.get("lsoa11_name"),
-                    "imd2019_decile": None
-                    if pd.isna(r.get("imd2019_decile"))
-                    else int(r["imd2019_decile"]),
-                    "need_value": float(r["_v"]),
-                    "need_rank": int(r["_rank"]),
-                    "category": cat,
-                    "nearest_asset_id": aid,
-                    "nearest_asset_name": aname,
-                    "nearest_distance_m": dm,
-                    "gap": dm is None or dm > distance_threshold_m,
-                    "need_level": need_level,
-                }
-            )
-    return pl.DataFrame(rows, schema=cols).sort(["need_rank", "lsoa11_code", "category"])
+            dm = [float(round(x)) for x in d[np.arange(n), j]]
+            aid = pts["asset_id"].iloc[j].tolist()
+            aname = pts["name"].iloc[j].tolist()
+        else:
+            dm, aid, aname = [None] * n, [None] * n, [None] * n
+        for c, values in lsoa.items():
+            data[c].extend(values)
+        data["category"].extend([cat] * n)
+        data["nearest_asset_id"].extend(aid)
+        data["nearest_asset_name"].extend(aname)
+        data["nearest_distance_m"].extend(dm)
+        data["gap"].extend(m is None or m > distance_threshold_m for m in dm)
+        data["need_level"].extend([need_level] * n)
+    return pl.DataFrame(data, schema=cols).sort(["need_rank", "lsoa11_code", "category"])

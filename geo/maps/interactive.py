@@ -52,16 +52,54 @@ from phm.files import atomic_write_text
 # ------------------------------------------------------------------------------ HTML
 
 
+class _PlainText:
+    """What ``jinja2.Template(text).render(...)`` gives for ``text`` holding no Jinja syntax
+    (no ``{{``, ``{%``, ``{#``) and no carriage return: the text less one trailing newline
+    (Jinja's ``keep_trailing_newline`` is off), without compiling a template."""
+
+    __slots__ = ("_text",)
+
+    def __init__(self, text: str):
+        self._text = text[:-1] if text.endswith("\n") else text
+
+    def render(self, *args, **kwargs) -> str:
+        return self._text
+
+
+_JINJA_SYNTAX = re.compile(r"\{[{%#]|\r")
+
+
+def _template_or_text(original):
+    """``branca.element.Template`` for the page being built: branca wraps the rendered output
+    of every element in a new :class:`branca.element.Element`, compiling it as a Jinja
+    template (thousands per map: one per asset marker); text with no Jinja syntax renders to
+    itself, so it is kept as text. Anything else is compiled as before."""
+
+    def template(source, *args, **kwargs):
+        plain = isinstance(source, str) and not args and not kwargs
+        if plain and _JINJA_SYNTAX.search(source) is None:
+            return _PlainText(source)
+        return original(source, *args, **kwargs)
+
+    return template
+
+
 @contextlib.contextmanager
 def _deterministic_ids() -> Iterator[None]:
-    """branca names every element with 16 random bytes; number them instead."""
+    """branca names every element with 16 random bytes; number them instead. While the page
+    is built, elements made from plain rendered text skip Jinja (:func:`_template_or_text`)
+    and element names are camelified once per class name: the same page, less work."""
     counter = itertools.count(1)
     original = branca.element.Element.__dict__["_generate_id"]
+    template, camelify = branca.element.Template, branca.element._camelify
     branca.element.Element._generate_id = classmethod(lambda cls: f"{next(counter):08d}")
+    branca.element.Template = _template_or_text(template)
+    branca.element._camelify = functools.cache(camelify)
     try:
         yield
     finally:
         branca.element.Element._generate_id = original
+        branca.element.Template, branca.element._camelify = template, camelify
 
 
 @functools.cache
@@ -93,6 +131,14 @@ def _tooltip_text(row: pd.Series, m: MapMeasure) -> str:
         if lo is not None and hi is not None and not (pd.isna(lo) or pd.isna(hi)):
             text += f" (95% CI {lo:,.1f}–{hi:,.1f})"
     return text
+
+
+def _tooltip_texts(g: pd.DataFrame, m: MapMeasure) -> list[str]:
+    """:func:`_tooltip_text` of every row of ``g``, read column by column (no row objects)."""
+    cols = [m.column, *(m.interval or ())]
+    present = {c: g[c].tolist() if c in g.columns else [None] * len(g) for c in cols}
+    rows = [dict(zip(cols, values, strict=True)) for values in zip(*present.values(), strict=True)]
+    return [_tooltip_text(r, m) for r in rows]
 
 
 _LEGEND_TEMPLATE = """
@@ -306,7 +352,7 @@ def write_interactive_map(
             props[f"edge_{m.id}"] = fills
             grouped.add(m.id)
         if m.kind != "imd":
-            texts = [_tooltip_text(r, m) for _, r in g.iterrows()]
+            texts = _tooltip_texts(g, m)
             if grp:
                 texts = [
                     f"{t} — {group_label(level.level, key)}" if key is not None else t
@@ -372,12 +418,14 @@ def write_interactive_map(
         who = "all PCNs" if pcn_code == ALL_PCNS else "this PCN"
         aliases = ["LSOA", "Name", "IMD 2019 decile", f"Registered patients ({who})"]
         aliases += [m.title for m in measures if m.kind != "imd"]
-        # one GeoJSON text for every measure's layer (folium would convert the frame each time)
-        features_json = _geojson_text(features) if len(features) else None
+        # one GeoJSON for every measure's layer (folium would convert the frame each time),
+        # parsed once: folium only reads it (it adds feature ids only to features without a
+        # unique id or property, and "i" is one), so the layers can share it
+        features_data = json.loads(_geojson_text(features)) if len(features) else None
         for i, m in enumerate(measures if len(features) else ()):
             fg = folium.FeatureGroup(name=m.title, overlay=False, show=(i == first))
             layer = folium.GeoJson(
-                json.loads(features_json),
+                features_data,
                 style_function=lambda f, mid=m.id, own=(m.id in grouped): {
                     "fillColor": f["properties"][f"fill_{mid}"],
                     "color": f["properties"][f"edge_{mid}"] if own else "#ffffff",
@@ -423,9 +471,10 @@ def write_interactive_map(
                 fg = folium.FeatureGroup(
                     name=_html_text(f"Assets: {asset_label(cat)} ({len(pts)})"), overlay=True
                 )
-                for _, r in pts.iterrows():
+                xs, ys = pts.geometry.x.tolist(), pts.geometry.y.tolist()
+                for x, y, name in zip(xs, ys, pts["name"].tolist(), strict=True):
                     marker = folium.CircleMarker(
-                        location=[round(r.geometry.y, 6), round(r.geometry.x, 6)],
+                        location=[round(y, 6), round(x, 6)],
                         radius=5,
                         color="#222222",
                         weight=1,
@@ -435,9 +484,7 @@ def write_interactive_map(
                     )
                     marker.options["pane"] = "assets"  # path_options() drops it
                     marker.add_to(fg)
-                    marker_tips.append(
-                        [marker.get_name(), f"{_text(r['name'])} ({asset_label(cat)})"]
-                    )
+                    marker_tips.append([marker.get_name(), f"{_text(name)} ({asset_label(cat)})"])
                 fg.add_to(fmap)
         folium.LayerControl(collapsed=False, position="topright").add_to(fmap)
         if len(features):

@@ -295,6 +295,20 @@ def _save_png(fig, path: Path) -> Path:
     return path
 
 
+def _group_outlines(
+    g: gpd.GeoDataFrame, grp: str, cache: dict[str, gpd.GeoSeries | None] | None
+) -> gpd.GeoSeries | None:
+    """The outlines of ``g``'s groups (its LSOAs dissolved by ``grp``; None if no LSOA has a
+    group), from ``cache`` when an earlier map of the same frame dissolved them."""
+    if cache is not None and grp in cache:
+        return cache[grp]
+    parts = g[g[grp].notna()][[grp, "geometry"]]
+    outlines = None if parts.empty else parts.dissolve(grp, sort=True).geometry
+    if cache is not None:
+        cache[grp] = outlines
+    return outlines
+
+
 #: Names (practices, assets, PCNs) are plain text in every figure: no mathtext, so a ``$`` or a
 #: backslash in a delivered name is drawn as it is and cannot break or restyle the figure.
 PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
@@ -319,6 +333,7 @@ def plot_choropleth(
     lads: gpd.GeoSeries | None = None,
     level: Level | None = None,
     base: BaseLayers | None = None,
+    outline_cache: dict[str, gpd.GeoSeries | None] | None = None,
 ) -> Path:
     """One A4 landscape PNG of ``measure`` over the PCN's LSOAs (``gdf`` in any CRS).
 
@@ -327,7 +342,9 @@ def plot_choropleth(
     (:func:`geo.maps.levels.choose_levels`; by LSOA when not given): by MSOA or IMD decile the
     LSOAs carry their group's value, the classes are formed over the groups and the groups'
     outlines (LSOAs dissolved) are drawn. ``base``: the shared background and outlines
-    prepared once (:func:`base_layers`), used instead of ``background`` and ``lads``."""
+    prepared once (:func:`base_layers`), used instead of ``background`` and ``lads``.
+    ``outline_cache``: a dict shared by the maps of one ``gdf`` (one PCN), holding the group
+    outlines dissolved for one map so the next map by the same groups reuses them."""
     level = level or LEVEL_TEXT[LSOA]
     g = gdf[gdf.geometry.notna()].to_crs(BNG).reset_index(drop=True)
     if base is not None:
@@ -353,9 +370,8 @@ def plot_choropleth(
         if (~has).any():
             _draw_polygons(ax, g.geometry[~has], NO_DATA, HATCH, 0.2, 3, hatch="////")
         if grp is not None:
-            parts = g[g[grp].notna()][[grp, "geometry"]]
-            if not parts.empty:
-                outlines = parts.dissolve(grp, sort=True).geometry
+            outlines = _group_outlines(g, grp, outline_cache)
+            if outlines is not None:
                 _draw_polygons(ax, outlines, "none", "white", 1.1, 4)
     if highlight:
         hl = g[g["lsoa11_code"].isin(set(highlight))]

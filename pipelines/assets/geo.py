@@ -7,7 +7,7 @@ from dagster_duckdb import DuckDBResource
 
 from geo.maps import write_pcn_maps
 from geo.need import LEVELS, build_need_tables, published_table, write_need_geopackages
-from geo.reference import MSOA_LABEL
+from geo.reference import MSOA_LABEL, load_lsoa_boundaries
 from phm.warehouse import current_extract_date
 from pipelines.partitions import DELIVERY_PARTITIONS
 from pipelines.resources import PHMSettings
@@ -105,10 +105,17 @@ def pcn_maps(
         extract_date = current_extract_date(con)
         out = settings.exports(extract_date.isoformat())
         published = con.execute("SELECT * FROM geo.need_by_lsoa_published").pl()
-        gpkgs = write_need_geopackages(published, out)
+        boundaries = load_lsoa_boundaries()  # read once, for the GeoPackages and the maps
+        gpkgs = write_need_geopackages(published, out, boundaries=boundaries)
         # one PCN's map failing does not stop the other PCNs' maps (or their exports)
         failed: dict[str, str] = {}
-        maps = write_pcn_maps(con, out, distance_threshold_m=GAP_DISTANCE_M, failures=failed)
+        maps = write_pcn_maps(
+            con,
+            out,
+            boundaries=boundaries,
+            distance_threshold_m=GAP_DISTANCE_M,
+            failures=failed,
+        )
     n_files = sum(len(v) for v in maps.values())
     context.log.info(f"wrote {len(gpkgs)} GeoPackages and {n_files} map files under {out}")
     if failed:
