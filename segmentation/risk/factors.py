@@ -89,23 +89,14 @@ def _switch(
     return rows, to_reference
 
 
-def _predict(model: RiskModel, X: np.ndarray) -> np.ndarray:
-    """``model.predict`` by blocks of :data:`PREDICT_BLOCK` rows (the same values: the model
-    scores each row on its own), bounding the memory of the estimator's working copies."""
-    if X.shape[0] <= PREDICT_BLOCK:
-        return model.predict(X)
-    return np.concatenate(
-        [model.predict(X[i : i + PREDICT_BLOCK]) for i in range(0, X.shape[0], PREDICT_BLOCK)]
-    )
-
-
 def contributions(model: RiskModel, X: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Per patient and factor group, the drop in predicted risk when the group is switched to
     its reference value (0 where it already is). Returns (groups, deltas n x G, risk).
 
-    One prediction per group over the patients whose group differs from its reference, in
-    blocks of :data:`PREDICT_BLOCK` patients (only one block's switched copy is held)."""
-    p = _predict(model, X)
+    The risk is one prediction over every patient; then one prediction per group over the
+    patients whose group differs from its reference, in blocks of :data:`PREDICT_BLOCK`
+    patients (only one block's switched copy is held)."""
+    p = model.predict(X)
     groups = _factor_groups(model)
     names = list(groups)
     delta = np.zeros((X.shape[0], len(names)), dtype=np.float64)
