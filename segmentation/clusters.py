@@ -225,7 +225,8 @@ def build_clusters(
         {
             "person_id": df["person_id"],
             "cluster": cluster.astype(np.int32),
-            "cluster_label": [labels[c] for c in cluster.tolist()],
+            # cluster c's label is at position c (0 unused)
+            "cluster_label": np.array(["", *(labels[c] for c in range(1, k + 1))])[cluster],
         }
     )
     write_table(con, CLUSTERS_TABLE, assign)

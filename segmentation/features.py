@@ -25,6 +25,9 @@ import hashlib
 import json
 import math
 import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
@@ -34,7 +37,6 @@ import polars as pl
 from phm.contract import TABLE_NAMES
 from phm.measures import build_measures, load_efi_definition, load_ltc_conditions
 from phm.measures._sql import date_literal
-from phm.warehouse import write_table
 
 #: bump when the meaning of a feature changes without its name or definition text changing
 FEATURE_SCHEMA_VERSION = 1
@@ -50,33 +52,34 @@ DAYS_2Y = 730
 # The as-of snapshot
 # --------------------------------------------------------------------------------------
 
-#: per staging table: the rows (and values) known on the index date ``{d}`` (a DATE literal)
+#: per staging table: the rows (and values) known on the index date ``{d}`` (a DATE literal);
+#: ``{staging}`` is the warehouse's staging schema (catalog-qualified)
 SNAPSHOT_SQL: dict[str, str] = {
-    "practices": "SELECT * FROM staging.practices",
-    "community_assets": "SELECT * FROM staging.community_assets",
+    "practices": "SELECT * FROM {staging}.practices",
+    "community_assets": "SELECT * FROM {staging}.community_assets",
     # registered on the index date; a later end or death was not yet known
     "gp_patients": """
         SELECT * REPLACE (
             CASE WHEN registration_end > {d} THEN NULL ELSE registration_end END
                 AS registration_end,
             CASE WHEN date_of_death > {d} THEN NULL ELSE date_of_death END AS date_of_death)
-        FROM staging.gp_patients
+        FROM {staging}.gp_patients
         WHERE registration_start <= {d} AND (registration_end IS NULL OR registration_end > {d})
     """,
-    "gp_events": "SELECT * FROM staging.gp_events WHERE event_date <= {d}",
-    "gp_medications": "SELECT * FROM staging.gp_medications WHERE issue_date <= {d}",
-    "gp_appointments": "SELECT * FROM staging.gp_appointments WHERE appointment_date <= {d}",
+    "gp_events": "SELECT * FROM {staging}.gp_events WHERE event_date <= {d}",
+    "gp_medications": "SELECT * FROM {staging}.gp_medications WHERE issue_date <= {d}",
+    "gp_appointments": "SELECT * FROM {staging}.gp_appointments WHERE appointment_date <= {d}",
     # admitted by the index date; a discharge after it was not yet known (still in hospital)
     "sus_apc": """
         SELECT * REPLACE (
             CASE WHEN discharge_date > {d} THEN NULL ELSE discharge_date END AS discharge_date)
-        FROM staging.sus_apc
+        FROM {staging}.sus_apc
         WHERE admission_date <= {d}
     """,
-    "sus_ecds": "SELECT * FROM staging.sus_ecds WHERE CAST(arrival_datetime AS DATE) <= {d}",
-    "sus_op": "SELECT * FROM staging.sus_op WHERE appointment_date <= {d}",
+    "sus_ecds": "SELECT * FROM {staging}.sus_ecds WHERE CAST(arrival_datetime AS DATE) <= {d}",
+    "sus_op": "SELECT * FROM {staging}.sus_op WHERE appointment_date <= {d}",
     # the practice knows a notification from the day it is shared
-    "ppn": "SELECT * FROM staging.ppn WHERE shared_date <= {d}",
+    "ppn": "SELECT * FROM {staging}.ppn WHERE shared_date <= {d}",
     # referral made by the index date; later contact / discharge not yet known
     "sp_referrals": """
         SELECT * REPLACE (
@@ -88,13 +91,13 @@ SNAPSHOT_SQL: dict[str, str] = {
                  WHEN status = 'active' AND (first_contact_date IS NULL OR first_contact_date > {d})
                       THEN 'waiting'
                  ELSE status END AS status)
-        FROM staging.sp_referrals
+        FROM {staging}.sp_referrals
         WHERE referral_date <= {d}
     """,
     "sp_outcomes": """
-        SELECT * FROM staging.sp_outcomes
+        SELECT * FROM {staging}.sp_outcomes
         WHERE recorded_date <= {d}
-          AND referral_id IN (SELECT referral_id FROM staging.sp_referrals
+          AND referral_id IN (SELECT referral_id FROM {staging}.sp_referrals
                               WHERE referral_date <= {d})
     """,
 }
@@ -102,42 +105,55 @@ SNAPSHOT_SQL: dict[str, str] = {
 assert set(SNAPSHOT_SQL) == set(TABLE_NAMES), "the snapshot must restate every contract table"
 
 
-def _copy(src: duckdb.DuckDBPyConnection, dst: duckdb.DuckDBPyConnection, query: str, name: str):
-    write_table(dst, name, src.execute(query).to_arrow_table())
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
 
 
-def snapshot(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> duckdb.DuckDBPyConnection:
-    """A fresh in-memory connection holding the record as known on ``as_of``.
+@contextmanager
+def snapshot(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection (a cursor of ``con``) whose default catalog holds the record as known on
+    ``as_of``; closed, and its catalog dropped, when the ``with`` block ends.
 
-    ``reference.*`` is copied whole; each ``staging.<table>`` is restricted by
-    :data:`SNAPSHOT_SQL`. The caller closes the returned connection.
+    The snapshot is a fresh in-memory catalog attached to the warehouse's database:
+    ``reference.*`` is copied whole (measures rewrite its definition tables) and each
+    ``staging.<table>`` is a view restricting the warehouse table by :data:`SNAPSHOT_SQL`,
+    so the record is read in place instead of being copied (through Arrow) into a second
+    database. Whatever the caller builds (``marts.*``) goes to the in-memory catalog; the
+    warehouse is only read.
     """
     d = date_literal(as_of)
-    snap = duckdb.connect()
-    snap.execute("SET enable_progress_bar = false")
+    source = con.execute("SELECT current_database()").fetchone()[0]
+    ref_tables = [
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_catalog = ? AND table_schema = 'reference' ORDER BY 1",
+            [source],
+        ).fetchall()
+    ]
+    if "codelists" not in ref_tables:
+        raise LookupError(
+            "reference.codelists is missing: load the code lists (the reference/codelists "
+            "asset) before building features"
+        )
+    name = f"phm_snapshot_{uuid.uuid4().hex}"
+    con.execute(f"ATTACH ':memory:' AS {name} (READ_WRITE)")
+    snap = con.cursor()
     try:
+        snap.execute(f"USE {name}")
+        snap.execute("SET enable_progress_bar = false")
         for schema in ("staging", "reference", "marts"):
             snap.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-        ref_tables = [
-            r[0]
-            for r in con.execute(
-                "SELECT table_name FROM information_schema.tables "
-                "WHERE table_schema = 'reference' ORDER BY 1"
-            ).fetchall()
-        ]
-        if "codelists" not in ref_tables:
-            raise LookupError(
-                "reference.codelists is missing: load the code lists (the reference/codelists "
-                "asset) before building features"
-            )
+        src = _quote(source)
         for t in ref_tables:
-            _copy(con, snap, f"SELECT * FROM reference.{t}", f"reference.{t}")
+            snap.execute(f"CREATE TABLE reference.{t} AS SELECT * FROM {src}.reference.{t}")
         for t in TABLE_NAMES:
-            _copy(con, snap, SNAPSHOT_SQL[t].format(d=d), f"staging.{t}")
-    except BaseException:
+            query = SNAPSHOT_SQL[t].format(d=d, staging=f"{src}.staging")
+            snap.execute(f"CREATE VIEW staging.{t} AS {query}")
+        yield snap
+    finally:
         snap.close()
-        raise
-    return snap
+        con.execute(f"DETACH {name}")
 
 
 # --------------------------------------------------------------------------------------
@@ -650,12 +666,9 @@ def _features_sql(as_of: dt.date) -> str:
 
 def snapshot_features(con: duckdb.DuckDBPyConnection, as_of: dt.date) -> pl.DataFrame:
     """The feature matrix keyed by ``nhs_number`` (for use inside the warehouse only)."""
-    snap = snapshot(con, as_of)
-    try:
+    with snapshot(con, as_of) as snap:
         build_measures(snap, as_of, load_reference=False)
         df = snap.execute(_features_sql(as_of)).pl()
-    finally:
-        snap.close()
     names = feature_names()
     casts = [
         pl.col(f.name).cast(pl.Float64) if f.kind != "binary" else pl.col(f.name).cast(pl.Boolean)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
@@ -18,6 +19,8 @@ from segmentation.risk.model import RiskModel
 #: a factor is reported only if switching it to its reference lowers the risk by at least this
 FACTOR_MIN_DELTA = 0.001
 NO_FACTOR_TEXT = "no single factor stands out"
+#: patients per prediction call in :func:`contributions` (memory of the estimator's copies)
+PREDICT_BLOCK = 65_536
 
 
 @lru_cache(maxsize=1)
@@ -35,35 +38,40 @@ def _factor_groups(model: RiskModel) -> dict[str, list[str]]:
 
 def _switch(
     model: RiskModel, group: str, members: list[str], X: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """(rows where the group differs from its reference, those rows switched to reference)."""
+) -> tuple[np.ndarray, Callable[[np.ndarray], None]]:
+    """(rows where the group differs from its reference, a function switching a copy of
+    those rows to the reference in place)."""
     idx = {n: i for i, n in enumerate(model.feature_names)}
     ref = model.reference_values
     if group.startswith("ltc_"):
         col = idx[group]
-        rows = np.flatnonzero(X[:, col] > 0)
-        Xm = X[rows].copy()
-        Xm[:, col] = 0
         mental = _condition_types().get(group.removeprefix("ltc_")) == "mental"
         ctype = "ltc_mental_count" if mental else "ltc_physical_count"
-        for c in ("ltc_count", ctype):
-            if c in idx:
-                Xm[:, idx[c]] = np.maximum(Xm[:, idx[c]] - 1, 0)
-        return rows, Xm
+        counts = [idx[c] for c in ("ltc_count", ctype) if c in idx]
+
+        def drop_condition(Xm: np.ndarray) -> None:
+            Xm[:, col] = 0
+            for c in counts:
+                Xm[:, c] = np.maximum(Xm[:, c] - 1, 0)
+
+        return np.flatnonzero(X[:, col] > 0), drop_condition
     if group == "multimorbidity":
         cols = [idx[n] for n in model.feature_names if n.startswith("ltc_")]
         rows = (
             np.flatnonzero(X[:, idx["ltc_count"]] >= 2) if "ltc_count" in idx else np.array([], int)
         )
-        Xm = X[rows].copy()
-        Xm[:, cols] = 0
-        return rows, Xm
+
+        def no_conditions(Xm: np.ndarray) -> None:
+            Xm[:, cols] = 0
+
+        return rows, no_conditions
     if group == "age":
         col = idx["age"]
-        rows = np.flatnonzero(X[:, col] > ref["age"])
-        Xm = X[rows].copy()
-        Xm[:, col] = ref["age"]
-        return rows, Xm
+
+        def reference_age(Xm: np.ndarray) -> None:
+            Xm[:, col] = ref["age"]
+
+        return np.flatnonzero(X[:, col] > ref["age"]), reference_age
     cols = [idx[m] for m in members]
     refs = np.array([ref[m] for m in members])
     if group == "imd" and "imd_decile" in idx:
@@ -74,22 +82,31 @@ def _switch(
         rows = np.flatnonzero(worse)
     else:
         rows = np.flatnonzero((X[:, cols] != refs).any(axis=1))
-    Xm = X[rows].copy()
-    Xm[:, cols] = refs
-    return rows, Xm
+
+    def to_reference(Xm: np.ndarray) -> None:
+        Xm[:, cols] = refs
+
+    return rows, to_reference
 
 
 def contributions(model: RiskModel, X: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Per patient and factor group, the drop in predicted risk when the group is switched to
-    its reference value (0 where it already is). Returns (groups, deltas n x G, risk)."""
+    its reference value (0 where it already is). Returns (groups, deltas n x G, risk).
+
+    The risk is one prediction over every patient; then one prediction per group over the
+    patients whose group differs from its reference, in blocks of :data:`PREDICT_BLOCK`
+    patients (only one block's switched copy is held)."""
     p = model.predict(X)
     groups = _factor_groups(model)
     names = list(groups)
     delta = np.zeros((X.shape[0], len(names)), dtype=np.float64)
     for j, g in enumerate(names):
-        rows, Xm = _switch(model, g, groups[g], X)
-        if len(rows):
-            delta[rows, j] = p[rows] - model.predict(Xm)
+        rows, switch = _switch(model, g, groups[g], X)
+        for i in range(0, len(rows), PREDICT_BLOCK):
+            block = rows[i : i + PREDICT_BLOCK]
+            Xm = X[block]
+            switch(Xm)
+            delta[block, j] = p[block] - model.predict(Xm)
     return names, delta, p
 
 
