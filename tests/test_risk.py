@@ -203,6 +203,15 @@ def test_uncovered_look_backs_are_left_out_of_the_model(con, trained):
 # --------------------------------------------------------------------------------------
 
 
+def test_a_small_delivery_trains_on_its_whole_cohort(con, trained):
+    # 5,000 patients: far below PHM_RISK_TRAINING_SAMPLE's default, so no sampling
+    model, report = trained
+    cohort = labelled_cohort(con, report.training_index_date)
+    assert model.training_rows == model.training_cohort_rows == cohort.height
+    assert report.training["sample_patients"] == report.training["patients"] == cohort.height
+    assert report.training["sample_events"] == report.training["events"] == cohort[OUTCOME].sum()
+
+
 def test_model_beats_an_age_only_baseline(trained):
     _, report = trained
     chosen = report.candidates[report.chosen]

@@ -105,6 +105,7 @@ def _reuse_or_skip(con, settings: PHMSettings, extract_date, why: str) -> dict:
         "status": "reused",
         "reason": f"{why}; reusing the last good model {model.model_version}",
         "model_version": model.model_version,
+        **_training_rows(model),
     }
 
 
@@ -122,6 +123,8 @@ def _reuse_or_skip(con, settings: PHMSettings, extract_date, why: str) -> dict:
                 "12-month emergency admission risk model. Features as of an index date are built by "
                 "the same code as the current measures (an as-of snapshot of the record). Trained on "
                 "features at extract date - 730 days with outcomes in the following 365 days; "
+                "fitted on a seeded sample of PHM_RISK_TRAINING_SAMPLE rows (default 200,000) stratified "
+                "by outcome, age band and sex (smaller cohorts whole); "
                 "validated on features at extract date - 365 days (temporal hold-out). A regularised "
                 "logistic regression and a gradient-boosted model, both calibrated; the one with the "
                 "lower validation Brier score is kept. Saved with its version, training data hash, "
@@ -197,6 +200,7 @@ def _risk_model(
                     "status": "current",
                     "reason": decision.reason,
                     "model_version": model.model_version,
+                    **_training_rows(model),
                 },
             )
     if not decision.retrain:
@@ -213,6 +217,7 @@ def _risk_model(
                 "reason": decision.reason,
                 "model_version": model.model_version,
                 "trained_on": model.extract_date.isoformat(),
+                **{k: v for k, v in _training_rows(model).items() if v is not None},
                 "path": dg.MetadataValue.path(str(last.model_file)),
             }
         )
@@ -233,7 +238,12 @@ def _risk_model(
             return dg.MaterializeResult(
                 metadata={"status": status["status"], "reason": status["reason"]}
             )
-        status = {"status": "trained", "reason": "", "model_version": model.model_version}
+        status = {
+            "status": "trained",
+            "reason": "",
+            "model_version": model.model_version,
+            **_training_rows(model),
+        }
         _write_status(con, extract_date, status)
         # the SHA-256 goes to marts.model_registry too: risk_scores refuses a swapped file
         path = save_model(model, _model_path(settings, extract_date.isoformat()), con=con)
@@ -250,9 +260,21 @@ def _risk_model(
             "chosen": report.chosen,
             "validation_auroc": round(float(chosen["auroc"]), 4),
             "validation_brier": round(float(chosen["brier"]), 4),
+            # the stratified sample the model was fitted on, of the whole training cohort
+            "training_rows": model.training_rows,
+            "training_cohort_rows": model.training_cohort_rows,
             "path": dg.MetadataValue.path(str(path)),
         }
     )
+
+
+def _training_rows(model) -> dict:
+    """The rows the model was fitted on (its stratified training sample) and the whole training
+    cohort's rows; None for a model saved before the sample was recorded."""
+    return {
+        "training_rows": getattr(model, "training_rows", None),
+        "training_cohort_rows": getattr(model, "training_cohort_rows", None),
+    }
 
 
 def _write_status(con, extract_date, status: dict) -> None:
@@ -261,6 +283,8 @@ def _write_status(con, extract_date, status: dict) -> None:
         "status": [status["status"]],
         "reason": [status["reason"]],
         "model_version": [status.get("model_version")],
+        "training_rows": [status.get("training_rows")],
+        "training_cohort_rows": [status.get("training_cohort_rows")],
     }
     frame = pl.DataFrame(
         row,
@@ -269,6 +293,8 @@ def _write_status(con, extract_date, status: dict) -> None:
             "status": pl.String,
             "reason": pl.String,
             "model_version": pl.String,
+            "training_rows": pl.Int64,
+            "training_cohort_rows": pl.Int64,
         },
     )
     write_table(con, STATUS_TABLE, frame)

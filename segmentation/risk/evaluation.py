@@ -30,9 +30,14 @@ from segmentation.risk.model import (
     factor_reference_values,
     fit_candidate,
     labelled_cohort,
+    stratified_sample,
     to_matrix,
     training_data_hash,
+    training_sample_size,
 )
+
+#: ``train_and_evaluate(training_sample=FROM_SETTING)``: read ``PHM_RISK_TRAINING_SAMPLE``
+FROM_SETTING = "setting"
 
 # --------------------------------------------------------------------------------------
 # Metrics
@@ -87,6 +92,9 @@ class RiskReport:
     extract_date: dt.date
     training_index_date: dt.date
     validation_index_date: dt.date
+    #: the whole training cohort (``patients``, ``events``) and the stratified sample the
+    #: candidates were fitted on (``sample_patients``, ``sample_events``; the whole cohort when
+    #: it is no larger than the sample setting)
     training: dict[str, int]
     validation: dict[str, int]
     feature_names: list[str]
@@ -185,13 +193,21 @@ def train_and_evaluate(
     *,
     random_state: int = 0,
     calibration_method: str = "sigmoid",
+    training_sample: int | str | None = FROM_SETTING,
 ) -> tuple[RiskModel, RiskReport]:
     """Fit both candidates on the training period, evaluate on the validation period, pick one.
 
     ``con``: the warehouse (read only). ``truth``: the generator's ``truth.parquet``
     (``nhs_number, p_emergency_12m_before``) for the ceiling, or None.
+    ``training_sample``: the rows of the training cohort the candidates and the age-only floor
+    are fitted on, a stratified seeded sample (:func:`~segmentation.risk.model.
+    stratified_sample`); None = the whole cohort; by default ``PHM_RISK_TRAINING_SAMPLE``
+    (:func:`~segmentation.risk.model.training_sample_size`). Validation metrics, calibration
+    and the ceilings are always on the whole validation cohort.
     Returns the chosen calibrated model and the report.
     """
+    if training_sample == FROM_SETTING:
+        training_sample = training_sample_size()
     t_index = extract_date - dt.timedelta(days=TRAINING_OFFSET_DAYS)
     v_index = extract_date - dt.timedelta(days=VALIDATION_OFFSET_DAYS)
     names, excluded = feature_coverage(con, [t_index, v_index])
@@ -206,15 +222,23 @@ def train_and_evaluate(
             f"validation {int(y_va.sum())}); a larger population is needed"
         )
 
+    # the fits use the sample; the drift means and factor reference values the whole cohort
+    fit = stratified_sample(train, training_sample, random_state)
+    X_fit, y_fit = (
+        (X_tr, y_tr)
+        if fit is train
+        else (to_matrix(fit, names), fit[OUTCOME].to_numpy().astype(np.int8))
+    )
+
     fitted, preds, cand_metrics = {}, {}, {}
     for name in CANDIDATES:
-        fitted[name] = fit_candidate(name, names, X_tr, y_tr, calibration_method, random_state)
+        fitted[name] = fit_candidate(name, names, X_fit, y_fit, calibration_method, random_state)
         preds[name] = fitted[name].predict_proba(X_va)[:, 1]
         cand_metrics[name] = metrics(y_va, preds[name])
     chosen = min(CANDIDATES, key=lambda n: (cand_metrics[n][SELECTION_CRITERION], n))
 
     age_model = fit_candidate(
-        "logistic", ["age"], X_tr[:, [names.index("age")]], y_tr, calibration_method, random_state
+        "logistic", ["age"], X_fit[:, [names.index("age")]], y_fit, calibration_method, random_state
     )
     preds["age_only"] = age_model.predict_proba(X_va[:, [names.index("age")]])[:, 1]
     age_metrics = metrics(y_va, preds["age_only"])
@@ -237,8 +261,8 @@ def train_and_evaluate(
                 X_va[has_truth], ys, sub["p_truth"].to_numpy(), random_state
             )
 
-    ids = train["person_id"].to_list()
-    data_hash = training_data_hash(X_tr, y_tr, names, ids)
+    ids = fit["person_id"].to_list()
+    data_hash = training_data_hash(X_fit, y_fit, names, ids)
     version = f"emergency-admission-12m/{extract_date.isoformat()}/{chosen}/{data_hash[:12]}"
     reference = factor_reference_values(train, names)
     model = RiskModel(
@@ -258,6 +282,8 @@ def train_and_evaluate(
         calibration_method=calibration_method,
         reference_values=reference,
         validation_metrics=cand_metrics[chosen],
+        training_rows=len(y_fit),
+        training_cohort_rows=len(y_tr),
     )
     means = pl.DataFrame(
         {
@@ -270,7 +296,12 @@ def train_and_evaluate(
         extract_date=extract_date,
         training_index_date=t_index,
         validation_index_date=v_index,
-        training={"patients": len(y_tr), "events": int(y_tr.sum())},
+        training={
+            "patients": len(y_tr),
+            "events": int(y_tr.sum()),
+            "sample_patients": len(y_fit),
+            "sample_events": int(y_fit.sum()),
+        },
         validation={"patients": len(y_va), "events": int(y_va.sum())},
         feature_names=names,
         excluded_features=excluded,

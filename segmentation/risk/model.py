@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,11 @@ VALIDATION_OFFSET_DAYS = 365
 SELECTION_CRITERION = "brier"
 
 CANDIDATES = ("logistic", "gradient_boosting")
+
+#: default size of the stratified training sample (rows); see :func:`training_sample_size`
+DEFAULT_TRAINING_SAMPLE = 200_000
+#: the strata of the training sample: outcome x ten-year age band (90+ together) x sex
+AGE_BAND_YEARS = 10
 
 
 class FeatureSetMismatch(ValueError):
@@ -78,6 +84,86 @@ def labelled_cohort(con: duckdb.DuckDBPyConnection, index_date: dt.date) -> pl.D
     )
 
 
+def training_sample_size() -> int | None:
+    """``PHM_RISK_TRAINING_SAMPLE``: the number of training-cohort rows the candidates are fitted
+    on (a whole number >= 1000; default :data:`DEFAULT_TRAINING_SAMPLE`), or ``all`` for the
+    whole cohort (returns None). A cohort no larger than the setting is used whole."""
+    raw = os.environ.get("PHM_RISK_TRAINING_SAMPLE", "").strip().replace("_", "")
+    if not raw:
+        return DEFAULT_TRAINING_SAMPLE
+    if raw.lower() == "all":
+        return None
+    if not raw.isdigit() or int(raw) < 1000:
+        raise ValueError(
+            "PHM_RISK_TRAINING_SAMPLE must be a whole number of rows >= 1000 (or 'all' for the "
+            f"whole training cohort), not {raw!r}"
+        )
+    return int(raw)
+
+
+def _largest_remainder(quota: str, parent: str) -> pl.Expr:
+    """Hamilton (largest remainder) apportionment of ``quota`` (a column: the rows to take from
+    each ``parent`` group) over that group's rows in proportion to their ``n``: the floor of each
+    exact share, plus one for the rows with the largest remainders (ties by ``_stratum``).
+    Integer arithmetic throughout, so it is exact and deterministic."""
+    share = pl.col(quota) * pl.col("n")
+    total = pl.col("n").sum().over(parent)
+    floor = share // total
+    leftover = pl.col(quota).first().over(parent) - floor.sum().over(parent)
+    order = pl.struct((-(share % total)).alias("r"), pl.col("_stratum"))
+    return floor + (order.rank("ordinal").over(parent) <= leftover).cast(pl.Int64)
+
+
+def stratified_sample(df: pl.DataFrame, size: int | None, random_state: int) -> pl.DataFrame:
+    """A seeded sample of ``size`` rows of the labelled cohort ``df``, stratified by outcome,
+    ten-year age band and sex, in ``df``'s row order.
+
+    The outcome's events are apportioned first (largest remainder), so the sample's event count
+    is ``size * events / rows`` rounded: the prevalence is kept to the row and the candidates'
+    calibration is unaffected. Within each outcome, the rows are apportioned over age band x sex
+    the same way, and each stratum takes its rows with the smallest seeded uniform keys
+    (assigned in ``person_id`` order, so the sample depends on the patients and the seed, not on
+    the frame's row order). A cohort of no more than ``size`` rows (or ``size`` None) is
+    returned whole, unchanged.
+    """
+    if size is None or df.height <= size:
+        return df
+    age = pl.col("age").fill_null(-1) if "age" in df.columns else pl.lit(-1)
+    male = pl.col("is_male").cast(pl.Int8).fill_null(-1) if "is_male" in df.columns else pl.lit(-1)
+    keyed = df.select(
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("_row"),
+        "person_id",
+        pl.col(OUTCOME).cast(pl.Int8).alias("_y"),
+        (age // AGE_BAND_YEARS).clip(-1, 90 // AGE_BAND_YEARS).cast(pl.Int32).alias("_band"),
+        male.cast(pl.Int32).alias("_male"),
+    ).sort("person_id")
+    rng = np.random.default_rng(random_state)
+    keyed = keyed.with_columns(pl.Series("_key", rng.random(keyed.height)))
+    strata = (
+        keyed.group_by("_y", "_band", "_male")
+        .agg(pl.len().cast(pl.Int64).alias("n"))
+        .sort("_y", "_band", "_male")
+        .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("_stratum"))
+    )
+    by_outcome = (
+        strata.group_by("_y")
+        .agg(pl.col("n").sum(), pl.col("_stratum").min())
+        .sort("_y")
+        .with_columns(pl.lit(0).alias("_all"), pl.lit(size, dtype=pl.Int64).alias("_size"))
+        .with_columns(_largest_remainder("_size", "_all").alias("_y_quota"))
+    )
+    strata = strata.join(by_outcome.select("_y", "_y_quota"), on="_y").with_columns(
+        _largest_remainder("_y_quota", "_y").alias("_quota")
+    )
+    chosen = (
+        keyed.join(strata.select("_y", "_band", "_male", "_quota"), on=["_y", "_band", "_male"])
+        .filter(pl.col("_key").rank("ordinal").over("_y", "_band", "_male") <= pl.col("_quota"))
+        .get_column("_row")
+        .sort()
+    )
+    return df[chosen]
+
+
 def to_matrix(df: pl.DataFrame, names: list[str]) -> np.ndarray:
     missing = [n for n in names if n not in df.columns]
     if missing:
@@ -112,6 +198,11 @@ class RiskModel:
     #: per feature, the value a factor is switched to when measuring its contribution
     reference_values: dict[str, float]
     validation_metrics: dict[str, float] = field(default_factory=dict)
+    #: rows the model was fitted on (the stratified training sample) and the whole training
+    #: cohort's rows (equal when the cohort is no larger than ``PHM_RISK_TRAINING_SAMPLE``);
+    #: None in models saved before the sample existed
+    training_rows: int | None = None
+    training_cohort_rows: int | None = None
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Probability of >= 1 emergency admission in 12 months (columns = feature_names)."""
@@ -138,6 +229,8 @@ class RiskModel:
             "validation_index_date": self.validation_index_date.isoformat(),
             "calibration": self.calibration_method,
             "random_state": self.random_state,
+            "training_rows": self.training_rows,
+            "training_cohort_rows": self.training_cohort_rows,
         }
 
 
