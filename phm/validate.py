@@ -25,7 +25,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -50,6 +51,7 @@ __all__ = [
     "QUARANTINE_COLUMNS",
     "MissingColumnsError",
     "ValidationResult",
+    "WarehouseValidation",
     "data_quality_markdown",
     "data_quality_summary",
     "missing_v2_fields",
@@ -292,7 +294,9 @@ class QuarantineGateError(Exception):
         )
 
 
-def check_quarantine_share(result: ValidationResult, limit: float | None = None) -> float:
+def check_quarantine_share(
+    result: ValidationResult | WarehouseValidation, limit: float | None = None
+) -> float:
     """The quarantined share of ``result``'s table; raises :class:`QuarantineGateError` when it
     exceeds ``limit`` (default :func:`max_quarantine_share`). An empty table passes."""
     limit = max_quarantine_share() if limit is None else limit
@@ -341,45 +345,156 @@ def patients_without_practice(con) -> pl.DataFrame:
 WITHOUT_PRACTICE_METRIC = "patients_without_practice"
 
 
+#: rows of a table validated and written at a time when every rule of the table looks at one
+#: row alone (:func:`schemas.rows_independent`; ``PHM_VALIDATE_SLICE_ROWS`` overrides): the
+#: 18-million-row gp_events is then never held whole, as raw, check frame and staging at once
+DEFAULT_VALIDATE_SLICE_ROWS = 2_000_000
+
+
+def validate_slice_rows() -> int:
+    """``PHM_VALIDATE_SLICE_ROWS`` (default :data:`DEFAULT_VALIDATE_SLICE_ROWS`)."""
+    value = os.environ.get("PHM_VALIDATE_SLICE_ROWS", "").strip()
+    if not value:
+        return DEFAULT_VALIDATE_SLICE_ROWS
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"PHM_VALIDATE_SLICE_ROWS must be a whole number >= 1, not {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class WarehouseValidation:
+    """What :func:`validate_in_warehouse` wrote: the counts of one table's validation (the
+    rows themselves are in ``staging.<table>`` and ``quarantine.<table>``)."""
+
+    table: str
+    extract_date: date
+    rows_accepted: int
+    rows_quarantined: int
+    #: rule name -> number of rows that broke it (all rules of the table, in rule order)
+    rule_counts: dict[str, int] = field(default_factory=dict)
+    #: optional (v2) contract columns the raw table lacked (validated as null)
+    missing_columns: tuple[str, ...] = ()
+
+    @property
+    def rows_delivered(self) -> int:
+        return self.rows_accepted + self.rows_quarantined
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {
+            "rows_delivered": self.rows_delivered,
+            "rows_accepted": self.rows_accepted,
+            "rows_quarantined": self.rows_quarantined,
+        }
+
+
+def _raw_slices(cursor, table: str, slice_rows: int | None) -> Iterator[pl.DataFrame]:
+    """``raw.<table>`` in delivered order (a table scan keeps DuckDB's insertion order, as an
+    ORDER BY would, without sorting millions of rows): whole, or ``slice_rows`` at a time."""
+    result = cursor.execute(f'SELECT * FROM raw."{table}"')
+    if slice_rows is None:
+        yield result.pl()
+        return
+    reader = result.to_arrow_reader(slice_rows)
+    empty = True
+    for batch in reader:
+        empty = False
+        yield pl.from_arrow(batch)
+    if empty:  # still one (empty) slice, so that both tables are created with their columns
+        yield pl.from_arrow(reader.schema.empty_table())
+
+
 def validate_in_warehouse(
-    con, table: str, extract_date: date, *, gate: bool = True, seconds: dict | None = None
-) -> ValidationResult:
+    con,
+    table: str,
+    extract_date: date,
+    *,
+    gate: bool = True,
+    seconds: dict | None = None,
+    slice_rows: int | None = None,
+) -> WarehouseValidation:
     """Validate ``raw.<table>`` and replace ``staging.<table>`` and ``quarantine.<table>``
     with the result, both in one transaction (the asset's and the bench's one path).
 
-    With ``gate`` (the pipeline), :func:`check_quarantine_share` runs first: an implausible
-    share of bad rows raises :class:`QuarantineGateError` before either table is replaced.
-    The raw rows are read in delivered order; the writes run on one DuckDB
-    thread (:func:`phm.ingest.single_threaded_writes`). ``seconds``, when given, accumulates
-    the wall seconds of each step (``read``, ``validate``, ``write``; for the bench)."""
+    A table whose rules each look at one row (:func:`schemas.rows_independent`: gp_events,
+    gp_medications, gp_appointments, sp_outcomes) is validated ``slice_rows`` rows at a time
+    (default :func:`validate_slice_rows`), each slice exactly as :func:`validate_table` does
+    and appended in delivered order, so memory stays bounded; the others (with uniqueness
+    rules) whole. Either way the tables hold what :func:`validate_table` of the whole raw
+    table returns. While DuckDB writes one slice (on one thread:
+    :func:`phm.ingest.single_threaded_writes`), the next is read and validated on a second
+    thread (polars and DuckDB release the GIL).
+
+    With ``gate`` (the pipeline), :func:`check_quarantine_share` runs before the commit: an
+    implausible share of bad rows raises :class:`QuarantineGateError` and rolls back, so
+    neither table is replaced. ``seconds``, when given, accumulates the seconds of each step
+    (``read``, ``validate``, ``write``; for the bench; read and validate overlap the writes).
+    """
     from phm.ingest import single_threaded_writes
     from phm.warehouse import write_table
 
-    t0 = time.perf_counter()
-    # a table scan keeps the insertion order (the delivered order: DuckDB's default
-    # preserve_insertion_order), as an ORDER BY would, without sorting millions of rows
-    raw = con.execute(f'SELECT * FROM raw."{table}"').pl()
-    t1 = time.perf_counter()
-    result = validate_table(table, raw, extract_date, warehouse_reference_keys(con, table))
-    del raw
-    t2 = time.perf_counter()
-    if gate:
-        check_quarantine_share(result)
-    with single_threaded_writes(con):
-        con.execute("BEGIN TRANSACTION")
-        try:
-            write_table(con, f"staging.{table}", result.staging)
-            write_table(con, f"quarantine.{table}", result.quarantine)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+    if table not in TABLES:
+        raise KeyError(f"unknown table {table!r}; tables: {', '.join(TABLE_NAMES)}")
+    size = None
+    if schemas.rows_independent(table):
+        size = slice_rows or validate_slice_rows()
+    refs = warehouse_reference_keys(con, table)
+    steps = {"read": 0.0, "validate": 0.0, "write": 0.0}
+    oldest = pl.CompatLevel.oldest()
+    cursor = con.cursor()  # the reading thread's own connection to the same database
+
+    def prepare(slices: Iterator[pl.DataFrame]):
+        """The next slice validated, as Arrow tables ready to write (None after the last)."""
+        t0 = time.perf_counter()
+        raw = next(slices, None)
+        t1 = time.perf_counter()
+        steps["read"] += t1 - t0
+        if raw is None:
+            return None
+        part = validate_table(table, raw, extract_date, refs)
+        out = (part, part.staging.to_arrow(compat_level=oldest))
+        out += (part.quarantine.to_arrow(compat_level=oldest),)
+        steps["validate"] += time.perf_counter() - t1
+        return out
+
+    accepted = quarantined = 0
+    rule_counts: dict[str, int] = {}
+    missing: tuple[str, ...] = ()
+    try:
+        slices = _raw_slices(cursor, table, size)
+        with single_threaded_writes(con), ThreadPoolExecutor(1) as pool:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                pending = pool.submit(prepare, slices)
+                first = True
+                while (item := pending.result()) is not None:
+                    pending = pool.submit(prepare, slices)
+                    part, staging, quarantine = item
+                    t0 = time.perf_counter()
+                    write_table(con, f"staging.{table}", staging, append=not first)
+                    write_table(con, f"quarantine.{table}", quarantine, append=not first)
+                    steps["write"] += time.perf_counter() - t0
+                    first = False
+                    accepted += part.rows_accepted
+                    quarantined += part.rows_quarantined
+                    for rule, n in part.rule_counts.items():
+                        rule_counts[rule] = rule_counts.get(rule, 0) + n
+                    missing = part.missing_columns
+                    del part, staging, quarantine, item
+                result = WarehouseValidation(
+                    table, extract_date, accepted, quarantined, rule_counts, missing
+                )
+                if gate:
+                    check_quarantine_share(result)
+                con.execute("COMMIT")
+            except BaseException:
+                pending.cancel()
+                con.execute("ROLLBACK")
+                raise
+    finally:
+        cursor.close()
     if seconds is not None:
-        for step, secs in (
-            ("read", t1 - t0),
-            ("validate", t2 - t1),
-            ("write", time.perf_counter() - t2),
-        ):
+        for step, secs in steps.items():
             seconds[step] = seconds.get(step, 0.0) + secs
     return result
 

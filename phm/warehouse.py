@@ -115,21 +115,49 @@ def ensure_schemas(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
 
 
-def write_table(con: duckdb.DuckDBPyConnection, name: str, df: pl.DataFrame | pa.Table) -> int:
+#: rows of a polars frame converted to Arrow and written at a time by :func:`write_table`
+WRITE_SLICE_ROWS = 1_000_000
+
+
+def write_table(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    df: pl.DataFrame | pa.Table,
+    *,
+    append: bool = False,
+) -> int:
     """Replace table ``name`` (``schema.table``) with a polars frame or an Arrow table, in the
-    caller's transaction if any; returns its row count. The one frame-to-table writer.
+    caller's transaction if any; returns the rows written. The one frame-to-table writer.
+    With ``append``, the rows are added to the existing table instead (same columns, same
+    order), e.g. for a table written slice by slice.
 
     A polars frame goes in as Arrow with plain (large) strings: DuckDB reads those about
-    three times faster than polars' string views (measured on a 3.7-million-row table)."""
-    if isinstance(df, pl.DataFrame):
-        df = df.to_arrow(compat_level=pl.CompatLevel.oldest())
+    three times faster than polars' string views (measured on a 3.7-million-row table). It is
+    converted and written :data:`WRITE_SLICE_ROWS` rows at a time, so a frame of many
+    millions of rows is never held twice (as polars and as a whole Arrow copy); the table
+    holds the rows in frame order either way."""
     view = "__phm_frame"
-    con.register(view, df)
-    try:
-        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM {view}")
-    finally:
-        con.unregister(view)
-    return len(df)
+    if isinstance(df, pl.DataFrame):
+        slices = (
+            s.to_arrow(compat_level=pl.CompatLevel.oldest())
+            for s in df.iter_slices(WRITE_SLICE_ROWS)
+        )
+        if df.height == 0:  # iter_slices yields nothing: the table still gets its columns
+            slices = iter([df.to_arrow(compat_level=pl.CompatLevel.oldest())])
+    else:
+        slices = iter([df])
+    rows = 0
+    for part in slices:
+        con.register(view, part)
+        try:
+            if append or rows:
+                con.execute(f"INSERT INTO {name} SELECT * FROM {view}")
+            else:
+                con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM {view}")
+        finally:
+            con.unregister(view)
+        rows += len(part)
+    return rows
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:

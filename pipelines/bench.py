@@ -97,7 +97,7 @@ def stage_validate(workdir: Path, patients: int, seed: int) -> dict:
         extract_date = current_extract_date(con)
         for table in TABLE_NAMES:
             result = validate_in_warehouse(con, table, extract_date, gate=False, seconds=seconds)
-            quarantined += result.quarantine.height
+            quarantined += result.rows_quarantined
     return {"quarantined": quarantined, **{f"{k}_s": round(v, 1) for k, v in seconds.items()}}
 
 

@@ -109,6 +109,12 @@ def schema_for(
     return _module(table).schema(extract_date, refs)
 
 
+def rows_independent(table: str) -> bool:
+    """True when every rule of ``table`` looks at one row alone (no ``across_rows`` rule such
+    as uniqueness): its rows may then be validated slice by slice with the same result."""
+    return not any(r.across_rows for r in rules_for(table, _ANY_DATE, _placeholder_refs()))
+
+
 def _placeholder_refs() -> dict[str, pl.Series]:
     return {ref: pl.Series([], dtype=pl.String) for ref in REFERENCED_KEYS}
 
@@ -165,6 +171,7 @@ __all__ = [
     "check_frame",
     "nhs_number_check_digit",
     "normalise_icd10",
+    "rows_independent",
     "rule_catalogue",
     "rule_names",
     "rules_for",

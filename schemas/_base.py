@@ -91,6 +91,9 @@ class ValidationRule:
     expr: pl.Expr = field(compare=False, repr=False)
     #: what exactly is checked (allowed values, pattern, bounds), for the docs
     detail: str = ""
+    #: the rule compares a row with other rows of the table (e.g. uniqueness): the table
+    #: must be validated whole, never slice by slice
+    across_rows: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in _KIND_ORDER:
@@ -349,6 +352,7 @@ def unique_first_wins(
                 f"over the trimmed delivered value of every row{among_label}, valid or not; "
                 "the lowest `_row_number` is kept"
             ),
+            across_rows=True,
         )
     ]
 

@@ -67,18 +67,18 @@ def _validation_asset(table: str):
         delivered = result.rows_delivered
         share = result.rows_quarantined / delivered if delivered else 0.0
         context.log.info(
-            f"{table}: {delivered} delivered, {result.staging.height} accepted, "
-            f"{result.quarantine.height} quarantined"
+            f"{table}: {delivered} delivered, {result.rows_accepted} accepted, "
+            f"{result.rows_quarantined} quarantined"
         )
         rules = markdown_table(("rule", "rows"), sorted(result.rule_counts.items()))
         yield dg.MaterializeResult(
             asset_key=["staging", table],
-            metadata={"rows": result.staging.height, "delivered": delivered},
+            metadata={"rows": result.rows_accepted, "delivered": delivered},
         )
         yield dg.MaterializeResult(
             asset_key=["quarantine", table],
             metadata={
-                "rows": result.quarantine.height,
+                "rows": result.rows_quarantined,
                 "share": dg.MetadataValue.float(round(share, 6)),
                 "broken_rules": rules,
             },
