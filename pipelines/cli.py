@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=(
             f"{NHS_TEST_RANGE_NOTE}. Beyond that, take the rest from the 998 range (not "
-            "reserved for testing; for benchmarks only)"
+            "reserved for testing; past 1.8 million numbers 997, 996 and on; for benchmarks only)"
         ),
     )
     g.add_argument(

@@ -383,6 +383,17 @@ def test_nhs_numbers_are_valid_unique_test_range():
     assert nhs_test_capacity() == NHS_TEST_CAPACITY == 909_091
 
 
+def test_benchmark_overflow_takes_further_prefixes_only_when_998_is_used_up():
+    # up to 1,818,182 numbers: the 999 range, then 998 only
+    two = generate_nhs_numbers(np.random.default_rng(5), 1_200_000, overflow=True)
+    assert {v[:3] for v in two.tolist()} == {"999", "998"}
+    # beyond (a 3,000,000-patient benchmark): 997 next, every number unique and valid
+    many = generate_nhs_numbers(np.random.default_rng(5), 1_900_000, overflow=True)
+    assert len(set(many.tolist())) == 1_900_000
+    assert {v[:3] for v in many.tolist()} == {"999", "998", "997"}
+    assert all(nhs_number.is_valid(v) for v in many[:: 1_900_000 // 5000])
+
+
 def test_generate_refuses_more_patients_than_test_nhs_numbers(tmp_path):
     with pytest.raises(ValueError, match=f"enough for {NHS_TEST_PATIENTS:,} current patients"):
         generate(tmp_path, NHS_TEST_PATIENTS + 1, 1, EXTRACT)

@@ -116,7 +116,7 @@ def generate(
     delivery in which every row satisfies every contract rule). ``fmt`` is ``csv``,
     ``csv.gz`` or ``parquet``. More than ``NHS_TEST_PATIENTS`` patients need
     ``nhs_overflow=True`` (benchmarks only; see :mod:`phm.nhs_test_range`), which takes the
-    rest from the ``998`` prefix, not a reserved test range.
+    rest from the ``998`` prefix (then ``997`` and on), not reserved test ranges.
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {sorted(FORMATS)}, not {fmt!r}")

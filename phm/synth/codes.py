@@ -200,8 +200,9 @@ def generate_nhs_numbers(rng: np.random.Generator, n: int, overflow: bool = Fals
     999 test range (``999`` + 6 digits + check digit; stems whose check digit is 10 skipped).
 
     The test range holds only 909,091 valid numbers. Beyond that this raises, unless
-    ``overflow`` is set: then the rest come from the ``998`` prefix, which is NOT a reserved
-    test range (benchmarks only; never share such files).
+    ``overflow`` is set: then the rest come from the ``998`` prefix and, past its 909,091,
+    ``997``, ``996`` and so on, which are NOT reserved test ranges (benchmarks only; never
+    share such files). Up to 1,818,182 numbers the draws are those of the ``998``-only rule.
     """
     all999, ok999 = _nhs_from_stems(999, np.arange(NHS_TEST_STEMS))
     valid999 = all999[ok999]
@@ -213,11 +214,16 @@ def generate_nhs_numbers(rng: np.random.Generator, n: int, overflow: bool = Fals
             f"{n:,} registrations need more NHS numbers than the 999 test range holds "
             f"({len(valid999):,} valid numbers); generate fewer patients"
         )
-    all998, ok998 = _nhs_from_stems(998, np.arange(NHS_TEST_STEMS))
-    extra = all998[ok998]
     need = n - len(valid999)
+    blocks: list[np.ndarray] = []
+    for prefix in range(998, 989, -1):  # 998 first; as many more prefixes as needed
+        if sum(len(b) for b in blocks) >= need:
+            break
+        every, ok = _nhs_from_stems(prefix, np.arange(NHS_TEST_STEMS))
+        blocks.append(every[ok])
+    extra = np.concatenate(blocks)
     if need > len(extra):
-        raise ValueError(f"{n:,} NHS numbers requested: more than the overflow range holds")
+        raise ValueError(f"{n:,} NHS numbers requested: more than the overflow ranges hold")
     values = np.concatenate([valid999, extra[rng.choice(len(extra), size=need, replace=False)]])
     return values[rng.permutation(n)].astype("U10")
 
