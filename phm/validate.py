@@ -74,8 +74,28 @@ def normalise_icd10(code: pl.Expr | str) -> pl.Expr:
     return _normalise_icd10(pl.col(code) if isinstance(code, str) else code)
 
 
+class _Counts:
+    """``rows_delivered`` and ``counts`` of a validation result, from its accepted and
+    quarantined row counts (the two result classes below)."""
+
+    rows_accepted: int
+    rows_quarantined: int
+
+    @property
+    def rows_delivered(self) -> int:
+        return self.rows_accepted + self.rows_quarantined
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {
+            "rows_delivered": self.rows_delivered,
+            "rows_accepted": self.rows_accepted,
+            "rows_quarantined": self.rows_quarantined,
+        }
+
+
 @dataclass(frozen=True)
-class ValidationResult:
+class ValidationResult(_Counts):
     table: str
     extract_date: date
     staging: pl.DataFrame
@@ -86,24 +106,12 @@ class ValidationResult:
     missing_columns: tuple[str, ...] = ()
 
     @property
-    def rows_delivered(self) -> int:
-        return self.staging.height + self.quarantine.height
-
-    @property
     def rows_accepted(self) -> int:
         return self.staging.height
 
     @property
     def rows_quarantined(self) -> int:
         return self.quarantine.height
-
-    @property
-    def counts(self) -> dict[str, int]:
-        return {
-            "rows_delivered": self.rows_delivered,
-            "rows_accepted": self.rows_accepted,
-            "rows_quarantined": self.rows_quarantined,
-        }
 
 
 # --------------------------------------------------------------------------------------
@@ -362,7 +370,7 @@ def validate_slice_rows() -> int:
 
 
 @dataclass(frozen=True)
-class WarehouseValidation:
+class WarehouseValidation(_Counts):
     """What :func:`validate_in_warehouse` wrote: the counts of one table's validation (the
     rows themselves are in ``staging.<table>`` and ``quarantine.<table>``)."""
 
@@ -374,18 +382,6 @@ class WarehouseValidation:
     rule_counts: dict[str, int] = field(default_factory=dict)
     #: optional (v2) contract columns the raw table lacked (validated as null)
     missing_columns: tuple[str, ...] = ()
-
-    @property
-    def rows_delivered(self) -> int:
-        return self.rows_accepted + self.rows_quarantined
-
-    @property
-    def counts(self) -> dict[str, int]:
-        return {
-            "rows_delivered": self.rows_delivered,
-            "rows_accepted": self.rows_accepted,
-            "rows_quarantined": self.rows_quarantined,
-        }
 
 
 def _raw_slices(cursor, table: str, slice_rows: int | None) -> Iterator[pl.DataFrame]:
