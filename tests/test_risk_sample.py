@@ -1,4 +1,4 @@
-"""The risk model's stratified training sample (issue 17): prevalence kept to the row,
+"""The risk model's stratified training sample: prevalence kept to the row,
 deterministic for a seed, small cohorts used whole, the setting validated, and training on a
 sample while evaluating on the whole validation cohort."""
 
