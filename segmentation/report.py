@@ -34,6 +34,7 @@ from phm.disclosure import (
 from phm.files import write_csv
 from phm.measures._sql import require_tables
 from phm.warehouse import table_exists
+from phm.workers import export_workers, ordered_map
 from segmentation.bridges import segment_names
 from segmentation.features import LTC_FACTOR_NOTE, feature_catalogue
 from segmentation.risk import (
@@ -400,9 +401,12 @@ def write_pcn_outputs(
     *,
     policy: DisclosurePolicy | None = None,
     pcn_codes: list[str] | None = None,
+    workers: int | None = None,
 ) -> dict[str, list[Path]]:
     """Per PCN (every PCN, or those of ``pcn_codes``): ``<out>/<pcn_code>/segments.csv`` and
-    ``<out>/<pcn_code>/population_pyramid.png``.
+    ``<out>/<pcn_code>/population_pyramid.png``. The pyramids are drawn in ``workers``
+    processes (:func:`phm.workers.export_workers`: ``PHM_EXPORT_WORKERS``); the files are
+    the same with any number.
 
     ``segments.csv``: ``pcn_code, segment, priority, patients, share_pct`` and, when
     ``marts.risk_scores`` exists, one column per risk tier (patients in that segment and tier).
@@ -428,11 +432,15 @@ def write_pcn_outputs(
     if unknown:
         raise ValueError(f"marts.segments holds segment(s) not in the definition: {unknown}")
     seg_order = pl.DataFrame({"segment": names, "priority": list(range(1, len(names) + 1))})
+    # resolved here: a worker process would read its own environment
+    policy = policy or DisclosurePolicy.from_env()
     written: dict[str, list[Path]] = {}
+    pyramids: list[tuple] = []
+    by_pcn = df.partition_by("pcn_code", as_dict=True, maintain_order=True)
     for pcn in sorted(df["pcn_code"].unique().to_list()):
         if pcn_codes is not None and pcn not in pcn_codes:
             continue
-        sub = df.filter(pl.col("pcn_code") == pcn)
+        sub = by_pcn[(pcn,)]
         folder = out_dir / pcn
         folder.mkdir(parents=True, exist_ok=True)
         counts = seg_order.join(
@@ -470,8 +478,14 @@ def write_pcn_outputs(
         csv = folder / "segments.csv"
         write_csv(table, csv, null_value="")
         png = folder / "population_pyramid.png"
-        _pyramid(sub, pcn, names, png, policy)
+        pyramids.append((sub.select("age", "sex", "segment"), pcn, names, png, policy))
         written[pcn] = [csv, png]
+    # the pyramids (matplotlib, one thread) in worker processes, the largest PCNs first
+    sizes = [job[0].height for job in pyramids]
+    for _ in ordered_map(
+        _pyramid, pyramids, workers=export_workers(len(pyramids), workers), sizes=sizes
+    ):
+        pass
     return written
 
 
