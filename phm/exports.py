@@ -24,8 +24,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 
 import duckdb
@@ -34,7 +32,7 @@ import polars as pl
 from phm.disclosure import DisclosurePolicy, protect_table
 from phm.files import atomic_write_bytes, csv_bytes
 from phm.warehouse import table_exists
-from phm.workers import export_workers, ordered_map
+from phm.workers import export_workers, ordered_results
 
 log = logging.getLogger("phm.exports")
 
@@ -243,42 +241,40 @@ def export_pcns(
         for pcn in pcns
     }
     # the workbooks (xlsxwriter, one thread) in worker processes, the largest PCNs first,
-    # while this process makes the CSVs; each workbook comes back in PCN order
+    # while this process writes the CSVs; then each PCN's workbook and manifest, in PCN order
     jobs = [(sheets_of[pcn], defs_sheet, created) for pcn in pcns]
     sizes = [sum(df.height for _, df in sheets_of[pcn]) for pcn in pcns]
-    workbooks = ordered_map(
+    with ordered_results(
         _xlsx_bytes, jobs, workers=export_workers(len(jobs), workers), sizes=sizes
-    )
-    with closing(workbooks):
-        for pcn in pcns:
-            _write_pcn(
+    ) as workbooks:
+        entries = {
+            pcn: _write_csvs(
                 out_dir / pcn,
-                pcn,
-                extract_date,
                 sheets_of[pcn],
                 register_runs.get((pcn,), register_all.clear()).drop("_pcn"),
-                workbooks,
-                written,
             )
+            for pcn in pcns
+        }
+        for pcn, workbook in zip(pcns, workbooks, strict=True):
+            folder = out_dir / pcn
+            rows = sum(df.height for _, df in sheets_of[pcn])
+            atomic_write_bytes(folder / "cohorts.xlsx", workbook)
+            files = {**entries[pcn], "cohorts.xlsx": {"rows": rows, "sha256": _sha256(workbook)}}
+            _write_manifest(folder, extract_date, pcn, {**_other_entries(folder, files), **files})
+            written[pcn] = {name: e["rows"] for name, e in files.items()}
+            log.info("exported PCN %s: %d files", pcn, len(files) + 1)
     return written
 
 
-def _write_pcn(
-    folder: Path,
-    pcn: str,
-    extract_date: dt.date,
-    sheets: list[tuple[str, pl.DataFrame]],
-    register: pl.DataFrame,
-    workbooks: Iterator[bytes],
-    written: dict[str, dict[str, int]],
-) -> None:
-    """One PCN's files: the CSVs made here, the workbook the next of ``workbooks``."""
+def _write_csvs(
+    folder: Path, sheets: list[tuple[str, pl.DataFrame]], register: pl.DataFrame
+) -> dict[str, dict]:
+    """One PCN's cohort CSVs and risk register (removing the CSVs of cohorts that no longer
+    exist); returns their manifest entries (rows, sha256)."""
     files: dict[str, tuple[int, bytes]] = {}
     for cohort_id, df in sheets:
         files[f"cohorts/{cohort_id}.csv"] = (df.height, _csv_bytes(df))
     files["risk_register.csv"] = (register.height, _csv_bytes(register))
-    files["cohorts.xlsx"] = (sum(df.height for _, df in sheets), next(workbooks))
-    # remove cohort files of cohorts that no longer exist
     stale = folder / "cohorts"
     if stale.is_dir():
         for old in stale.glob("*.csv"):
@@ -286,12 +282,7 @@ def _write_pcn(
                 old.unlink()
     for name, (_, data) in files.items():
         atomic_write_bytes(folder / name, data)
-    entries = {
-        name: {"rows": rows, "sha256": _sha256(data)} for name, (rows, data) in files.items()
-    }
-    _write_manifest(folder, extract_date, pcn, {**_other_entries(folder, files), **entries})
-    written[pcn] = {name: rows for name, (rows, _) in files.items()}
-    log.info("exported PCN %s: %d files", pcn, len(files) + 1)
+    return {name: {"rows": rows, "sha256": _sha256(data)} for name, (rows, data) in files.items()}
 
 
 def _write_manifest(folder: Path, extract_date: dt.date, pcn: str, entries: dict) -> None:

@@ -20,6 +20,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from multiprocessing import forkserver
 from typing import Any
 
@@ -68,31 +69,42 @@ def largest_first(sizes: Sequence[float]) -> list[int]:
     return sorted(range(len(sizes)), key=lambda i: (-sizes[i], i))
 
 
+@contextmanager
+def ordered_results(
+    fn: Callable[..., Any],
+    jobs: Sequence[tuple],
+    *,
+    workers: int = 1,
+    sizes: Sequence[float] | None = None,
+) -> Iterator[Iterator[Any]]:
+    """Start ``fn(*job)`` for every job now; the context gives their results in the order of
+    ``jobs``, so the caller can do its own share of the work while the workers run.
+
+    ``workers`` > 1: the jobs run in that many worker processes (:func:`worker_context`),
+    started largest first by ``sizes`` (default: in order); ``fn`` must be a module-level
+    function and the jobs picklable. ``workers`` = 1: each job runs in this process when its
+    result is taken. A failed job raises when its result is taken; leaving the context
+    cancels the jobs not yet started and waits for the workers."""
+    if workers <= 1 or len(jobs) <= 1:
+        yield (fn(*job) for job in jobs)
+        return
+    order = largest_first(sizes) if sizes is not None else list(range(len(jobs)))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context()) as pool:
+        futures = {i: pool.submit(fn, *jobs[i]) for i in order}
+        try:
+            yield (futures[i].result() for i in range(len(jobs)))
+        finally:
+            for f in futures.values():
+                f.cancel()
+
+
 def ordered_map(
     fn: Callable[..., Any],
     jobs: Sequence[tuple],
     *,
     workers: int = 1,
     sizes: Sequence[float] | None = None,
-) -> Iterator[Any]:
-    """``fn(*job)`` for each job, yielded in the order of ``jobs``.
-
-    ``workers`` > 1: the jobs run in that many worker processes (:func:`worker_context`),
-    started largest first by ``sizes`` (default: in order); ``fn`` must be a module-level
-    function and the jobs picklable. The first job to fail (in the order of ``jobs``)
-    raises here and the jobs not yet started are cancelled."""
-    if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            yield fn(*job)
-        return
-    order = largest_first(sizes) if sizes is not None else list(range(len(jobs)))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context()) as pool:
-        futures: dict[int, Any] = {}
-        for i in order:
-            futures[i] = pool.submit(fn, *jobs[i])
-        try:
-            for i in range(len(jobs)):
-                yield futures[i].result()
-        finally:
-            for f in futures.values():
-                f.cancel()
+) -> list[Any]:
+    """``[fn(*job) for job in jobs]``, in ``workers`` processes (:func:`ordered_results`)."""
+    with ordered_results(fn, jobs, workers=workers, sizes=sizes) as results:
+        return list(results)
