@@ -302,7 +302,10 @@ def need_strata(
         """
     ).pl()
     count_cols = [c for c in strata.columns if c not in ("pcn_code", "area", "band")]
-    return strata.with_columns(pl.col(c).cast(pl.Int64) for c in count_cols)
+    # sorted: the rates summed from the strata (floating point) are the same on every run
+    return strata.with_columns(pl.col(c).cast(pl.Int64) for c in count_cols).sort(
+        "pcn_code", "area", "band", nulls_last=True
+    )
 
 
 def compute_need(
