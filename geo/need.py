@@ -233,16 +233,43 @@ def _area_sql(con, level: str) -> str:
     return DERIVED_AREAS[level]
 
 
-def _patients_cte(con, level: str, prevalences, rates) -> str:
-    cols = [
-        "pm.* EXCLUDE (pcn_code)",
+def _patient_columns(areas: list[str], rates) -> list[str]:
+    return [
         f"coalesce(CAST(pm.pcn_code AS VARCHAR), {_sql_str(UNKNOWN_PCN)}) AS pcn_code",
-        f"{_area_sql(con, level)} AS area",
+        *areas,
         "CASE WHEN pm.age IS NULL OR pm.age < 0 THEN NULL "
         "ELSE CAST(least(floor(pm.age / 5), 18) AS INTEGER) END AS band",
+        *(f"CAST(coalesce(pm.{r.column}, 0) AS BIGINT) AS {r.id}_n" for r in rates),
     ]
-    cols += [f"CAST(coalesce(pm.{r.column}, 0) AS BIGINT) AS {r.id}_n" for r in rates]
+
+
+def _patients_cte(con, level: str, prevalences, rates, patients: str | None = None) -> str:
+    """SQL of the patients with their ``area`` at ``level``, age ``band``, prevalence flags
+    and event counts; from ``patients`` (:func:`_materialise_patients`) when given."""
+    if patients is not None:
+        every = ", ".join(f"area_{lvl}" for lvl in LEVELS)
+        return f"SELECT * EXCLUDE ({every}), area_{level} AS area FROM {patients}"
+    cols = [
+        "pm.* EXCLUDE (pcn_code)",
+        *_patient_columns([f"{_area_sql(con, level)} AS area"], rates),
+    ]
     return prevalence_flags_sql(con, tuple(prevalences), cols)
+
+
+#: the temporary table :func:`build_need_tables` sums every level from
+NEED_PATIENTS = "_geo_need_patients"
+
+
+def _materialise_patients(con, prevalences, rates) -> str:
+    """The columns of :func:`_patients_cte` that the need tables sum, for every level at once
+    (``area_<level>``), as the temporary table :data:`NEED_PATIENTS`: the prevalence flags are
+    worked out once instead of twice per level. Holds the pseudonymous ``person_id`` only."""
+    _check_inputs(con, prevalences, rates)
+    areas = [f"{_area_sql(con, lvl)} AS area_{lvl}" for lvl in LEVELS]
+    cols = [f"pm.{PERSON_KEY}", *_patient_columns(areas, rates)]
+    sql = prevalence_flags_sql(con, tuple(prevalences), cols)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {NEED_PATIENTS} AS {sql}")
+    return NEED_PATIENTS
 
 
 def _grouped_pcn() -> str:
@@ -255,11 +282,13 @@ def need_strata(
     *,
     prevalences: Sequence[Prevalence] = PREVALENCES,
     rates: Sequence[EventRate] = EVENT_RATES,
+    patients: str | None = None,
 ) -> pl.DataFrame:
     """Exact counts per (``pcn_code``, ``area``, ESP 2013 age ``band``), PCN rows and ``ALL``:
-    the strata the raw table is summed from (internal)."""
+    the strata the raw table is summed from (internal). ``patients``: the patients' table
+    of :func:`_materialise_patients`, if already made."""
     _check_inputs(con, prevalences, rates)
-    cte = _patients_cte(con, level, prevalences, rates)
+    cte = _patients_cte(con, level, prevalences, rates, patients)
     sums = ["count(*) AS population"]
     for p in prevalences:
         sums += [f"sum({p.id}_n) AS {p.id}_n", f"sum({p.id}_denominator) AS {p.id}_denominator"]
@@ -273,7 +302,10 @@ def need_strata(
         """
     ).pl()
     count_cols = [c for c in strata.columns if c not in ("pcn_code", "area", "band")]
-    return strata.with_columns(pl.col(c).cast(pl.Int64) for c in count_cols)
+    # sorted: the rates summed from the strata (floating point) are the same on every run
+    return strata.with_columns(pl.col(c).cast(pl.Int64) for c in count_cols).sort(
+        "pcn_code", "area", "band", nulls_last=True
+    )
 
 
 def compute_need(
@@ -283,16 +315,18 @@ def compute_need(
     prevalences: Sequence[Prevalence] = PREVALENCES,
     rates: Sequence[EventRate] = EVENT_RATES,
     strata: pl.DataFrame | None = None,
+    patients: str | None = None,
 ) -> pl.DataFrame:
     """The raw need table of one ``level`` (``lsoa``, ``msoa``, ``imd_decile``, ``imd_quintile``).
 
     One row per (``pcn_code``, area), PCN rows first then ``ALL``, sorted; exact numbers.
-    ``strata``: :func:`need_strata` of the same level, if already computed."""
+    ``strata``: :func:`need_strata` of the same level, if already computed; ``patients``:
+    the patients' table of :func:`_materialise_patients`, if already made."""
     area_col, _ = LEVELS[level]
     _check_inputs(con, prevalences, rates)
-    cte = _patients_cte(con, level, prevalences, rates)
+    cte = _patients_cte(con, level, prevalences, rates, patients)
     if strata is None:
-        strata = need_strata(con, level, prevalences=prevalences, rates=rates)
+        strata = need_strata(con, level, prevalences=prevalences, rates=rates, patients=patients)
     keys = ["pcn_code", "area"]
     count_cols = [c for c in strata.columns if c not in (*keys, "band")]
     totals = strata.group_by(keys).agg(pl.col(c).sum() for c in count_cols)
@@ -653,13 +687,13 @@ def build_need_tables(
     count suppressed or rounded in one table must not be recoverable from the others.
     Returns row counts by table name."""
     con.execute("CREATE SCHEMA IF NOT EXISTS geo")
-    strata = {
-        level: need_strata(con, level, prevalences=prevalences, rates=rates) for level in LEVELS
-    }
-    raw = {
-        level: compute_need(con, level, prevalences=prevalences, rates=rates, strata=strata[level])
-        for level in LEVELS
-    }
+    patients = _materialise_patients(con, prevalences, rates)
+    try:
+        kw = dict(prevalences=prevalences, rates=rates, patients=patients)
+        strata = {level: need_strata(con, level, **kw) for level in LEVELS}
+        raw = {level: compute_need(con, level, strata=strata[level], **kw) for level in LEVELS}
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {patients}")
     protected = protect_need_counts(
         raw, area_mapping(con), policy, prevalences=prevalences, rates=rates
     )

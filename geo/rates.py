@@ -239,8 +239,9 @@ def age_standardised_rates(
     )
     total_weight = float(std["_w"].sum())
     by = list(by)
+    # in the strata's order: the float sums below are then the same on every run
     data = strata.with_columns(pl.col(band).cast(pl.Int32).alias("band")).join(
-        std, on="band", how="left"
+        std, on="band", how="left", maintain_order="left"
     )
     if data["_w"].null_count():
         raise ValueError("strata contain an age band that is not in the standard population")

@@ -32,6 +32,7 @@ import polars as pl
 from phm.disclosure import DisclosurePolicy, protect_table
 from phm.files import atomic_write_bytes, csv_bytes
 from phm.warehouse import table_exists
+from phm.workers import export_workers, ordered_results
 
 log = logging.getLogger("phm.exports")
 
@@ -173,9 +174,12 @@ def export_pcns(
     out_dir: Path,
     extract_date: dt.date,
     pcn_codes: list[str] | None = None,
+    workers: int | None = None,
 ) -> dict[str, dict[str, int]]:
     """Write every PCN's folder (or only those of ``pcn_codes``). Returns rows per file per
-    PCN (for metadata and tests).
+    PCN (for metadata and tests). The workbooks are made in ``workers`` processes
+    (:func:`phm.workers.export_workers`: ``PHM_EXPORT_WORKERS``); the files are the same with
+    any number.
 
     Two queries serve every PCN: the members of every cohort and the risk register, each
     sorted by PCN (then cohort and rank; then the register's order) and cut into one slice
@@ -224,36 +228,61 @@ def export_pcns(
     ).pl()
     register_runs = _by_pcn(register_all, ["_pcn"])
     defs_sheet = definitions.rename({"columns": "cohort_columns"})
-    for pcn in pcns:
-        folder = out_dir / pcn
-        files: dict[str, tuple[int, bytes]] = {}
-        sheets = []
-        for cohort_id, extra in extras.items():
-            rows = member_runs.get((pcn, cohort_id), members.clear())
-            df = rows.select(*STANDARD, "reasons", *extra)
-            files[f"cohorts/{cohort_id}.csv"] = (df.height, _csv_bytes(df))
-            sheets.append((cohort_id, df))
-        register = register_runs.get((pcn,), register_all.clear()).drop("_pcn")
-        files["risk_register.csv"] = (register.height, _csv_bytes(register))
-        files["cohorts.xlsx"] = (
-            sum(df.height for _, df in sheets),
-            _xlsx_bytes(sheets, defs_sheet, created),
-        )
-        # remove cohort files of cohorts that no longer exist
-        stale = folder / "cohorts"
-        if stale.is_dir():
-            for old in stale.glob("*.csv"):
-                if f"cohorts/{old.name}" not in files:
-                    old.unlink()
-        for name, (_, data) in files.items():
-            atomic_write_bytes(folder / name, data)
+    sheets_of = {
+        pcn: [
+            (
+                cohort_id,
+                member_runs.get((pcn, cohort_id), members.clear()).select(
+                    *STANDARD, "reasons", *extra
+                ),
+            )
+            for cohort_id, extra in extras.items()
+        ]
+        for pcn in pcns
+    }
+    # the workbooks (xlsxwriter, one thread) in worker processes, the largest PCNs first,
+    # while this process writes the CSVs; then each PCN's workbook and manifest, in PCN order
+    jobs = [(sheets_of[pcn], defs_sheet, created) for pcn in pcns]
+    sizes = [sum(df.height for _, df in sheets_of[pcn]) for pcn in pcns]
+    with ordered_results(
+        _xlsx_bytes, jobs, workers=export_workers(len(jobs), workers), sizes=sizes
+    ) as workbooks:
         entries = {
-            name: {"rows": rows, "sha256": _sha256(data)} for name, (rows, data) in files.items()
+            pcn: _write_csvs(
+                out_dir / pcn,
+                sheets_of[pcn],
+                register_runs.get((pcn,), register_all.clear()).drop("_pcn"),
+            )
+            for pcn in pcns
         }
-        _write_manifest(folder, extract_date, pcn, {**_other_entries(folder, files), **entries})
-        written[pcn] = {name: rows for name, (rows, _) in files.items()}
-        log.info("exported PCN %s: %d files", pcn, len(files) + 1)
+        for pcn, workbook in zip(pcns, workbooks, strict=True):
+            folder = out_dir / pcn
+            rows = sum(df.height for _, df in sheets_of[pcn])
+            atomic_write_bytes(folder / "cohorts.xlsx", workbook)
+            files = {**entries[pcn], "cohorts.xlsx": {"rows": rows, "sha256": _sha256(workbook)}}
+            _write_manifest(folder, extract_date, pcn, {**_other_entries(folder, files), **files})
+            written[pcn] = {name: e["rows"] for name, e in files.items()}
+            log.info("exported PCN %s: %d files", pcn, len(files) + 1)
     return written
+
+
+def _write_csvs(
+    folder: Path, sheets: list[tuple[str, pl.DataFrame]], register: pl.DataFrame
+) -> dict[str, dict]:
+    """One PCN's cohort CSVs and risk register (removing the CSVs of cohorts that no longer
+    exist); returns their manifest entries (rows, sha256)."""
+    files: dict[str, tuple[int, bytes]] = {}
+    for cohort_id, df in sheets:
+        files[f"cohorts/{cohort_id}.csv"] = (df.height, _csv_bytes(df))
+    files["risk_register.csv"] = (register.height, _csv_bytes(register))
+    stale = folder / "cohorts"
+    if stale.is_dir():
+        for old in stale.glob("*.csv"):
+            if f"cohorts/{old.name}" not in files:
+                old.unlink()
+    for name, (_, data) in files.items():
+        atomic_write_bytes(folder / name, data)
+    return {name: {"rows": rows, "sha256": _sha256(data)} for name, (rows, data) in files.items()}
 
 
 def _write_manifest(folder: Path, extract_date: dt.date, pcn: str, entries: dict) -> None:

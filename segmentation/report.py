@@ -34,6 +34,7 @@ from phm.disclosure import (
 from phm.files import write_csv
 from phm.measures._sql import require_tables
 from phm.warehouse import table_exists
+from phm.workers import export_workers, ordered_results
 from segmentation.bridges import segment_names
 from segmentation.features import LTC_FACTOR_NOTE, feature_catalogue
 from segmentation.risk import (
@@ -400,9 +401,12 @@ def write_pcn_outputs(
     *,
     policy: DisclosurePolicy | None = None,
     pcn_codes: list[str] | None = None,
+    workers: int | None = None,
 ) -> dict[str, list[Path]]:
     """Per PCN (every PCN, or those of ``pcn_codes``): ``<out>/<pcn_code>/segments.csv`` and
-    ``<out>/<pcn_code>/population_pyramid.png``.
+    ``<out>/<pcn_code>/population_pyramid.png``. The pyramids are drawn in ``workers``
+    processes (:func:`phm.workers.export_workers`: ``PHM_EXPORT_WORKERS``); the files are
+    the same with any number.
 
     ``segments.csv``: ``pcn_code, segment, priority, patients, share_pct`` and, when
     ``marts.risk_scores`` exists, one column per risk tier (patients in that segment and tier).
@@ -428,51 +432,79 @@ def write_pcn_outputs(
     if unknown:
         raise ValueError(f"marts.segments holds segment(s) not in the definition: {unknown}")
     seg_order = pl.DataFrame({"segment": names, "priority": list(range(1, len(names) + 1))})
-    written: dict[str, list[Path]] = {}
-    for pcn in sorted(df["pcn_code"].unique().to_list()):
-        if pcn_codes is not None and pcn not in pcn_codes:
-            continue
-        sub = df.filter(pl.col("pcn_code") == pcn)
-        folder = out_dir / pcn
-        folder.mkdir(parents=True, exist_ok=True)
-        counts = seg_order.join(
-            sub.group_by("segment").agg(pl.len().alias("n")), on="segment", how="left"
-        ).with_columns(pl.col("n").fill_null(0))
-        if has_risk:
-            tiers = (
-                sub.group_by("segment", "risk_tier")
-                .agg(pl.len().alias("k"))
-                .pivot(on="risk_tier", index="segment", values="k")
-            )
-            for t, _ in TIERS:
-                if t not in tiers.columns:
-                    tiers = tiers.with_columns(pl.lit(None, pl.UInt32).alias(t))
-            counts = counts.join(
-                tiers.select("segment", *[t for t, _ in TIERS]), on="segment", how="left"
-            )
-            counts = counts.with_columns(pl.col(t).fill_null(0) for t, _ in TIERS)
-        total_protected = _protected_number(sub.height, policy)
-        shown = _protect_segment_counts(counts, has_risk, policy)
-        table = shown.sort("priority").select(
-            pl.lit(pcn).alias("pcn_code"),
-            "segment",
-            "priority",
-            pl.col("n").alias("patients"),
-            (
-                pl.col("n").cast(pl.Int64, strict=False)
-                / pl.lit(total_protected or None, pl.Int64)
-                * 100
-            )
-            .round(1)
-            .alias("share_pct"),
-            *([pl.col(t).alias(t.replace(" ", "_")) for t, _ in TIERS] if has_risk else []),
+    # resolved here: a worker process would read its own environment
+    policy = policy or DisclosurePolicy.from_env()
+    by_pcn = df.partition_by("pcn_code", as_dict=True, maintain_order=True)
+    pcns = [
+        p for p in sorted(df["pcn_code"].unique().to_list()) if pcn_codes is None or p in pcn_codes
+    ]
+    for pcn in pcns:
+        (out_dir / pcn).mkdir(parents=True, exist_ok=True)
+    # the pyramids (matplotlib, one thread) in worker processes, the largest PCNs first,
+    # while this process writes the segment tables
+    pyramids = [
+        (
+            by_pcn[(pcn,)].select("age", "sex", "segment"),
+            pcn,
+            names,
+            out_dir / pcn / "population_pyramid.png",
+            policy,
         )
-        csv = folder / "segments.csv"
-        write_csv(table, csv, null_value="")
-        png = folder / "population_pyramid.png"
-        _pyramid(sub, pcn, names, png, policy)
-        written[pcn] = [csv, png]
+        for pcn in pcns
+    ]
+    written: dict[str, list[Path]] = {}
+    with ordered_results(
+        _pyramid,
+        pyramids,
+        workers=export_workers(len(pyramids), workers),
+        sizes=[job[0].height for job in pyramids],
+    ) as drawn:
+        for pcn, (_, _, _, png, _) in zip(pcns, pyramids, strict=True):
+            csv = out_dir / pcn / "segments.csv"
+            table = _segment_table(by_pcn[(pcn,)], pcn, seg_order, has_risk, policy)
+            write_csv(table, csv, null_value="")
+            written[pcn] = [csv, png]
+        for _ in drawn:  # every pyramid drawn (a failure raises here)
+            pass
     return written
+
+
+def _segment_table(
+    sub: pl.DataFrame,
+    pcn: str,
+    seg_order: pl.DataFrame,
+    has_risk: bool,
+    policy: DisclosurePolicy,
+) -> pl.DataFrame:
+    """One PCN's segments.csv (see :func:`write_pcn_outputs`)."""
+    counts = seg_order.join(
+        sub.group_by("segment").agg(pl.len().alias("n")), on="segment", how="left"
+    ).with_columns(pl.col("n").fill_null(0))
+    if has_risk:
+        tiers = (
+            sub.group_by("segment", "risk_tier")
+            .agg(pl.len().alias("k"))
+            .pivot(on="risk_tier", index="segment", values="k")
+        )
+        for t, _ in TIERS:
+            if t not in tiers.columns:
+                tiers = tiers.with_columns(pl.lit(None, pl.UInt32).alias(t))
+        counts = counts.join(
+            tiers.select("segment", *[t for t, _ in TIERS]), on="segment", how="left"
+        )
+        counts = counts.with_columns(pl.col(t).fill_null(0) for t, _ in TIERS)
+    total_protected = _protected_number(sub.height, policy)
+    shown = _protect_segment_counts(counts, has_risk, policy)
+    return shown.sort("priority").select(
+        pl.lit(pcn).alias("pcn_code"),
+        "segment",
+        "priority",
+        pl.col("n").alias("patients"),
+        (pl.col("n").cast(pl.Int64, strict=False) / pl.lit(total_protected or None, pl.Int64) * 100)
+        .round(1)
+        .alias("share_pct"),
+        *([pl.col(t).alias(t.replace(" ", "_")) for t, _ in TIERS] if has_risk else []),
+    )
 
 
 def pyramid_counts(

@@ -28,12 +28,10 @@ an LSOA's location is its polygon centroid.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import shutil
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import forkserver
 from pathlib import Path
 
 import duckdb
@@ -59,6 +57,7 @@ from geo.maps.static import BaseLayers, base_layers, lad_outlines, plot_chorople
 from geo.need import ALL_PCNS, published_lsoa_geodataframe, published_table
 from geo.reference import BNG, load_lsoa_boundaries
 from phm.files import write_csv
+from phm.workers import largest_first, worker_context
 
 log = logging.getLogger("geo.maps")
 
@@ -212,7 +211,10 @@ def write_pcn_maps(
         initializer=_init_worker,
         initargs=(context,),
     ) as pool:
-        futures = {code: pool.submit(_worker_pcn_maps, code) for code in codes}
+        # the PCNs with the most LSOAs (the most drawing) first, so the workers finish together
+        lsoas = dict(pub.group_by("pcn_code").len().iter_rows())
+        order = largest_first([lsoas.get(code, 0) for code in codes])
+        futures = {codes[i]: pool.submit(_worker_pcn_maps, codes[i]) for i in order}
         for code in codes:  # in PCN order, as in one process
             try:
                 written[code] = futures[code].result()
@@ -238,13 +240,8 @@ def _n_workers(workers: int | None, n_pcns: int) -> int:
 def _worker_context():
     """Never a fork of this process (its DuckDB threads are live): 'forkserver' where there is
     one (a fresh server process that imports the map code once, then forks the workers from
-    itself), else 'spawn' (a fresh interpreter per worker)."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["geo.maps"])
-        forkserver.ensure_running()
-        return ctx
-    return multiprocessing.get_context("spawn")
+    itself), else 'spawn' (a fresh interpreter per worker): :func:`phm.workers.worker_context`."""
+    return worker_context()
 
 
 def _failed(code: str, e: Exception, out_dir: Path, failures: dict[str, str]) -> None:

@@ -403,7 +403,7 @@ def write_interactive_map(
             background_json = background_geojson(background)
         if background_json is not None:
             folium.GeoJson(
-                json.loads(background_json),
+                _parsed(background_json),
                 name="LSOA 2011 boundaries",
                 style_function=lambda f: {
                     "fillColor": BACKGROUND,
@@ -513,6 +513,13 @@ def write_interactive_map(
     _check_offline(page)
     atomic_write_text(out_path, _with_map_data(page, data))
     return out_path
+
+
+@functools.lru_cache(maxsize=1)
+def _parsed(geojson: str) -> dict:
+    """``json.loads(geojson)``, parsed once for the many PCN maps that share the background
+    (folium only reads it: its features have a unique property, so no ids are added)."""
+    return json.loads(geojson)
 
 
 def _geojson_text(gdf: gpd.GeoDataFrame) -> str:

@@ -29,6 +29,7 @@ from phm.exports import add_to_manifest
 from phm.files import atomic_write_bytes, csv_bytes
 from phm.impact.caseload import FUNNEL_STAGES, STATUS_ORDER
 from phm.impact.interventions import OUTCOMES
+from phm.workers import export_workers, ordered_map
 
 MIN_PEOPLE = 10
 HIDDEN = ""
@@ -658,47 +659,92 @@ def write_pcn_reports(
     outcome_scores: pl.DataFrame,
     match_summary: dict[str, dict[str, int]] | None = None,
     policy: DisclosurePolicy | None = None,
+    workers: int | None = None,
 ) -> dict[str, list[str]]:
     """Write ``<out_dir>/<pcn_code>/impact_report.html`` and the CSVs for each PCN in
-    ``pcns`` (code -> name). Returns the files written per PCN."""
+    ``pcns`` (code -> name). Returns the files written per PCN. The files are made in
+    ``workers`` processes (:func:`phm.workers.export_workers`: ``PHM_EXPORT_WORKERS``); they
+    are the same with any number."""
     p = policy or DisclosurePolicy.from_env()
     est = estimates_table(estimates, p)
     # area-wide: drawn once, the same image in every PCN's report
     charts = {w: estimates_chart(est, w) for w in (12, 6)}
     out_all = outcome_table(outcome_scores, "ALL", p)
+    codes = sorted(pcns)
+    # per PCN: its rows only (every table below is filtered to the PCN first)
+    case_of = caseload.partition_by("pcn_code", as_dict=True, maintain_order=True)
+    fun_of = funnel.partition_by("pcn_code", as_dict=True, maintain_order=True)
+    scores_of = outcome_scores.partition_by("pcn_code", as_dict=True, maintain_order=True)
+    jobs = [
+        (
+            code,
+            pcns[code],
+            extract_date,
+            case_of.get((code,), caseload.clear()),
+            fun_of.get((code,), funnel.clear()),
+            est,
+            scores_of.get((code,), outcome_scores.clear()),
+            out_all,
+            charts,
+            match_summary,
+            p,
+        )
+        for code in codes
+    ]
+    # the reports (matplotlib, one thread) in worker processes, the largest PCNs first; the
+    # files are written here, in PCN order
+    sizes = [job[3].height for job in jobs]
     written = {}
-    for code in sorted(pcns):
+    results = ordered_map(_pcn_files, jobs, workers=export_workers(len(jobs), workers), sizes=sizes)
+    for code, files in zip(codes, results, strict=True):
         folder = Path(out_dir) / code
-        case = caseload_table(caseload, code, p, extract_date=extract_date)
-        fun = funnel_table(funnel, code, p)
-        out_pcn = outcome_table(outcome_scores, code, p)
-        scores = pl.concat([out_pcn, out_all])
-        files = {
-            "impact_caseload.csv": (case.height, _csv(case)),
-            "impact_outreach_funnel.csv": (fun.height, _csv(fun)),
-            "impact_estimates.csv": (est.height, _csv(est)),
-            "impact_outcome_scores.csv": (scores.height, _csv(scores)),
-            "impact_report.html": (
-                None,
-                render_report(
-                    pcn_code=code,
-                    pcn_name=pcns[code],
-                    extract_date=extract_date,
-                    caseload=case,
-                    caseload_raw=caseload,
-                    funnel=fun,
-                    estimates=est,
-                    outcomes_pcn=out_pcn,
-                    outcomes_all=out_all,
-                    match_summary=match_summary,
-                    policy=p,
-                    estimate_charts=charts,
-                ).encode("utf-8"),
-            ),
-        }
         for name, (_, data) in files.items():
             atomic_write_bytes(folder / name, data)
         # listed in the PCN's manifest.json beside the direct-care exports (rows: null for HTML)
         add_to_manifest(folder, extract_date, code, files)
         written[code] = sorted(files)
     return written
+
+
+def _pcn_files(
+    code: str,
+    name: str | None,
+    extract_date: dt.date,
+    caseload: pl.DataFrame,
+    funnel: pl.DataFrame,
+    est: pl.DataFrame,
+    outcome_scores: pl.DataFrame,
+    out_all: pl.DataFrame,
+    charts: dict[int, str | None],
+    match_summary: dict[str, dict[str, int]] | None,
+    p: DisclosurePolicy,
+) -> dict[str, tuple[int | None, bytes]]:
+    """One PCN's impact files (name -> (rows, bytes)) from its rows of the caseload, funnel
+    and outcome scores."""
+    case = caseload_table(caseload, code, p, extract_date=extract_date)
+    fun = funnel_table(funnel, code, p)
+    out_pcn = outcome_table(outcome_scores, code, p)
+    scores = pl.concat([out_pcn, out_all])
+    return {
+        "impact_caseload.csv": (case.height, _csv(case)),
+        "impact_outreach_funnel.csv": (fun.height, _csv(fun)),
+        "impact_estimates.csv": (est.height, _csv(est)),
+        "impact_outcome_scores.csv": (scores.height, _csv(scores)),
+        "impact_report.html": (
+            None,
+            render_report(
+                pcn_code=code,
+                pcn_name=name,
+                extract_date=extract_date,
+                caseload=case,
+                caseload_raw=caseload,
+                funnel=fun,
+                estimates=est,
+                outcomes_pcn=out_pcn,
+                outcomes_all=out_all,
+                match_summary=match_summary,
+                policy=p,
+                estimate_charts=charts,
+            ).encode("utf-8"),
+        ),
+    }

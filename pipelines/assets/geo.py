@@ -1,6 +1,7 @@
 """Geography: need by deprivation area, age-standardised rates, maps and asset gaps."""
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -106,16 +107,21 @@ def pcn_maps(
         out = settings.exports(extract_date.isoformat())
         published = con.execute("SELECT * FROM geo.need_by_lsoa_published").pl()
         boundaries = load_lsoa_boundaries()  # read once, for the GeoPackages and the maps
-        gpkgs = write_need_geopackages(published, out, boundaries=boundaries)
-        # one PCN's map failing does not stop the other PCNs' maps (or their exports)
-        failed: dict[str, str] = {}
-        maps = write_pcn_maps(
-            con,
-            out,
-            boundaries=boundaries,
-            distance_threshold_m=GAP_DISTANCE_M,
-            failures=failed,
-        )
+        # the GeoPackages (GDAL) written in a thread while the map workers draw
+        with ThreadPoolExecutor(max_workers=1) as thread:
+            gpkgs_written = thread.submit(
+                write_need_geopackages, published, out, boundaries=boundaries
+            )
+            # one PCN's map failing does not stop the other PCNs' maps (or their exports)
+            failed: dict[str, str] = {}
+            maps = write_pcn_maps(
+                con,
+                out,
+                boundaries=boundaries,
+                distance_threshold_m=GAP_DISTANCE_M,
+                failures=failed,
+            )
+            gpkgs = gpkgs_written.result()
     n_files = sum(len(v) for v in maps.values())
     context.log.info(f"wrote {len(gpkgs)} GeoPackages and {n_files} map files under {out}")
     if failed:
