@@ -185,3 +185,30 @@ def test_vectorised_matching_equals_the_frame_matching(panel_con):
         "ON p.person_id IN (x.person_id, x.comparator_person_id) WHERE p.sex IS NULL"
     ).fetchone()[0]
     assert null_sex == 0
+
+
+def test_months_matched_in_workers_equal_one_process(panel_con):
+    """Two worker processes (the panel handed over as files) give the same pairs, balance
+    and summary, to the bit, as matching every month in this process."""
+    one = match_intervention(panel_con, "sp", k=2, workers=1)
+    two = match_intervention(panel_con, "sp", k=2, workers=2)
+    assert one.pairs.height > 100 and one.pairs["index_month"].n_unique() >= 5
+    assert two.pairs.equals(one.pairs)
+    assert two.balance.equals(one.balance)
+    assert two.summary == one.summary
+
+
+def test_worker_count_rules(panel_con, monkeypatch):
+    from phm.impact.pool import _n_workers, impact_workers
+
+    panel = load_panel(panel_con, "sp", MONTHS[26:36])
+    monkeypatch.delenv("PHM_IMPACT_WORKERS", raising=False)
+    assert _n_workers(None, panel, 10) == 1  # a small panel: in this process
+    assert _n_workers(3, panel, 2) == 2  # never more workers than months
+    monkeypatch.setenv("PHM_IMPACT_WORKERS", "2")
+    assert impact_workers() == 2 and _n_workers(None, panel, 10) == 2
+    monkeypatch.setenv("PHM_IMPACT_WORKERS", "none")
+    with pytest.raises(ValueError, match="PHM_IMPACT_WORKERS"):
+        impact_workers()
+    with pytest.raises(ValueError, match="at least 1"):
+        _n_workers(0, panel, 10)
