@@ -199,16 +199,18 @@ def test_months_matched_in_workers_equal_one_process(panel_con):
 
 
 def test_worker_count_rules(panel_con, monkeypatch):
-    from phm.impact.pool import _n_workers, impact_workers
+    from phm.workers import n_workers, worker_count
 
-    panel = load_panel(panel_con, "sp", MONTHS[26:36])
-    monkeypatch.delenv("PHM_IMPACT_WORKERS", raising=False)
-    assert _n_workers(None, panel, 10) == 1  # a small panel: in this process
-    assert _n_workers(3, panel, 2) == 2  # never more workers than months
-    monkeypatch.setenv("PHM_IMPACT_WORKERS", "2")
-    assert impact_workers() == 2 and _n_workers(None, panel, 10) == 2
-    monkeypatch.setenv("PHM_IMPACT_WORKERS", "none")
-    with pytest.raises(ValueError, match="PHM_IMPACT_WORKERS"):
-        impact_workers()
+    monkeypatch.delenv("PHM_WORKERS", raising=False)
+    assert n_workers(None, 10, worth_it=False) == 1  # small work: in this process
+    assert n_workers(3, 2) == 2  # never more workers than tasks
+    assert n_workers(2, 10, worth_it=False) == 2  # asked for
+    monkeypatch.setenv("PHM_WORKERS", "2")
+    assert worker_count() == 2 and n_workers(None, 10, worth_it=False) == 2
+    monkeypatch.setenv("PHM_WORKERS", "1")
+    assert n_workers(None, 10) == 1
+    monkeypatch.setenv("PHM_WORKERS", "none")
+    with pytest.raises(ValueError, match="PHM_WORKERS"):
+        worker_count()
     with pytest.raises(ValueError, match="at least 1"):
-        _n_workers(0, panel, 10)
+        n_workers(0, 10)

@@ -536,7 +536,7 @@ def match_intervention(
     ``workers`` > 1 matches the index months in that many worker processes (see
     :func:`phm.impact.pool.match_months`); the result is the same to the bit as ``workers=1``
     (in this process): the months are gathered and summed in month order. Default:
-    :func:`phm.impact.pool.impact_workers` (``PHM_IMPACT_WORKERS``)."""
+    :func:`phm.workers.worker_count` (``PHM_WORKERS``) for a large panel."""
     months = [
         r[0]
         for r in con.execute(
