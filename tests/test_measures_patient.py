@@ -289,32 +289,3 @@ def test_build_patient_measures_leaves_marts_keyed_by_person_id(con) -> None:
 def test_build_patient_measures_needs_a_key(con) -> None:
     with pytest.raises(TypeError, match="key"):
         build_patient_measures(con, ED, load_reference=False)
-
-
-def _marts_snapshot(con) -> dict[str, tuple[list, list]]:
-    out = {}
-    for name in MEASURES_TABLES:
-        cols = con.execute(f"DESCRIBE {name}").fetchall()
-        rows = sorted(con.execute(f"SELECT * FROM {name}").fetchall(), key=repr)
-        out[name] = (cols, rows)
-    return out
-
-
-def test_patient_table_built_in_memory_equals_the_table_pseudonymised_in_place(con) -> None:
-    """build_patient_measures writes the patient table once (built as a temporary table,
-    then pseudonymised): the same marts as building it in marts and pseudonymising there,
-    and no temporary table is left."""
-    from phm.pseudonymise import pseudonymise_marts
-
-    add_patients(con, "9990000018", "9990000026", "9990000034")
-    add_events(con, "9990000018", (code_for_condition(con, "hypertension"), dt.date(2015, 1, 1)))
-    add_events(con, "9990000034", (code_for_condition(con, "dementia"), dt.date(2020, 5, 1)))
-    build_patient_measures(con, ED, key=KEY, load_reference=False)
-    once = _marts_snapshot(con)
-    temps = con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()
-    assert temps == []
-    build_measures(con, ED, load_reference=False)  # marts.patient_measures keyed by nhs_number
-    assert "marts.patient_measures" in identifier_columns(con)
-    pseudonymise_marts(con, KEY)
-    assert _marts_snapshot(con) == once
-    assert len(once["marts.patient_measures"][1]) == 3
