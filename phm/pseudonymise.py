@@ -29,7 +29,6 @@ import hmac
 import logging
 import os
 import secrets
-from collections.abc import Mapping
 from pathlib import Path
 
 import duckdb
@@ -187,35 +186,24 @@ def identifier_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
     ]
 
 
-def pseudonymise_marts(
-    con: duckdb.DuckDBPyConnection, key: bytes, temp_tables: Mapping[str, str] | None = None
-) -> dict[str, int]:
+def pseudonymise_marts(con: duckdb.DuckDBPyConnection, key: bytes) -> dict[str, int]:
     """Key every ``marts`` table by ``person_id`` instead of ``nhs_number``.
 
     Builds ``marts.person_identity`` over every NHS number in the staging tables, then
     replaces the ``nhs_number`` column of each marts table (first column: ``person_id``).
-    ``temp_tables`` (marts table name -> temporary table keyed by ``nhs_number``): marts
-    tables built as temporary tables, written here, pseudonymised, and the temporary tables
-    dropped. Afterwards the identity table is the only marts table holding NHS numbers.
+    Afterwards the identity table is the only marts table holding NHS numbers.
     """
-    temp_tables = dict(temp_tables or {})
     union = " UNION ".join(f"SELECT nhs_number FROM staging.{t}" for t in PERSON_TABLES)
     people = build_identity(con, key, f"({union})")
-    sources = {
-        t.removeprefix("marts."): f"marts.{t.removeprefix('marts.')}"
-        for t in identifier_columns(con)
-    }
-    sources |= temp_tables
+    tables = [t.removeprefix("marts.") for t in identifier_columns(con)]
     rows = {}
-    for table in sorted(sources):
+    for table in tables:
         con.execute(
             f"""CREATE OR REPLACE TABLE marts.{table} AS
                 SELECT i.person_id, t.* EXCLUDE (nhs_number)
-                FROM {sources[table]} t JOIN marts.person_identity i USING (nhs_number)
+                FROM marts.{table} t JOIN marts.person_identity i USING (nhs_number)
                 ORDER BY i.person_id"""
         )
         rows[table] = con.execute(f"SELECT count(*) FROM marts.{table}").fetchone()[0]
-    for temp in temp_tables.values():
-        con.execute(f"DROP TABLE IF EXISTS {temp}")
-    log.info("pseudonymised %d marts tables over %d people", len(sources), people)
+    log.info("pseudonymised %d marts tables over %d people", len(tables), people)
     return rows

@@ -104,10 +104,6 @@ MEASURES_TABLES = (
 )
 
 
-#: the patient table keyed by nhs_number, in memory until it is pseudonymised
-_PATIENT_TEMP = "_patient_measures_nhs"
-
-
 def build_patient_measures(
     con: duckdb.DuckDBPyConnection,
     extract_date: dt.date,
@@ -132,10 +128,9 @@ def build_patient_measures(
         codelist_directory=codelist_directory,
         imd_path=imd_path,
         imd=imd,
-        patient_temp_table=_PATIENT_TEMP,
     )
     t, c = time.perf_counter(), time.process_time()
-    rows = pseudonymise_marts(con, key, temp_tables={"patient_measures": _PATIENT_TEMP})
+    rows = pseudonymise_marts(con, key)
     report.seconds["pseudonymise"] = time.perf_counter() - t
     report.cpu_seconds["pseudonymise"] = time.process_time() - c
     report.row_counts.update({f"marts.{table}": n for table, n in rows.items()})
@@ -151,10 +146,8 @@ def build_measures(
     codelist_directory: Path | None = None,
     imd_path: Path | None = None,
     imd: ImdConfig | None = None,
-    patient_temp_table: str | None = None,
 ) -> MeasuresReport:
-    """Build every measures table and ``marts.patient_measures``, keyed by ``nhs_number``
-    (the patient table as the temporary table ``patient_temp_table`` instead, if given).
+    """Build every measures table and ``marts.patient_measures``, keyed by ``nhs_number``.
 
     For use inside the warehouse only (as-of snapshots, tests of the rules): the marts of the
     pipeline come from :func:`build_patient_measures`, which pseudonymises these tables.
@@ -218,11 +211,7 @@ def build_measures(
     report.row_counts["marts.hfrs"] = step("marts.hfrs", build_hfrs)
     report.row_counts["marts.utilisation"] = step("marts.utilisation", build_utilisation)
     report.row_counts[PATIENT_MEASURES_TABLE] = step(
-        PATIENT_MEASURES_TABLE,
-        build_patient_table,
-        imd_path=imd_path,
-        imd=imd,
-        temp_table=patient_temp_table,
+        PATIENT_MEASURES_TABLE, build_patient_table, imd_path=imd_path, imd=imd
     )
     return report
 
@@ -243,13 +232,10 @@ def build_patient_table(
     *,
     imd_path: Path | None = None,
     imd: ImdConfig | None = None,
-    temp_table: str | None = None,
 ) -> int:
     """Assemble ``marts.patient_measures`` from the measure tables (which must exist).
 
-    ``imd``: the deprivation index (default :func:`resolve_imd`). ``temp_table``: write the
-    table to that temporary table instead (in memory: :func:`build_patient_measures` keys it
-    by ``person_id`` into ``marts.patient_measures``, written once)."""
+    ``imd``: the deprivation index (default :func:`resolve_imd`)."""
     require_tables(
         con,
         "staging.gp_patients",
@@ -290,7 +276,7 @@ def build_patient_table(
     )
     con.execute(
         f"""
-        CREATE OR REPLACE {f"TEMP TABLE {temp_table}" if temp_table else f"TABLE {PATIENT_MEASURES_TABLE}"} AS
+        CREATE OR REPLACE TABLE {PATIENT_MEASURES_TABLE} AS
         WITH population AS (
             SELECT p.nhs_number, p.date_of_birth, p.sex, p.practice_code, p.lsoa11_code,
                    p.lsoa21_code
@@ -349,7 +335,7 @@ def build_patient_table(
     )
     for t in ("_imd", "_ltc_wide"):
         con.execute(f"DROP TABLE IF EXISTS {t}")
-    return row_count(con, temp_table or PATIENT_MEASURES_TABLE)
+    return row_count(con, PATIENT_MEASURES_TABLE)
 
 
 def patient_measures_columns(key: str = "person_id") -> list[str]:
