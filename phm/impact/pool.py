@@ -5,9 +5,9 @@ over the :class:`~phm.impact.matching.Panel`), so on a machine with more than on
 months can be shared among worker processes. The panel's arrays are written once to
 ``.npy`` files in a temporary folder and each worker maps them read-only (the pages are
 shared, not copied); workers come from :func:`phm.workers.worker_context`, never a fork of
-this process, which holds live DuckDB connections. The
-months' results are gathered in month order, so that the sums built from them are added in
-the same order as in one process and the tables are the same to the bit.
+this process, which holds live DuckDB connections. The months' results are gathered in
+month order, so that the sums built from them are added in the same order as in one
+process and the tables are the same to the bit.
 """
 
 from __future__ import annotations
