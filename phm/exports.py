@@ -178,7 +178,7 @@ def export_pcns(
 ) -> dict[str, dict[str, int]]:
     """Write every PCN's folder (or only those of ``pcn_codes``). Returns rows per file per
     PCN (for metadata and tests). The workbooks are made in ``workers`` processes
-    (:func:`phm.workers.export_workers`: ``PHM_EXPORT_WORKERS``); the files are the same with
+    (:func:`phm.workers.export_workers`: ``PHM_WORKERS``); the files are the same with
     any number.
 
     Two queries serve every PCN: the members of every cohort and the risk register, each

@@ -1,4 +1,6 @@
-"""Per-PCN file rendering in a small pool of worker processes.
+"""Worker processes for the single-threaded Python sections of a step: per-PCN file
+rendering (maps, workbooks, pyramids, impact reports, trend charts) and impact matching's
+index months. How many: :func:`worker_count` (``PHM_WORKERS``).
 
 The per-PCN outputs (map PNGs and HTML, population pyramids, cohort workbooks) are made by
 single-threaded Python (matplotlib, folium, xlsxwriter): a pool of worker processes keeps
@@ -27,7 +29,44 @@ from typing import Any
 #: imported once by the fork server, whichever step starts it first (the server lives as long
 #: as the process that started it: one Dagster run, in-process executor), so no worker of any
 #: step imports the rendering code again
-PRELOAD = ["geo.maps", "segmentation.report", "phm.exports", "phm.impact.report"]
+PRELOAD = [
+    "geo.maps",
+    "segmentation.report",
+    "phm.exports",
+    "phm.impact.report",
+    "phm.impact.matching",
+    "phm.history",
+]
+
+#: worker processes of every pool: 1 = everything in the calling process
+ENV = "PHM_WORKERS"
+
+
+def worker_count() -> int:
+    """Worker processes: ``PHM_WORKERS`` if set (1 = everything in the calling process), else
+    ``min(cpu_count, 4)``."""
+    raw = os.environ.get(ENV, "").strip()
+    if raw:
+        try:
+            n = int(raw)
+        except ValueError:
+            raise ValueError(f"{ENV} must be a whole number, not {raw!r}") from None
+        if n < 1:
+            raise ValueError(f"{ENV} must be at least 1, not {n}")
+        return n
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+def n_workers(workers: int | None, tasks: int, worth_it: bool = True) -> int:
+    """Worker processes for ``tasks`` tasks (1 = in the calling process): ``workers`` if
+    given, else :func:`worker_count`, never more than the tasks; when neither ``workers``
+    nor ``PHM_WORKERS`` is set, 1 unless ``worth_it`` (the work outweighs starting the
+    workers)."""
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
+    if workers is None and not os.environ.get(ENV, "").strip() and not worth_it:
+        return 1
+    return max(1, min(worker_count() if workers is None else workers, tasks))
 
 
 def worker_context():
@@ -43,24 +82,11 @@ def worker_context():
 
 def export_workers(n_jobs: int, workers: int | None = None) -> int:
     """Worker processes for ``n_jobs`` per-PCN jobs (1 = in this process): ``workers`` if
-    given, else ``PHM_EXPORT_WORKERS`` if set, else ``min(cpu_count, 4)`` but at most one
-    worker per two jobs (a worker costs about one job to start); never more than the jobs."""
-    if workers is None:
-        raw = os.environ.get("PHM_EXPORT_WORKERS", "").strip()
-        if raw:
-            try:
-                workers = int(raw)
-            except ValueError:
-                raise ValueError(
-                    f"PHM_EXPORT_WORKERS must be a whole number, not {raw!r}"
-                ) from None
-            if workers < 1:
-                raise ValueError(f"PHM_EXPORT_WORKERS must be at least 1, not {workers}")
-        else:
-            workers = max(1, min(os.cpu_count() or 1, 4, n_jobs // 2))
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, not {workers}")
-    return max(1, min(workers, n_jobs))
+    given, else ``PHM_WORKERS`` if set, else :func:`worker_count` but at most one worker per
+    two jobs (a worker costs about one job to start); never more than the jobs."""
+    if workers is None and not os.environ.get(ENV, "").strip():
+        return max(1, min(worker_count(), n_jobs // 2))
+    return n_workers(workers, n_jobs)
 
 
 def largest_first(sizes: Sequence[float]) -> list[int]:

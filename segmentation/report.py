@@ -405,7 +405,7 @@ def write_pcn_outputs(
 ) -> dict[str, list[Path]]:
     """Per PCN (every PCN, or those of ``pcn_codes``): ``<out>/<pcn_code>/segments.csv`` and
     ``<out>/<pcn_code>/population_pyramid.png``. The pyramids are drawn in ``workers``
-    processes (:func:`phm.workers.export_workers`: ``PHM_EXPORT_WORKERS``); the files are
+    processes (:func:`phm.workers.export_workers`: ``PHM_WORKERS``); the files are
     the same with any number.
 
     ``segments.csv``: ``pcn_code, segment, priority, patients, share_pct`` and, when

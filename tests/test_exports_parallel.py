@@ -46,16 +46,16 @@ def test_a_failed_job_raises_when_its_result_is_taken(workers):
 
 
 def test_export_workers_reads_the_setting(monkeypatch):
-    monkeypatch.delenv("PHM_EXPORT_WORKERS", raising=False)
+    monkeypatch.delenv("PHM_WORKERS", raising=False)
     assert export_workers(1) == 1  # one job: in this process
     assert 1 <= export_workers(28) <= 4
     assert export_workers(28, workers=3) == 3
     assert export_workers(2, workers=3) == 2  # never more workers than jobs
-    monkeypatch.setenv("PHM_EXPORT_WORKERS", "2")
+    monkeypatch.setenv("PHM_WORKERS", "2")
     assert export_workers(28) == 2
     for bad in ("0", "two"):
-        monkeypatch.setenv("PHM_EXPORT_WORKERS", bad)
-        with pytest.raises(ValueError, match="PHM_EXPORT_WORKERS"):
+        monkeypatch.setenv("PHM_WORKERS", bad)
+        with pytest.raises(ValueError, match="PHM_WORKERS"):
             export_workers(28)
     with pytest.raises(ValueError, match="at least 1"):
         export_workers(28, workers=0)
@@ -70,7 +70,7 @@ def warehouse(small_home):
 
 
 def _write_all(con, extract_date, out, workers: str, monkeypatch) -> None:
-    monkeypatch.setenv("PHM_EXPORT_WORKERS", workers)
+    monkeypatch.setenv("PHM_WORKERS", workers)
     # in the nightly order: the impact files are added to the exports' manifest.json
     export_pcns(con, out, extract_date)
     write_impact_exports(con, out, extract_date)

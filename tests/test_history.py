@@ -143,3 +143,30 @@ def test_sensor_adds_delivery_partitions(tmp_path):
         # the cursor moves past both: the next evaluation asks for nothing more
         again = sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
         assert isinstance(again, dg.SkipReason)
+
+
+def test_trend_charts_drawn_in_workers_are_byte_identical(runs, tmp_path):
+    """Two worker processes write the same PNGs and manifests, byte for byte, as drawing every
+    chart in this process."""
+    import shutil
+
+    from phm.history import write_trend_charts
+
+    _, home, _, _ = runs
+    src = home / "exports" / NOV.isoformat()
+    outs = {n: tmp_path / f"w{n}" for n in (1, 2)}
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        for n, out in outs.items():
+            shutil.copytree(src, out)
+            for png in out.glob(f"*/{TREND_FILE}"):
+                png.unlink()  # drawn again below
+            written = write_trend_charts(con, out, NOV, workers=n)
+    assert len(written) >= 2
+    files = {
+        n: sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+        for n, out in outs.items()
+    }
+    assert files[1] == files[2]
+    assert any(p.name == TREND_FILE for p in files[1])
+    for rel in files[1]:
+        assert (outs[1] / rel).read_bytes() == (outs[2] / rel).read_bytes(), rel

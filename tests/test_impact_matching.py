@@ -185,3 +185,32 @@ def test_vectorised_matching_equals_the_frame_matching(panel_con):
         "ON p.person_id IN (x.person_id, x.comparator_person_id) WHERE p.sex IS NULL"
     ).fetchone()[0]
     assert null_sex == 0
+
+
+def test_months_matched_in_workers_equal_one_process(panel_con):
+    """Two worker processes (the panel handed over as files) give the same pairs, balance
+    and summary, to the bit, as matching every month in this process."""
+    one = match_intervention(panel_con, "sp", k=2, workers=1)
+    two = match_intervention(panel_con, "sp", k=2, workers=2)
+    assert one.pairs.height > 100 and one.pairs["index_month"].n_unique() >= 5
+    assert two.pairs.equals(one.pairs)
+    assert two.balance.equals(one.balance)
+    assert two.summary == one.summary
+
+
+def test_worker_count_rules(panel_con, monkeypatch):
+    from phm.workers import n_workers, worker_count
+
+    monkeypatch.delenv("PHM_WORKERS", raising=False)
+    assert n_workers(None, 10, worth_it=False) == 1  # small work: in this process
+    assert n_workers(3, 2) == 2  # never more workers than tasks
+    assert n_workers(2, 10, worth_it=False) == 2  # asked for
+    monkeypatch.setenv("PHM_WORKERS", "2")
+    assert worker_count() == 2 and n_workers(None, 10, worth_it=False) == 2
+    monkeypatch.setenv("PHM_WORKERS", "1")
+    assert n_workers(None, 10) == 1
+    monkeypatch.setenv("PHM_WORKERS", "none")
+    with pytest.raises(ValueError, match="PHM_WORKERS"):
+        worker_count()
+    with pytest.raises(ValueError, match="at least 1"):
+        n_workers(0, 10)

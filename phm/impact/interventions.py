@@ -166,14 +166,17 @@ def build_monthly_use(con: duckdb.DuckDBPyConnection, extract_date: dt.date) -> 
                                       least(coalesce(discharge_date, {ed}), {ed})), 0)
             FROM {SPELLS_VIEW}
             WHERE emergency_method AND admission_date <= {ed})
-        SELECT i.person_id, ev.month,
-               CAST(sum(gp) AS INTEGER) AS gp_attended,
-               CAST(sum(ae) AS INTEGER) AS ae_attendances,
-               CAST(sum(em) AS INTEGER) AS emergency_admissions,
-               CAST(sum(bd) AS INTEGER) AS bed_days
-        FROM ev JOIN marts.person_identity i USING (nhs_number)
-        GROUP BY i.person_id, ev.month
-        ORDER BY i.person_id, ev.month
+        -- summed per NHS number (short keys), then keyed by person_id (one to one)
+        SELECT i.person_id, u.month, u.gp_attended, u.ae_attendances,
+               u.emergency_admissions, u.bed_days
+        FROM (SELECT nhs_number, month,
+                     CAST(sum(gp) AS INTEGER) AS gp_attended,
+                     CAST(sum(ae) AS INTEGER) AS ae_attendances,
+                     CAST(sum(em) AS INTEGER) AS emergency_admissions,
+                     CAST(sum(bd) AS INTEGER) AS bed_days
+              FROM ev GROUP BY nhs_number, month) u
+        JOIN marts.person_identity i USING (nhs_number)
+        ORDER BY i.person_id, u.month
         """
     )
     return con.execute(f"SELECT count(*) FROM {MONTHLY_USE_TABLE}").fetchone()[0]

@@ -440,17 +440,6 @@ class _Moments:
         self.s = np.zeros(len(cols))
         self.s2 = np.zeros(len(cols))
 
-    def add(self, df: pl.DataFrame, weight: np.ndarray | float = 1.0) -> None:
-        if df.height == 0:
-            return
-        x = df.select(self.cols).to_numpy().astype(float)
-        w = np.broadcast_to(np.asarray(weight, dtype=float), (x.shape[0],))[:, None]
-        ok = ~np.isnan(x)
-        xz = np.where(ok, x, 0.0)
-        self.w += (w * ok).sum(axis=0)
-        self.s += (w * xz).sum(axis=0)
-        self.s2 += (w * xz * xz).sum(axis=0)
-
     def add_sums(self, w: np.ndarray, s: np.ndarray, s2: np.ndarray, weight: float) -> None:
         """Add precomputed per-column counts, sums and sums of squares, times ``weight``."""
         self.w += weight * w
@@ -473,10 +462,81 @@ def smd(mean_t, var_t, mean_c, var_c):
     return np.where(np.isnan(mean_t) | np.isnan(mean_c), np.nan, out)
 
 
+def _frame_sums(
+    df: pl.DataFrame, cols: list[str], weight: np.ndarray | float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per column of ``df``: weighted non-null count, sum and sum of squares (nan: null)."""
+    x = df.select(cols).to_numpy().astype(float)
+    w = np.broadcast_to(np.asarray(weight, dtype=float), (x.shape[0],))[:, None]
+    ok = ~np.isnan(x)
+    xz = np.where(ok, x, 0.0)
+    return (w * ok).sum(axis=0), (w * xz).sum(axis=0), (w * xz * xz).sum(axis=0)
+
+
+@dataclass
+class MonthMatch:
+    """What one index month adds to an intervention's matching: the pairs as rows of the
+    :class:`Panel` (treated ``t_people``, comparator ``c_people``, ``rank``, ``distance``,
+    sorted by person_id and rank), the counts, and the balance sums of the treated people
+    (``treated_sums``), of every candidate before matching (``before``: weight and sums)
+    and of the comparators after (``after_sums``; None: no pair)."""
+
+    t_people: np.ndarray
+    c_people: np.ndarray
+    rank: np.ndarray
+    distance: np.ndarray
+    eligible: int
+    unmatched: int
+    treated_sums: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+    before: tuple[float, np.ndarray, np.ndarray, np.ndarray] | None
+    after_sums: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+
+
+def match_month(panel: Panel, index_month, k: int = 1) -> MonthMatch | None:
+    """Match the people of ``panel`` treated at ``index_month`` (None: nobody in its pool).
+    Pure: the same panel and month give the same bits in any process."""
+    month = month_pool(panel, index_month)
+    if month is None:
+        return None
+    cov = balance_covariates() + pre_vector_columns()
+    t_rows = np.flatnonzero(month.treated)
+    pairs, um, pt_rows, pc_rows = match_rows(
+        scaled_features(month.use),
+        pl.Series("person_id", month.rows),  # ids: the panel rows (ascending = person_id)
+        month.treated,
+        pl.DataFrame({"stratum": month.stratum}),
+        k,
+    )
+    treated_sums = _frame_sums(_balance_frame(panel, month, t_rows), cov) if len(t_rows) else None
+    n_cand, w_, s1_, s2_ = month.moments
+    before = (len(t_rows) / n_cand, w_, s1_, s2_) if n_cand else None
+    after_sums = None
+    if pairs.height:
+        # each comparator weighted 1 / (number of matches of its treated person)
+        n_per = np.bincount(pt_rows, minlength=len(month.treated))[pt_rows]
+        after_sums = _frame_sums(_balance_frame(panel, month, pc_rows), cov, 1.0 / n_per)
+    return MonthMatch(
+        t_people=month.rows[pt_rows],
+        c_people=month.rows[pc_rows],
+        rank=pairs["match_rank"].to_numpy(),
+        distance=pairs["distance"].to_numpy(),
+        eligible=len(t_rows),
+        unmatched=um,
+        treated_sums=treated_sums,
+        before=before,
+        after_sums=after_sums,
+    )
+
+
 def match_intervention(
-    con: duckdb.DuckDBPyConnection, intervention: str, k: int = 1
+    con: duckdb.DuckDBPyConnection, intervention: str, k: int = 1, workers: int | None = None
 ) -> MatchResult:
-    """Match every treated person of ``intervention`` (rows of marts.impact_interventions)."""
+    """Match every treated person of ``intervention`` (rows of marts.impact_interventions).
+
+    ``workers`` > 1 matches the index months in that many worker processes (see
+    :func:`phm.impact.pool.match_months`); the result is the same to the bit as ``workers=1``
+    (in this process): the months are gathered and summed in month order. Default:
+    :func:`phm.workers.worker_count` (``PHM_WORKERS``) for a large panel."""
     months = [
         r[0]
         for r in con.execute(
@@ -493,29 +553,33 @@ def match_intervention(
     all_pairs = []
     eligible = unmatched = 0
     panel = load_panel(con, intervention, months) if months else None
-    for m0 in months:
-        month = month_pool(panel, m0)
-        if month is None:
+    from phm.impact.pool import match_months  # the pool imports this module
+
+    results = match_months(panel, months, k, workers) if months else []
+    ids = panel.people["person_id"] if months else None
+    for m0, r in zip(months, results, strict=True):  # in month order, as in one process
+        if r is None:
             continue
-        t_rows = np.flatnonzero(month.treated)
-        eligible += len(t_rows)
-        pairs, um, pt_rows, pc_rows = match_rows(
-            scaled_features(month.use),
-            panel.people["person_id"].gather(month.rows),
-            month.treated,
-            pl.DataFrame({"stratum": month.stratum}),
-            k,
-        )
-        unmatched += um
-        treated_m.add(_balance_frame(panel, month, t_rows))
-        n_cand, w_, s1_, s2_ = month.moments
-        if n_cand:
-            before_m.add_sums(w_, s1_, s2_, len(t_rows) / n_cand)
-        if pairs.height:
-            # each comparator weighted 1 / (number of matches of its treated person)
-            n_per = np.bincount(pt_rows, minlength=len(month.treated))[pt_rows]
-            after_m.add(_balance_frame(panel, month, pc_rows), 1.0 / n_per)
-            all_pairs.append(pairs.with_columns(pl.lit(m0).alias("index_month")))
+        eligible += r.eligible
+        unmatched += r.unmatched
+        if r.treated_sums is not None:
+            treated_m.add_sums(*r.treated_sums, 1.0)
+        if r.before is not None:
+            before_m.add_sums(*r.before[1:], r.before[0])
+        if r.after_sums is not None:
+            after_m.add_sums(*r.after_sums, 1.0)
+            all_pairs.append(
+                pl.DataFrame(
+                    {
+                        "person_id": ids.gather(r.t_people),
+                        "comparator_person_id": ids.gather(r.c_people),
+                        "match_rank": r.rank,
+                        "distance": r.distance,
+                    }
+                )
+                .cast(PAIR_SCHEMA)
+                .with_columns(pl.lit(m0).alias("index_month"))
+            )
     schema = {
         "intervention": pl.String,
         "person_id": pl.String,

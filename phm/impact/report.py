@@ -663,7 +663,7 @@ def write_pcn_reports(
 ) -> dict[str, list[str]]:
     """Write ``<out_dir>/<pcn_code>/impact_report.html`` and the CSVs for each PCN in
     ``pcns`` (code -> name). Returns the files written per PCN. The files are made in
-    ``workers`` processes (:func:`phm.workers.export_workers`: ``PHM_EXPORT_WORKERS``); they
+    ``workers`` processes (:func:`phm.workers.export_workers`: ``PHM_WORKERS``); they
     are the same with any number."""
     p = policy or DisclosurePolicy.from_env()
     est = estimates_table(estimates, p)
