@@ -20,6 +20,7 @@ from segmentation.features import (
     factor_text,
     feature_catalogue,
 )
+from segmentation.risk.lean import lean_predictor
 from segmentation.risk.model import RiskModel
 
 #: a factor is reported only if switching it to its reference lowers the risk by at least this
@@ -123,11 +124,20 @@ def _blocks(model: RiskModel, groups: dict[str, list[str]], X: np.ndarray) -> It
 
 
 def _predict_switched(
-    model: RiskModel, switch: Callable[[np.ndarray], None], X: np.ndarray, block: np.ndarray
+    predict: Callable[[np.ndarray], np.ndarray],
+    switch: Callable[[np.ndarray], None],
+    X: np.ndarray,
+    block: np.ndarray,
 ) -> np.ndarray:
     Xm = X[block]
     switch(Xm)
-    return model.predict(Xm)
+    return predict(Xm)
+
+
+def _predictor(model: RiskModel) -> Callable[[np.ndarray], np.ndarray]:
+    """:func:`segmentation.risk.lean.lean_predictor` where it applies, else ``model.predict``
+    (the same numbers either way)."""
+    return lean_predictor(model) or model.predict
 
 
 def contributions(
@@ -138,7 +148,9 @@ def contributions(
 
     The risk is one prediction over every patient; then one prediction per group over the
     patients whose group differs from its reference, in blocks of :data:`PREDICT_BLOCK`
-    patients (only one block's switched copy is held).
+    patients (only one block's switched copy is held). Predictions of the calibrated logistic
+    model go through :func:`segmentation.risk.lean.lean_predictor` (bit-for-bit
+    ``model.predict``, with less copying).
 
     ``workers`` > 1 (default :func:`score_workers`) makes the same prediction calls, on the
     same matrices, in that many worker processes (``spawn``: never a fork of this process,
@@ -152,9 +164,10 @@ def contributions(
     if n < 1:
         raise ValueError(f"workers must be at least 1, not {n}")
     if n == 1:
-        p = model.predict(X)
+        predict = _predictor(model)
+        p = predict(X)
         for j, _, switch, block in _blocks(model, groups, X):
-            delta[block, j] = p[block] - _predict_switched(model, switch, X, block)
+            delta[block, j] = p[block] - _predict_switched(predict, switch, X, block)
         return names, delta, p
     with tempfile.TemporaryDirectory(prefix="phm-score-") as tmp:
         path = Path(tmp) / "X.npy"
@@ -188,6 +201,7 @@ def _init_worker(model: RiskModel, x_path: str, blas_threads: int | None) -> Non
     _WORKER.clear()
     _WORKER.update(
         model=model,
+        predict=_predictor(model),
         X=np.load(x_path, mmap_mode="r"),
         groups=_factor_groups(model),
         switches={},
@@ -197,13 +211,13 @@ def _init_worker(model: RiskModel, x_path: str, blas_threads: int | None) -> Non
 def _worker_predict(group: str | None, block: np.ndarray | None) -> np.ndarray:
     """The risk of every patient (``group`` None), or of ``block``'s patients with ``group``
     switched to its reference."""
-    model, X = _WORKER["model"], _WORKER["X"]
+    model, predict, X = _WORKER["model"], _WORKER["predict"], _WORKER["X"]
     if group is None:
-        return model.predict(X)
+        return predict(X)
     switches = _WORKER["switches"]
     if group not in switches:
         switches[group] = _switch(model, group, _WORKER["groups"][group], X[:0])[1]
-    return _predict_switched(model, switches[group], X, block)
+    return _predict_switched(predict, switches[group], X, block)
 
 
 class _ReadKeys(dict):
