@@ -117,8 +117,11 @@ def test_lean_prediction_declines_other_estimators(model):
 
     from segmentation.risk.lean import lean_predictor
 
+    # a bare fold pipeline is not the calibrated ensemble
+    bare = model.estimator.calibrated_classifiers_[0].estimator
+    assert lean_predictor(replace(model, estimator=bare)) is None
     names = model.feature_names
-    train = _features(1500, seed=6)
+    train = _features(400, seed=6)
     X = to_matrix(train, names)
     y = (X[:, names.index("ltc_count")] + np.random.default_rng(7).random(len(X)) > 1.5).astype(int)
     gb = fit_candidate("gradient_boosting", names, X, y, "sigmoid", 0)
