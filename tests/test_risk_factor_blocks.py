@@ -13,7 +13,13 @@ import pytest
 from segmentation.features import feature_catalogue, feature_names, feature_set_hash
 from segmentation.risk import factors
 from segmentation.risk.factors import _factor_groups, _switch, contributions, risk_factor_text
-from segmentation.risk.model import RiskModel, factor_reference_values, fit_candidate, to_matrix
+from segmentation.risk.model import (
+    FeatureSetMismatch,
+    RiskModel,
+    factor_reference_values,
+    fit_candidate,
+    to_matrix,
+)
 
 
 def _features(n: int, seed: int) -> pl.DataFrame:
@@ -92,3 +98,55 @@ def test_each_contribution_is_the_drop_when_that_patients_group_is_switched(mode
             one = X[[r]].copy()
             switch(one)
             assert delta[r, j] == pytest.approx(p[r] - model.predict(one)[0], abs=1e-12)
+
+
+def test_lean_prediction_is_bit_for_bit_predict_proba(model):
+    from segmentation.risk.lean import lean_predictor
+
+    predict = lean_predictor(model)
+    assert predict is not None  # the calibrated logistic ensemble is recognised
+    X = to_matrix(_features(700, seed=5), model.feature_names)
+    for rows in (X, np.asfortranarray(X), X[::3], X[[4]]):
+        np.testing.assert_array_equal(predict(rows), model.predict(rows))
+    with pytest.raises(FeatureSetMismatch):
+        predict(X[:, :-1])
+
+
+def test_lean_prediction_declines_other_estimators(model):
+    from dataclasses import replace
+
+    from segmentation.risk.lean import lean_predictor
+
+    # a bare fold pipeline is not the calibrated ensemble
+    bare = model.estimator.calibrated_classifiers_[0].estimator
+    assert lean_predictor(replace(model, estimator=bare)) is None
+    names = model.feature_names
+    train = _features(400, seed=6)
+    X = to_matrix(train, names)
+    y = (X[:, names.index("ltc_count")] + np.random.default_rng(7).random(len(X)) > 1.5).astype(int)
+    gb = fit_candidate("gradient_boosting", names, X, y, "sigmoid", 0)
+    assert lean_predictor(replace(model, estimator=gb, name="gradient_boosting")) is None
+
+
+def test_worker_processes_give_the_contributions_of_one_process(model, monkeypatch):
+    monkeypatch.setattr(factors, "PREDICT_BLOCK", 97)  # several blocks per group
+    X = to_matrix(_features(800, seed=8), model.feature_names)
+    groups, delta, p = contributions(model, X, workers=1)
+    w_groups, w_delta, w_p = contributions(model, X, workers=2)
+    assert w_groups == groups
+    np.testing.assert_array_equal(w_p, p)
+    np.testing.assert_array_equal(w_delta, delta)
+    assert (delta > factors.FACTOR_MIN_DELTA).any(axis=0).sum() > 5
+
+
+def test_score_workers_setting(monkeypatch):
+    monkeypatch.delenv("PHM_SCORE_WORKERS", raising=False)
+    assert factors.score_workers(factors.POOL_MIN_ROWS - 1) == 1
+    monkeypatch.setenv("PHM_SCORE_WORKERS", "1")
+    assert factors.score_workers(10**7) == 1
+    monkeypatch.setenv("PHM_SCORE_WORKERS", "3")
+    assert factors.score_workers(10) == 3
+    for bad in ("0", "two"):
+        monkeypatch.setenv("PHM_SCORE_WORKERS", bad)
+        with pytest.raises(ValueError, match="PHM_SCORE_WORKERS"):
+            factors.score_workers(10)

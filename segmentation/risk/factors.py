@@ -3,17 +3,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import multiprocessing
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import polars as pl
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from phm.measures import load_ltc_conditions
 from segmentation.features import (
     factor_text,
     feature_catalogue,
 )
+from segmentation.risk.lean import lean_predictor
 from segmentation.risk.model import RiskModel
 
 #: a factor is reported only if switching it to its reference lowers the risk by at least this
@@ -21,6 +28,8 @@ FACTOR_MIN_DELTA = 0.001
 NO_FACTOR_TEXT = "no single factor stands out"
 #: patients per prediction call in :func:`contributions` (memory of the estimator's copies)
 PREDICT_BLOCK = 65_536
+#: from this many patients, :func:`contributions` predicts in worker processes by default
+POOL_MIN_ROWS = 200_000
 
 
 @lru_cache(maxsize=1)
@@ -89,25 +98,126 @@ def _switch(
     return rows, to_reference
 
 
-def contributions(model: RiskModel, X: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
+def score_workers(n_rows: int) -> int:
+    """Worker processes for :func:`contributions`: ``PHM_SCORE_WORKERS`` if set (1 = predict in
+    this process), else 2 on a machine with two or more cores and at least
+    :data:`POOL_MIN_ROWS` patients (starting the workers costs a few seconds), else 1."""
+    raw = os.environ.get("PHM_SCORE_WORKERS", "").strip()
+    if raw:
+        try:
+            n = int(raw)
+        except ValueError:
+            raise ValueError(f"PHM_SCORE_WORKERS must be a whole number, not {raw!r}") from None
+        if n < 1:
+            raise ValueError(f"PHM_SCORE_WORKERS must be at least 1, not {n}")
+        return n
+    return 2 if (os.cpu_count() or 1) >= 2 and n_rows >= POOL_MIN_ROWS else 1
+
+
+def _blocks(model: RiskModel, groups: dict[str, list[str]], X: np.ndarray) -> Iterator[tuple]:
+    """(group index, group, its switch, patients of one block): per group, the patients whose
+    group differs from its reference, in blocks of :data:`PREDICT_BLOCK`."""
+    for j, g in enumerate(groups):
+        rows, switch = _switch(model, g, groups[g], X)
+        for i in range(0, len(rows), PREDICT_BLOCK):
+            yield j, g, switch, rows[i : i + PREDICT_BLOCK]
+
+
+def _predict_switched(
+    predict: Callable[[np.ndarray], np.ndarray],
+    switch: Callable[[np.ndarray], None],
+    X: np.ndarray,
+    block: np.ndarray,
+) -> np.ndarray:
+    Xm = X[block]
+    switch(Xm)
+    return predict(Xm)
+
+
+def _predictor(model: RiskModel) -> Callable[[np.ndarray], np.ndarray]:
+    """:func:`segmentation.risk.lean.lean_predictor` where it applies, else ``model.predict``
+    (the same numbers either way)."""
+    return lean_predictor(model) or model.predict
+
+
+def contributions(
+    model: RiskModel, X: np.ndarray, *, workers: int | None = None
+) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Per patient and factor group, the drop in predicted risk when the group is switched to
     its reference value (0 where it already is). Returns (groups, deltas n x G, risk).
 
     The risk is one prediction over every patient; then one prediction per group over the
     patients whose group differs from its reference, in blocks of :data:`PREDICT_BLOCK`
-    patients (only one block's switched copy is held)."""
-    p = model.predict(X)
+    patients (only one block's switched copy is held). Predictions of the calibrated logistic
+    model go through :func:`segmentation.risk.lean.lean_predictor` (bit-for-bit
+    ``model.predict``, with less copying).
+
+    ``workers`` > 1 (default :func:`score_workers`) makes the same prediction calls, on the
+    same matrices, in that many worker processes (``spawn``: never a fork of this process,
+    which holds DuckDB connections), each with this process's BLAS thread count; they read
+    ``X`` from a memory-mapped copy and return each call's risks, which are gathered here in
+    a fixed order, so the result is bit-for-bit that of ``workers=1``."""
     groups = _factor_groups(model)
     names = list(groups)
     delta = np.zeros((X.shape[0], len(names)), dtype=np.float64)
-    for j, g in enumerate(names):
-        rows, switch = _switch(model, g, groups[g], X)
-        for i in range(0, len(rows), PREDICT_BLOCK):
-            block = rows[i : i + PREDICT_BLOCK]
-            Xm = X[block]
-            switch(Xm)
-            delta[block, j] = p[block] - model.predict(Xm)
+    n = score_workers(X.shape[0]) if workers is None else workers
+    if n < 1:
+        raise ValueError(f"workers must be at least 1, not {n}")
+    if n == 1:
+        predict = _predictor(model)
+        p = predict(X)
+        for j, _, switch, block in _blocks(model, groups, X):
+            delta[block, j] = p[block] - _predict_switched(predict, switch, X, block)
+        return names, delta, p
+    with tempfile.TemporaryDirectory(prefix="phm-score-") as tmp:
+        path = Path(tmp) / "X.npy"
+        np.save(path, X)  # keeps X's memory layout (the estimator sees the same matrix)
+        blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+        with ProcessPoolExecutor(
+            max_workers=n,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(model, str(path), max(blas) if blas else None),
+        ) as pool:
+            # the one prediction over everyone first: the longest call
+            whole = pool.submit(_worker_predict, None, None)
+            tasks = [
+                (j, block, pool.submit(_worker_predict, g, block))
+                for j, g, _, block in _blocks(model, groups, X)
+            ]
+            p = whole.result()
+            for j, block, future in tasks:  # in group and block order, as in one process
+                delta[block, j] = p[block] - future.result()
     return names, delta, p
+
+
+#: in a worker process: the model, the memory-mapped feature matrix and switches by group
+_WORKER: dict = {}
+
+
+def _init_worker(model: RiskModel, x_path: str, blas_threads: int | None) -> None:
+    if blas_threads is not None:  # the parent's BLAS threads: the same arithmetic per call
+        threadpool_limits(limits=blas_threads, user_api="blas")
+    _WORKER.clear()
+    _WORKER.update(
+        model=model,
+        predict=_predictor(model),
+        X=np.load(x_path, mmap_mode="r"),
+        groups=_factor_groups(model),
+        switches={},
+    )
+
+
+def _worker_predict(group: str | None, block: np.ndarray | None) -> np.ndarray:
+    """The risk of every patient (``group`` None), or of ``block``'s patients with ``group``
+    switched to its reference."""
+    model, predict, X = _WORKER["model"], _WORKER["predict"], _WORKER["X"]
+    if group is None:
+        return predict(X)
+    switches = _WORKER["switches"]
+    if group not in switches:
+        switches[group] = _switch(model, group, _WORKER["groups"][group], X[:0])[1]
+    return _predict_switched(predict, switches[group], X, block)
 
 
 class _ReadKeys(dict):
