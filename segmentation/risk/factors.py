@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -99,19 +98,12 @@ def _switch(
 
 
 def score_workers(n_rows: int) -> int:
-    """Worker processes for :func:`contributions`: ``PHM_SCORE_WORKERS`` if set (1 = predict in
-    this process), else 2 on a machine with two or more cores and at least
-    :data:`POOL_MIN_ROWS` patients (starting the workers costs a few seconds), else 1."""
-    raw = os.environ.get("PHM_SCORE_WORKERS", "").strip()
-    if raw:
-        try:
-            n = int(raw)
-        except ValueError:
-            raise ValueError(f"PHM_SCORE_WORKERS must be a whole number, not {raw!r}") from None
-        if n < 1:
-            raise ValueError(f"PHM_SCORE_WORKERS must be at least 1, not {n}")
-        return n
-    return 2 if (os.cpu_count() or 1) >= 2 and n_rows >= POOL_MIN_ROWS else 1
+    """Worker processes for :func:`contributions` (:func:`phm.workers.n_workers`:
+    ``PHM_WORKERS`` if set, 1 = predict in this process), by default from
+    :data:`POOL_MIN_ROWS` patients (starting the workers costs a few seconds)."""
+    from phm.workers import n_workers
+
+    return n_workers(None, max(n_rows, 1), worth_it=n_rows >= POOL_MIN_ROWS)
 
 
 def _blocks(model: RiskModel, groups: dict[str, list[str]], X: np.ndarray) -> Iterator[tuple]:
