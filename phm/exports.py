@@ -220,14 +220,6 @@ def export_pcns(
         params,
     ).pl()
     member_runs = _by_pcn(members, ["_pcn", "_cohort"])
-    register_all = con.execute(
-        _patients_sql(register_cols, has_risk).replace("SELECT ", "SELECT pm.pcn_code AS _pcn, ", 1)
-        + f" WHERE {where} ORDER BY _pcn, "
-        + ("r.risk_score DESC NULLS LAST, " if has_risk else "")
-        + "pm.ltc_count DESC, pm.efi_score DESC, i.nhs_number",
-        params,
-    ).pl()
-    register_runs = _by_pcn(register_all, ["_pcn"])
     defs_sheet = definitions.rename({"columns": "cohort_columns"})
     sheets_of = {
         pcn: [
@@ -242,10 +234,21 @@ def export_pcns(
         for pcn in pcns
     }
     # the workbooks (xlsxwriter, one thread) in worker processes, the largest PCNs first,
-    # while this process writes the CSVs; then each PCN's workbook and manifest, in PCN order
+    # while this process reads the risk register and writes the CSVs; then each PCN's
+    # workbook and manifest, in PCN order
     jobs = [(sheets_of[pcn], defs_sheet, created) for pcn in pcns]
     sizes = [sum(df.height for _, df in sheets_of[pcn]) for pcn in pcns]
     with ordered_results(_xlsx_bytes, jobs, workers=workers, sizes=sizes) as workbooks:
+        register_all = con.execute(
+            _patients_sql(register_cols, has_risk).replace(
+                "SELECT ", "SELECT pm.pcn_code AS _pcn, ", 1
+            )
+            + f" WHERE {where} ORDER BY _pcn, "
+            + ("r.risk_score DESC NULLS LAST, " if has_risk else "")
+            + "pm.ltc_count DESC, pm.efi_score DESC, i.nhs_number",
+            params,
+        ).pl()
+        register_runs = _by_pcn(register_all, ["_pcn"])
         entries = {
             pcn: _write_csvs(
                 out_dir / pcn,
