@@ -32,7 +32,7 @@ import polars as pl
 from phm.disclosure import DisclosurePolicy, protect_table
 from phm.files import atomic_write_bytes, csv_bytes
 from phm.warehouse import table_exists
-from phm.workers import export_workers, ordered_results
+from phm.workers import ordered_results, start_workers
 
 log = logging.getLogger("phm.exports")
 
@@ -199,6 +199,7 @@ def export_pcns(
     ]
     if pcn_codes is not None:
         pcns = [p for p in pcns if p in set(pcn_codes)]
+    workers = start_workers(len(pcns), workers)  # the workers' server starts while we read
     created = dt.datetime.combine(extract_date, dt.time())
     written: dict[str, dict[str, int]] = {}
     register_cols = RISK_REGISTER + (RISK_COLUMNS if has_risk else [])
@@ -219,14 +220,6 @@ def export_pcns(
         params,
     ).pl()
     member_runs = _by_pcn(members, ["_pcn", "_cohort"])
-    register_all = con.execute(
-        _patients_sql(register_cols, has_risk).replace("SELECT ", "SELECT pm.pcn_code AS _pcn, ", 1)
-        + f" WHERE {where} ORDER BY _pcn, "
-        + ("r.risk_score DESC NULLS LAST, " if has_risk else "")
-        + "pm.ltc_count DESC, pm.efi_score DESC, i.nhs_number",
-        params,
-    ).pl()
-    register_runs = _by_pcn(register_all, ["_pcn"])
     defs_sheet = definitions.rename({"columns": "cohort_columns"})
     sheets_of = {
         pcn: [
@@ -241,12 +234,21 @@ def export_pcns(
         for pcn in pcns
     }
     # the workbooks (xlsxwriter, one thread) in worker processes, the largest PCNs first,
-    # while this process writes the CSVs; then each PCN's workbook and manifest, in PCN order
+    # while this process reads the risk register and writes the CSVs; then each PCN's
+    # workbook and manifest, in PCN order
     jobs = [(sheets_of[pcn], defs_sheet, created) for pcn in pcns]
     sizes = [sum(df.height for _, df in sheets_of[pcn]) for pcn in pcns]
-    with ordered_results(
-        _xlsx_bytes, jobs, workers=export_workers(len(jobs), workers), sizes=sizes
-    ) as workbooks:
+    with ordered_results(_xlsx_bytes, jobs, workers=workers, sizes=sizes) as workbooks:
+        register_all = con.execute(
+            _patients_sql(register_cols, has_risk).replace(
+                "SELECT ", "SELECT pm.pcn_code AS _pcn, ", 1
+            )
+            + f" WHERE {where} ORDER BY _pcn, "
+            + ("r.risk_score DESC NULLS LAST, " if has_risk else "")
+            + "pm.ltc_count DESC, pm.efi_score DESC, i.nhs_number",
+            params,
+        ).pl()
+        register_runs = _by_pcn(register_all, ["_pcn"])
         entries = {
             pcn: _write_csvs(
                 out_dir / pcn,

@@ -89,6 +89,16 @@ def export_workers(n_jobs: int, workers: int | None = None) -> int:
     return n_workers(workers, n_jobs)
 
 
+def start_workers(n_jobs: int, workers: int | None = None) -> int:
+    """:func:`export_workers` for ``n_jobs``; when that is more than one, start the fork
+    server now (:func:`worker_context`), so that it imports the rendering code while the
+    caller reads its data. Returns the number of workers."""
+    n = export_workers(n_jobs, workers)
+    if n > 1:
+        worker_context()
+    return n
+
+
 def largest_first(sizes: Sequence[float]) -> list[int]:
     """The job indices by size, largest first (ties in job order): the order to start them
     in so that two workers finish close together."""

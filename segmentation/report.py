@@ -34,7 +34,7 @@ from phm.disclosure import (
 from phm.files import write_csv
 from phm.measures._sql import require_tables
 from phm.warehouse import table_exists
-from phm.workers import export_workers, ordered_results
+from phm.workers import ordered_results, start_workers
 from segmentation.bridges import segment_names
 from segmentation.features import LTC_FACTOR_NOTE, feature_catalogue
 from segmentation.risk import (
@@ -419,6 +419,12 @@ def write_pcn_outputs(
     has_risk = table_exists(con, "marts.risk_scores")
     risk_join = "LEFT JOIN marts.risk_scores r USING (person_id)" if has_risk else ""
     tier_col = "r.risk_tier" if has_risk else "NULL"
+    n_pcns = con.execute(
+        "SELECT count(DISTINCT pcn_code) FROM marts.patient_measures WHERE pcn_code IS NOT NULL"
+    ).fetchone()[0]
+    workers = start_workers(  # the workers' server starts while we read
+        n_pcns if pcn_codes is None else min(n_pcns, len(pcn_codes)), workers
+    )
     df = con.execute(
         f"""
         SELECT pm.pcn_code, pm.age, pm.sex, s.segment, {tier_col} AS risk_tier
@@ -456,7 +462,7 @@ def write_pcn_outputs(
     with ordered_results(
         _pyramid,
         pyramids,
-        workers=export_workers(len(pyramids), workers),
+        workers=workers,
         sizes=[job[0].height for job in pyramids],
     ) as drawn:
         for pcn, (_, _, _, png, _) in zip(pcns, pyramids, strict=True):

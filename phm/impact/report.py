@@ -29,7 +29,7 @@ from phm.exports import add_to_manifest
 from phm.files import atomic_write_bytes, csv_bytes
 from phm.impact.caseload import FUNNEL_STAGES, STATUS_ORDER
 from phm.impact.interventions import OUTCOMES
-from phm.workers import export_workers, ordered_map
+from phm.workers import ordered_map, start_workers
 
 MIN_PEOPLE = 10
 HIDDEN = ""
@@ -665,6 +665,7 @@ def write_pcn_reports(
     ``pcns`` (code -> name). Returns the files written per PCN. The files are made in
     ``workers`` processes (:func:`phm.workers.export_workers`: ``PHM_WORKERS``); they
     are the same with any number."""
+    workers = start_workers(len(pcns), workers)  # the workers' server starts meanwhile
     p = policy or DisclosurePolicy.from_env()
     est = estimates_table(estimates, p)
     # area-wide: drawn once, the same image in every PCN's report
@@ -695,7 +696,7 @@ def write_pcn_reports(
     # files are written here, in PCN order
     sizes = [job[3].height for job in jobs]
     written = {}
-    results = ordered_map(_pcn_files, jobs, workers=export_workers(len(jobs), workers), sizes=sizes)
+    results = ordered_map(_pcn_files, jobs, workers=workers, sizes=sizes)
     for code, files in zip(codes, results, strict=True):
         folder = Path(out_dir) / code
         for name, (_, data) in files.items():
