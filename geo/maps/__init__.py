@@ -57,7 +57,7 @@ from geo.maps.static import BaseLayers, base_layers, lad_outlines, plot_chorople
 from geo.need import ALL_PCNS, published_lsoa_geodataframe, published_table
 from geo.reference import BNG, load_lsoa_boundaries
 from phm.files import write_csv
-from phm.workers import largest_first, worker_context
+from phm.workers import largest_first, worker_context, worker_count
 
 log = logging.getLogger("geo.maps")
 
@@ -117,7 +117,8 @@ def pcn_levels(
 
 def map_workers() -> int:
     """Worker processes for the PCN maps: ``PHM_MAP_WORKERS`` if set (1 = render in this
-    process), else ``min(cpu_count, 4)``."""
+    process), else :func:`phm.workers.worker_count` (``PHM_WORKERS``, default
+    ``min(cpu_count, 4)``)."""
     raw = os.environ.get("PHM_MAP_WORKERS", "").strip()
     if raw:
         try:
@@ -127,7 +128,7 @@ def map_workers() -> int:
         if n < 1:
             raise ValueError(f"PHM_MAP_WORKERS must be at least 1, not {n}")
         return n
-    return max(1, min(os.cpu_count() or 1, 4))
+    return worker_count()
 
 
 def write_pcn_maps(
