@@ -142,11 +142,13 @@ def test_worker_processes_give_the_contributions_of_one_process(model, monkeypat
 def test_score_workers_setting(monkeypatch):
     monkeypatch.delenv("PHM_WORKERS", raising=False)
     assert factors.score_workers(factors.POOL_MIN_ROWS - 1) == 1
+    assert factors.score_workers(10**7) == 1  # off unless asked for
     monkeypatch.setenv("PHM_WORKERS", "1")
     assert factors.score_workers(10**7) == 1
     monkeypatch.setenv("PHM_WORKERS", "3")
-    assert factors.score_workers(10) == 3
+    assert factors.score_workers(10**7) == 3
+    assert factors.score_workers(factors.POOL_MIN_ROWS - 1) == 1  # too few to be worth it
     for bad in ("0", "two"):
         monkeypatch.setenv("PHM_WORKERS", bad)
         with pytest.raises(ValueError, match="PHM_WORKERS"):
-            factors.score_workers(10)
+            factors.score_workers(10**7)
