@@ -46,19 +46,6 @@ def single_threaded_writes(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         con.execute(f"SET threads = {int(before)}")
 
 
-def raw_rows(table: str) -> str:
-    """SQL for ``raw.<table>`` in delivered order with each row's 1-based delivered row
-    number as ``_row_number`` (first column), then the delivered columns.
-
-    The row number is not stored: raw tables are written once, in delivered order (DuckDB
-    keeps insertion order, ``preserve_insertion_order``, also when both threads parse one
-    file), and never updated, so a row's ``rowid`` is its position in the file minus one.
-    Storing it would cost a serial pass (a window function) over every file."""
-    if table not in TABLES:
-        raise KeyError(f"unknown table {table!r}")
-    return f'SELECT rowid + 1 AS {ROW_NUMBER}, * FROM raw."{table}"'
-
-
 def _scratch_folder(con: duckdb.DuckDBPyConnection) -> Path | None:
     """Where a delivery file's private copy is parsed: beside the warehouse file (inside the
     pipeline's owner-only home), or the system's temporary folder for an in-memory database."""
@@ -83,9 +70,7 @@ def _load_csv_native(
 ) -> tuple[int, list[str]]:
     """Load one CSV file into ``raw.<table>`` with DuckDB's own reader, streaming: the file
     is never held in Python memory (the polars frame of an 18-million-row file, plus what
-    DuckDB keeps while appending it from Arrow, peaked near 6 GB at 1,000,000 patients),
-    and parsed and written on all DuckDB threads in delivered order (no row number column:
-    :func:`raw_rows`).
+    DuckDB keeps while appending it from Arrow, peaked near 6 GB at 1,000,000 patients).
 
     The same checks as :func:`phm.delivery.read_table_checked`, in the same order: the file
     is copied (decompressed) while hashed and counted and checked against the manifest
@@ -119,7 +104,7 @@ def _load_csv_native(
         try:
             con.execute(
                 f"""CREATE OR REPLACE TABLE raw.{_ident(entry.table)} AS
-                SELECT {", ".join(select)}
+                SELECT row_number() OVER () AS {ROW_NUMBER}, {", ".join(select)}
                 FROM read_csv(?, header = true, auto_detect = false, delim = ',',
                     quote = '"', escape = '"', allow_quoted_nulls = false,
                     strict_mode = true, null_padding = false, encoding = 'utf-8',
@@ -166,49 +151,47 @@ def _load_raw(con: duckdb.DuckDBPyConnection, delivery: Delivery, native: bool) 
     scratch = _scratch_folder(con)
     counts: dict[str, int] = {}
     missing: dict[str, list[str]] = {}
-    con.execute("BEGIN TRANSACTION")
-    try:
-        for table in TABLE_NAMES:
-            t0 = time.perf_counter()
-            entry = delivery.entries[table]
-            if native and not entry.file.name.endswith(".parquet"):
-                counts[table], absent = _load_csv_native(con, entry, scratch)
-            else:
-                df, absent = read_table_checked(entry, scratch)
-                # a frame is appended on one thread (single_threaded_writes); the row
-                # number is the table's rowid (raw_rows), never stored
-                with single_threaded_writes(con):
-                    counts[table] = write_table(con, f"raw.{table}", df.drop(ROW_NUMBER))
-                del df
-            if absent:
-                missing[table] = absent
-            log.info(
-                "raw.%s: %d rows from %s (%.1fs)",
-                table,
-                counts[table],
-                entry.file.name,
-                time.perf_counter() - t0,
+    with single_threaded_writes(con):
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for table in TABLE_NAMES:
+                t0 = time.perf_counter()
+                entry = delivery.entries[table]
+                if native and not entry.file.name.endswith(".parquet"):
+                    counts[table], absent = _load_csv_native(con, entry, scratch)
+                else:
+                    df, absent = read_table_checked(entry, scratch)
+                    counts[table] = write_table(con, f"raw.{table}", df)
+                    del df
+                if absent:
+                    missing[table] = absent
+                log.info(
+                    "raw.%s: %d rows from %s (%.1fs)",
+                    table,
+                    counts[table],
+                    entry.file.name,
+                    time.perf_counter() - t0,
+                )
+            meta = pl.DataFrame(
+                {
+                    "extract_date": [delivery.extract_date],
+                    "folder": [str(delivery.folder)],
+                    "manifest": [
+                        json.dumps(
+                            {
+                                t: {"file": e.file.name, "rows": e.rows, "sha256": e.sha256}
+                                for t, e in delivery.entries.items()
+                            },
+                            sort_keys=True,
+                        )
+                    ],
+                    "contract_version": [delivery.contract_version],
+                    "missing_columns": [json.dumps(missing, sort_keys=True)],
+                }
             )
-        meta = pl.DataFrame(
-            {
-                "extract_date": [delivery.extract_date],
-                "folder": [str(delivery.folder)],
-                "manifest": [
-                    json.dumps(
-                        {
-                            t: {"file": e.file.name, "rows": e.rows, "sha256": e.sha256}
-                            for t, e in delivery.entries.items()
-                        },
-                        sort_keys=True,
-                    )
-                ],
-                "contract_version": [delivery.contract_version],
-                "missing_columns": [json.dumps(missing, sort_keys=True)],
-            }
-        )
-        write_table(con, DELIVERY_TABLE, meta)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+            write_table(con, DELIVERY_TABLE, meta)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
     return counts

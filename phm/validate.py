@@ -385,12 +385,9 @@ class WarehouseValidation(_Counts):
 
 
 def _raw_slices(cursor, table: str, slice_rows: int | None) -> Iterator[pl.DataFrame]:
-    """``raw.<table>`` in delivered order with its row numbers (:func:`phm.ingest.raw_rows`;
-    a table scan keeps DuckDB's insertion order, as an ORDER BY would, without sorting
-    millions of rows): whole, or ``slice_rows`` at a time."""
-    from phm.ingest import raw_rows
-
-    result = cursor.execute(raw_rows(table))
+    """``raw.<table>`` in delivered order (a table scan keeps DuckDB's insertion order, as an
+    ORDER BY would, without sorting millions of rows): whole, or ``slice_rows`` at a time."""
+    result = cursor.execute(f'SELECT * FROM raw."{table}"')
     if slice_rows is None:
         yield result.pl()
         return

@@ -17,7 +17,7 @@ from phm.delivery import (
     read_table,
     read_table_checked,
 )
-from phm.ingest import load_raw, raw_rows
+from phm.ingest import load_raw
 from phm.manifest import count_csv_rows, write_manifest
 
 
@@ -54,7 +54,7 @@ def test_manifest_counts_match_and_ingest_loads_every_row(tmp_path):
     assert con.execute("select extract_date from raw._delivery").fetchone()[0] == EXTRACT_DATE
     # raw keeps the text as delivered and numbers rows from 1
     rows = con.execute(
-        f"select _row_number, primary_diagnosis, secondary_diagnoses from ({raw_rows('sus_apc')})"
+        "select _row_number, primary_diagnosis, secondary_diagnoses from raw.sus_apc"
     ).fetchall()
     assert rows == [(1, "I50.0", "F00.0*;W19")]
 

@@ -14,7 +14,7 @@ from factory import make_delivery, remanifest
 import phm.ingest
 from phm.contract import TABLE_NAMES
 from phm.delivery import DeliveryError, open_delivery, read_table_checked
-from phm.ingest import load_raw, raw_rows
+from phm.ingest import load_raw
 
 #: awkward but valid: BOM, CRLF, a quoted empty field (text ""), empty fields (null),
 #: spaces and a tab kept as delivered, a quoted comma, doubled quote and newline, spaces
@@ -42,7 +42,7 @@ def _no_polars(monkeypatch):
 
 
 def _raw(con, table: str) -> pl.DataFrame:
-    return con.execute(raw_rows(table)).pl()
+    return con.execute(f'SELECT * FROM raw."{table}"').pl()
 
 
 @pytest.mark.parametrize("compress", [False, True])
@@ -116,41 +116,3 @@ def test_a_ragged_file_is_refused_with_the_established_message_and_nothing_loads
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw'"
     ).fetchone()[0]
     assert tables == 0
-
-
-def test_a_file_parsed_on_several_threads_keeps_delivered_order(tmp_path, monkeypatch):
-    """Raw stores no row number: a row's number is its rowid + 1 (phm.ingest.raw_rows). A
-    file large enough for DuckDB to split between threads must still land in file order,
-    each row numbered by its line (carried here in numeric_value), with varying row widths
-    and quoted newlines across the split points."""
-    folder = make_delivery(tmp_path)
-    path = folder / "gp_events.csv"
-    header, first = path.read_text(encoding="utf-8").splitlines()[:2]
-    names = header.split(",")
-    row = dict(zip(names, first.split(","), strict=True))
-    n = 300_000
-    rows = pl.DataFrame({"i": pl.int_range(1, n + 1, eager=True)}).select(
-        *(
-            pl.col("i").cast(pl.String).alias(c)
-            if c == "numeric_value"
-            else pl.when(pl.col("i") % 7 == 0)
-            .then(pl.lit(f"{row[c]}\nwrapped {c}"))
-            .otherwise(pl.lit(row[c]) + pl.lit(" ").repeat_by(pl.col("i") % 13).list.join(""))
-            .alias(c)
-            for c in names
-        )
-    )
-    rows.write_csv(path)
-    assert path.stat().st_size > 16 * 2**20  # several of DuckDB's CSV buffers
-    remanifest(folder)
-    _no_polars(monkeypatch)
-    con = duckdb.connect()
-    con.execute("SET threads = 4")
-    load_raw(con, open_delivery(tmp_path))
-    stored = [r[0] for r in con.execute("DESCRIBE raw.gp_events").fetchall()]
-    assert "_row_number" not in stored
-    events = _raw(con, "gp_events")
-    assert events.height == n
-    assert events["_row_number"].to_list() == list(range(1, n + 1))
-    assert events["numeric_value"].cast(pl.Int64).to_list() == list(range(1, n + 1))
-    assert events["nhs_number"].str.contains("\n").sum() == n // 7

@@ -620,9 +620,7 @@ def _warehouse_with(raw: pl.DataFrame) -> duckdb.DuckDBPyConnection:
     for s in ("raw", "staging", "quarantine"):
         con.execute(f"CREATE SCHEMA {s}")
     con.register("events", raw.to_arrow())
-    # as ingest stores it: delivered columns only, the row number is rowid + 1 (raw_rows)
-    assert raw["_row_number"].to_list() == list(range(1, raw.height + 1))
-    con.execute("CREATE TABLE raw.gp_events AS SELECT * EXCLUDE (_row_number) FROM events")
+    con.execute("CREATE TABLE raw.gp_events AS SELECT * FROM events")
     con.unregister("events")
     codes = sorted(REFS["practices"])
     con.execute(

@@ -16,8 +16,7 @@ RAW_SPECS = [
         group_name="ingest",
         description=(
             f"`raw.{table}`: {TABLES[table].description} Every delivered column as text, exactly "
-            "as delivered, in delivered order (`_row_number`, the 1-based row in the file, is "
-            "the row's rowid + 1: phm.ingest.raw_rows)."
+            "as delivered, plus `_row_number` (1-based row in the file)."
         ),
         kinds={"duckdb"},
     )

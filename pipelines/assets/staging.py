@@ -14,7 +14,6 @@ from dagster_duckdb import DuckDBResource
 import schemas
 from phm.contract import TABLE_NAMES
 from phm.files import atomic_path, atomic_write_text
-from phm.ingest import raw_rows
 from phm.validate import (
     WITHOUT_PRACTICE_COLUMNS,
     data_quality_markdown,
@@ -104,7 +103,7 @@ def _conservation_check(table: str):
             ).fetchone()
             # every raw row number appears exactly once across staging and quarantine
             unmatched = con.execute(
-                f"""SELECT count(*) FROM ({raw_rows(table)}) r FULL OUTER JOIN (
+                f"""SELECT count(*) FROM raw.{table} r FULL OUTER JOIN (
                         SELECT _row_number FROM staging.{table}
                         UNION ALL SELECT _row_number FROM quarantine.{table}) s
                     USING (_row_number) WHERE r._row_number IS NULL OR s._row_number IS NULL"""
