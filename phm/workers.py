@@ -42,19 +42,26 @@ PRELOAD = [
 ENV = "PHM_WORKERS"
 
 
+def workers_setting(name: str) -> int | None:
+    """The worker count in the environment variable ``name``, or None when it is unset; a
+    value that is not a whole number of at least 1 is an error naming the variable."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {raw!r}") from None
+    if n < 1:
+        raise ValueError(f"{name} must be at least 1, not {n}")
+    return n
+
+
 def worker_count() -> int:
     """Worker processes: ``PHM_WORKERS`` if set (1 = everything in the calling process), else
     ``min(cpu_count, 4)``."""
-    raw = os.environ.get(ENV, "").strip()
-    if raw:
-        try:
-            n = int(raw)
-        except ValueError:
-            raise ValueError(f"{ENV} must be a whole number, not {raw!r}") from None
-        if n < 1:
-            raise ValueError(f"{ENV} must be at least 1, not {n}")
-        return n
-    return max(1, min(os.cpu_count() or 1, 4))
+    n = workers_setting(ENV)
+    return n if n is not None else max(1, min(os.cpu_count() or 1, 4))
 
 
 def n_workers(workers: int | None, tasks: int, worth_it: bool = True) -> int:

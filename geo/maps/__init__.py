@@ -57,7 +57,7 @@ from geo.maps.static import BaseLayers, base_layers, lad_outlines, plot_chorople
 from geo.need import ALL_PCNS, published_lsoa_geodataframe, published_table
 from geo.reference import BNG, load_lsoa_boundaries
 from phm.files import write_csv
-from phm.workers import largest_first, worker_context, worker_count
+from phm.workers import largest_first, worker_context, worker_count, workers_setting
 
 log = logging.getLogger("geo.maps")
 
@@ -119,16 +119,8 @@ def map_workers() -> int:
     """Worker processes for the PCN maps: ``PHM_MAP_WORKERS`` if set (1 = render in this
     process), else :func:`phm.workers.worker_count` (``PHM_WORKERS``, default
     ``min(cpu_count, 4)``)."""
-    raw = os.environ.get("PHM_MAP_WORKERS", "").strip()
-    if raw:
-        try:
-            n = int(raw)
-        except ValueError:
-            raise ValueError(f"PHM_MAP_WORKERS must be a whole number, not {raw!r}") from None
-        if n < 1:
-            raise ValueError(f"PHM_MAP_WORKERS must be at least 1, not {n}")
-        return n
-    return worker_count()
+    n = workers_setting("PHM_MAP_WORKERS")
+    return n if n is not None else worker_count()
 
 
 def write_pcn_maps(
