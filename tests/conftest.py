@@ -41,3 +41,18 @@ def small_home(tmp_path_factory):
         mp.setenv("PHM_PSEUDONYMISATION_KEY", "0123456789abcdef0123456789abcdef0123")
         run_pipeline(extracts, home)
     return extracts, home
+
+
+@pytest.fixture(scope="module")
+def demo_need_warehouse():
+    """An in-memory demo warehouse (3,000 patients, seed 11) with the need tables built, one
+    per test module."""
+    from geo_demo import make_demo_warehouse
+
+    from geo.need import build_need_tables
+
+    con = duckdb.connect()
+    make_demo_warehouse(con, n_patients=3000, seed=11)
+    build_need_tables(con)
+    yield con
+    con.close()

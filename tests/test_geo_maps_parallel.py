@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import os
 
-import duckdb
 import pytest
-from geo_demo import DEMO_PCNS, make_demo_warehouse
+from geo_demo import DEMO_PCNS
 
 from geo.maps import map_workers, write_pcn_maps
-from geo.need import build_need_tables
 
 CODES = [p[0] for p in DEMO_PCNS]
 
 
 @pytest.fixture(scope="module")
-def warehouse():
-    con = duckdb.connect()
-    make_demo_warehouse(con, n_patients=3000, seed=11)
-    build_need_tables(con)
-    yield con
-    con.close()
+def warehouse(demo_need_warehouse):
+    return demo_need_warehouse
 
 
 def _files(root) -> dict[str, bytes]:

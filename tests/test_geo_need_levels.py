@@ -3,21 +3,15 @@ tables as each level straight from the marts, and the same on every run."""
 
 from __future__ import annotations
 
-import duckdb
 import pytest
-from geo_demo import make_demo_warehouse
 from polars.testing import assert_frame_equal
 
 from geo.need import LEVELS, NEED_PATIENTS, build_need_tables, compute_need, published_table
 
 
 @pytest.fixture(scope="module")
-def warehouse():
-    con = duckdb.connect()
-    make_demo_warehouse(con, n_patients=3000, seed=11)
-    build_need_tables(con)
-    yield con
-    con.close()
+def warehouse(demo_need_warehouse):
+    return demo_need_warehouse
 
 
 def _tables(con) -> dict:

@@ -163,7 +163,7 @@ def write_pcn_maps(
     )
     n = _n_workers(workers, len(codes))
     # start the workers' parent process now: it imports the map code while this one reads
-    mp_context = _worker_context() if n > 1 else None
+    mp_context = worker_context() if n > 1 else None
     coarser = coarser_tables(con)
     b = boundaries if boundaries is not None else load_lsoa_boundaries()
     b_bng = b.to_crs(BNG)
@@ -228,13 +228,6 @@ def _n_workers(workers: int | None, n_pcns: int) -> int:
         # starting the workers costs about one PCN's maps: by default two PCNs or more each
         return max(1, min(map_workers(), n_pcns // 2))
     return max(1, min(map_workers() if workers is None else workers, n_pcns))
-
-
-def _worker_context():
-    """Never a fork of this process (its DuckDB threads are live): 'forkserver' where there is
-    one (a fresh server process that imports the map code once, then forks the workers from
-    itself), else 'spawn' (a fresh interpreter per worker): :func:`phm.workers.worker_context`."""
-    return worker_context()
 
 
 def _failed(code: str, e: Exception, out_dir: Path, failures: dict[str, str]) -> None:

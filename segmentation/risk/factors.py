@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ import polars as pl
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from phm.measures import load_ltc_conditions
+from phm.workers import worker_context
 from segmentation.features import (
     factor_text,
     feature_catalogue,
@@ -150,8 +150,9 @@ def contributions(
     ``model.predict``, with less copying).
 
     ``workers`` > 1 (default :func:`score_workers`) makes the same prediction calls, on the
-    same matrices, in that many worker processes (``spawn``: never a fork of this process,
-    which holds DuckDB connections), each with this process's BLAS thread count; they read
+    same matrices, in that many worker processes (:func:`phm.workers.worker_context`: never
+    a fork of this process, which holds DuckDB connections), each with this process's BLAS
+    thread count; they read
     ``X`` from a memory-mapped copy and return each call's risks, which are gathered here in
     a fixed order, so the result is bit-for-bit that of ``workers=1``."""
     groups = _factor_groups(model)
@@ -172,7 +173,7 @@ def contributions(
         blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
         with ProcessPoolExecutor(
             max_workers=n,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=worker_context(),
             initializer=_init_worker,
             initargs=(model, str(path), max(blas) if blas else None),
         ) as pool:
